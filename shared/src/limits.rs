@@ -1,0 +1,177 @@
+//! How many connections and threads this process may have, checked before any work
+//! starts.
+//!
+//! A million-task demo that dies half way with "Too many open files" teaches nothing. So
+//! every stage asks first: [`check_connections`] raises the soft `RLIMIT_NOFILE` to the
+//! hard limit (the soft limit is often 1024 while the hard one is far higher) and refuses
+//! with an [`Error::Limit`] that names the limit, the number asked for and the fix.
+
+use std::io;
+
+use crate::Error;
+
+/// File descriptors kept free for everything that is not a connection: stdio, the epoll
+/// instance, the listener, the waker, files the allocator or test harness opens.
+pub const FD_RESERVE: u64 = 64;
+
+/// The soft and hard `RLIMIT_NOFILE` of this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimit {
+    /// The limit in force: opening one more descriptor fails with `EMFILE`.
+    pub soft: u64,
+    /// How far an unprivileged process may raise `soft`.
+    pub hard: u64,
+}
+
+/// The current `RLIMIT_NOFILE`.
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "rlim_t is u64 on Linux, not everywhere"
+)]
+pub fn fd_limit() -> io::Result<FdLimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `rlimit` for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FdLimit {
+        soft: limit.rlim_cur as u64,
+        hard: limit.rlim_max as u64,
+    })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new limits.
+///
+/// On macOS the hard limit may be "unlimited" while the kernel refuses more than
+/// `OPEN_MAX`; we then settle for the soft limit we have.
+pub fn raise_fd_limit() -> io::Result<FdLimit> {
+    let current = fd_limit()?;
+    if current.soft >= current.hard {
+        return Ok(current);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: current.hard as libc::rlim_t,
+        rlim_max: current.hard as libc::rlim_t,
+    };
+    // SAFETY: `raised` is a valid `rlimit`; raising the soft limit up to the hard one is
+    // allowed for any process and changes nothing but this limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Ok(current);
+    }
+    fd_limit()
+}
+
+/// Descriptors this process has open now, where the OS tells us (`/proc/self/fd` on
+/// Linux); `None` elsewhere.
+pub fn open_fds() -> Option<u64> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    // One of the entries is the directory handle read_dir itself holds open.
+    Some((entries.count() as u64).saturating_sub(1))
+}
+
+/// Raises the fd limit, then checks that `connections` more sockets fit in it, with
+/// [`FD_RESERVE`] to spare.
+///
+/// Count every socket the process will hold at once: a client talking to the embedded
+/// server holds both ends of each connection, so it asks for twice the requests.
+pub fn check_connections(connections: u64) -> Result<FdLimit, Error> {
+    let limit = raise_fd_limit().map_err(|e| Error::io("reading RLIMIT_NOFILE", e))?;
+    let open = open_fds().unwrap_or(0);
+    let needed = connections + open + FD_RESERVE;
+    if needed <= limit.soft {
+        return Ok(limit);
+    }
+    let fix = if needed <= limit.hard {
+        format!("Raise the soft limit with `ulimit -n {needed}`")
+    } else {
+        format!(
+            "Raise the hard limit (as root: `ulimit -Hn {needed}`, or `nofile` in \
+             /etc/security/limits.conf), then `ulimit -n {needed}`"
+        )
+    };
+    Err(Error::Limit {
+        limit: format!(
+            "open-file limit (RLIMIT_NOFILE: soft {}, hard {})",
+            limit.soft, limit.hard
+        ),
+        asked: format!(
+            "{connections} concurrent sockets need about {needed} file descriptors \
+             ({open} already open, {FD_RESERVE} kept in reserve)"
+        ),
+        fix: format!("{fix}, or ask for fewer concurrent requests."),
+    })
+}
+
+/// How many memory mappings this process may still create (Linux only).
+///
+/// Every thread stack, guard page and coroutine stack with its own guard is a mapping,
+/// and the kernel caps them per process at `vm.max_map_count` (65,530 by default).
+/// Crossing the cap does not fail cleanly everywhere: Rust's runtime aborts the process
+/// when a new thread cannot map its signal stack. So count first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapBudget {
+    /// `vm.max_map_count`.
+    pub max: u64,
+    /// Mappings this process has now (lines of `/proc/self/maps`).
+    pub used: u64,
+}
+
+impl MapBudget {
+    /// Reads the budget, or `None` where the OS does not expose it.
+    pub fn read() -> Option<MapBudget> {
+        let max = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?;
+        let maps = std::fs::read("/proc/self/maps").ok()?;
+        Some(MapBudget {
+            max: max.trim().parse().ok()?,
+            used: maps.iter().filter(|&&b| b == b'\n').count() as u64,
+        })
+    }
+
+    /// Mappings still free.
+    pub fn free(&self) -> u64 {
+        self.max.saturating_sub(self.used)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_never_lowers() {
+        let before = fd_limit().unwrap();
+        let after = raise_fd_limit().unwrap();
+        assert!(after.soft >= before.soft);
+        assert_eq!(after.hard, before.hard);
+    }
+
+    #[test]
+    fn a_small_number_of_connections_fits() {
+        check_connections(100).unwrap();
+    }
+
+    #[test]
+    fn too_many_connections_get_a_clear_error() {
+        let hard = fd_limit().unwrap().hard;
+        let error = check_connections(hard).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, Error::Limit { .. }), "{error:?}");
+        assert!(text.contains("RLIMIT_NOFILE"), "{text}");
+        assert!(
+            text.contains(&format!("{hard} concurrent sockets")),
+            "{text}"
+        );
+        assert!(text.contains("ulimit"), "{text}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_map_budget_is_read() {
+        let budget = MapBudget::read().unwrap();
+        assert!(budget.max > 1000);
+        assert!(budget.used > 10 && budget.used < budget.max);
+    }
+}

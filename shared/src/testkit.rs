@@ -1,0 +1,116 @@
+//! Servers that misbehave on purpose, for the stages' tests.
+//!
+//! A client is only as trustworthy as its handling of a bad server. Each stage's tests
+//! point its `run` at one of these and check that the report fails with the right error
+//! instead of passing. Blocking std networking, a thread per connection: simple on purpose,
+//! because this is not what the stages are about.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+/// How a [`RogueServer`] answers each line it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// `Request {id+1}` for `Request {id}`: someone else's answer.
+    WrongId,
+    /// `ERROR go away`, as the slow server answers bad input.
+    ErrorLine,
+    /// Bytes that are not UTF-8, then a newline.
+    InvalidUtf8,
+    /// Half a line, then the connection is closed.
+    CloseMidLine,
+    /// Closes the connection without a word.
+    Hangup,
+    /// Reads the request and never answers; the connection stays open until the client
+    /// gives up.
+    Silent,
+}
+
+/// A server on `127.0.0.1` that reads request lines and answers them wrongly.
+/// Dropping it stops accepting; connections already open end with their clients.
+#[derive(Debug)]
+pub struct RogueServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl RogueServer {
+    /// Starts it on a free port.
+    pub fn start(misbehaviour: Misbehaviour) -> std::io::Result<RogueServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Ok(stream) = stream {
+                    thread::spawn(move || misbehave(stream, misbehaviour));
+                }
+            }
+        });
+        Ok(RogueServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for RogueServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the blocking accept so the thread sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn misbehave(stream: TcpStream, misbehaviour: Misbehaviour) {
+    let mut writer = match stream.try_clone() {
+        Ok(writer) => writer,
+        Err(_) => return,
+    };
+    if misbehaviour == Misbehaviour::Hangup {
+        return;
+    }
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { return };
+        let id: u64 = line
+            .strip_prefix("Request ")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(0);
+        let answer: Vec<u8> = match misbehaviour {
+            Misbehaviour::WrongId => format!("Request {}\n", id + 1).into_bytes(),
+            Misbehaviour::ErrorLine => b"ERROR go away\n".to_vec(),
+            Misbehaviour::InvalidUtf8 => b"Request \xff\xfe\n".to_vec(),
+            Misbehaviour::CloseMidLine => b"Requ".to_vec(),
+            Misbehaviour::Silent => continue,
+            Misbehaviour::Hangup => return,
+        };
+        if writer.write_all(&answer).is_err() || misbehaviour == Misbehaviour::CloseMidLine {
+            return;
+        }
+    }
+}
+
+/// An address on `127.0.0.1` where nothing listens: connecting is refused.
+pub fn refused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let addr = listener.local_addr().expect("local address");
+    drop(listener);
+    addr
+}

@@ -1,0 +1,67 @@
+//! The standalone server at its file-descriptor limit: it keeps serving the connections
+//! it has, says so once, and serves the waiting ones when room comes free.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[cfg(target_os = "linux")]
+#[test]
+fn at_the_fd_limit_the_server_keeps_serving_and_logs_one_line() {
+    // Find a free port, then start the server in a child with a tiny fd limit (the limit
+    // is per process, so this cannot be done in the test process itself).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 32 && exec {} --listen {addr} --delay-ms 300",
+            env!("CARGO_BIN_EXE_slow-server")
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slow-server");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(banner.contains("listening on"), "{banner}");
+
+    // 40 connections, more than the 32 descriptors the server may have.
+    let clients: Vec<_> = (0..40)
+        .map(|id| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                stream
+                    .write_all(format!("Request {id}\n").as_bytes())
+                    .unwrap();
+                let mut line = String::new();
+                BufReader::new(stream).read_line(&mut line).unwrap();
+                (id, line)
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for client in clients {
+        let (id, line) = client.join().unwrap();
+        assert_eq!(line, format!("Request {id}\n"));
+    }
+    assert!(start.elapsed() < Duration::from_secs(20));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not a flood: {log}");
+    assert!(lines[0].contains("out of file descriptors"), "{log}");
+    assert!(lines[0].contains("ulimit -n"), "{log}");
+}
