@@ -12,6 +12,7 @@
 //!   with its own line.
 //! - [`cli`]: `--addr`, `--delay-ms`, `--requests`, and the `main` every stage runs.
 //! - [`limits`]: file-descriptor and memory-mapping budgets, checked before work starts.
+//! - [`memory`]: resident memory, for bytes-per-task figures.
 //! - [`testkit`]: servers that misbehave on purpose, for the stages' tests.
 //!
 //! The standalone server: `cargo run -p shared --bin slow-server -- --listen
@@ -20,6 +21,7 @@
 pub mod cli;
 mod error;
 pub mod limits;
+pub mod memory;
 pub mod protocol;
 mod report;
 pub mod server;
