@@ -1,0 +1,194 @@
+//! The article's callback client (section 4.1): every request is a chain of callbacks.
+//!
+//! Over stage 0, nothing here blocks. `make_tcp_request` starts a non-blocking connect,
+//! registers `on_connected` and returns at once; the event loop calls `on_connected` when
+//! the socket becomes writable, which sends the request and registers `on_data_received`,
+//! which reads until the line is complete and hands it to `on_response`. The state of a
+//! request (bytes sent, the line decoder) lives in the closures.
+//!
+//! Run it: `cargo run -p stage1-callbacks` (10 requests, one thread, about one delay).
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use shared::protocol::{self, LineDecoder};
+use shared::{Error, Report};
+
+use crate::event_loop::EventLoop;
+
+// ANCHOR: make_tcp_request
+/// Starts request `id` to the server at `addr` and returns at once. The loop later calls
+/// `on_response` with the server's line, or with why there is none.
+pub fn make_tcp_request(
+    event_loop: &mut EventLoop,
+    addr: SocketAddr,
+    id: u64,
+    on_response: impl Fn(Result<String, Error>) + 'static,
+) {
+    // Non-blocking: the handshake goes on in the kernel, and the socket becomes
+    // writable when it is over, whether it worked or not.
+    let stream = match TcpStream::connect(addr) {
+        Ok(stream) => stream,
+        Err(source) => return on_response(Err(Error::Connect { addr, source })),
+    };
+    // NB: Python's closures all share `sock`. A Rust value has one owner, so callbacks
+    // that take turns with the socket share it through Rc<RefCell<..>>.
+    let stream = Rc::new(RefCell::new(stream));
+    let on_response: Rc<dyn Fn(Result<String, Error>)> = Rc::new(on_response);
+    let request = protocol::request(id).into_bytes();
+    let mut sent = 0; // state kept in the closure, across calls
+
+    // ANCHOR: on_connected
+    let on_connected = {
+        let stream = Rc::clone(&stream);
+        let on_response = Rc::clone(&on_response);
+        move |event_loop: &mut EventLoop, event: &Event| {
+            let mut sock = stream.borrow_mut();
+            match connect_result(&sock) {
+                Ok(true) => {}
+                Ok(false) => return, // a spurious wake-up: still connecting
+                Err(source) => {
+                    let error = Error::Connect { addr, source };
+                    return finish(
+                        event_loop,
+                        &mut sock,
+                        event.token(),
+                        &on_response,
+                        Err(error),
+                    );
+                }
+            }
+            // The kernel may take only part of the request: keep `sent` and finish the
+            // job the next time the socket is writable.
+            while sent < request.len() {
+                match sock.write(&request[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let error = Error::io(format!("sending request {id}"), e);
+                        return finish(
+                            event_loop,
+                            &mut sock,
+                            event.token(),
+                            &on_response,
+                            Err(error),
+                        );
+                    }
+                }
+            }
+            // Sent: from now on, wait for the answer with the next callback.
+            let on_data_received =
+                on_data_received(Rc::clone(&stream), id, Rc::clone(&on_response));
+            let token = event.token();
+            if let Err(e) =
+                event_loop.reregister(&mut *sock, token, Interest::READABLE, on_data_received)
+            {
+                let error = Error::io(format!("waiting for the response to request {id}"), e);
+                finish(event_loop, &mut sock, token, &on_response, Err(error));
+            }
+        }
+    };
+    // ANCHOR_END: on_connected
+
+    let registered =
+        event_loop.register(&mut *stream.borrow_mut(), Interest::WRITABLE, on_connected);
+    if let Err(e) = registered {
+        on_response(Err(Error::io(format!("registering request {id}"), e)));
+    }
+}
+// ANCHOR_END: make_tcp_request
+
+// ANCHOR: on_data_received
+/// The callback that reads the response to request `id`: it keeps a decoder of its own
+/// and is called every time the socket has bytes.
+fn on_data_received(
+    stream: Rc<RefCell<TcpStream>>,
+    id: u64,
+    on_response: Rc<dyn Fn(Result<String, Error>)>,
+) -> impl FnMut(&mut EventLoop, &Event) {
+    let mut decoder = LineDecoder::new();
+    move |event_loop: &mut EventLoop, event: &Event| {
+        let mut sock = stream.borrow_mut();
+        let mut buf = [0; 4096];
+        // mio is edge-triggered: read until WouldBlock, or this wake-up is the last.
+        let response = loop {
+            match sock.read(&mut buf) {
+                Ok(0) => break Err(closed_early(id, &decoder)),
+                Ok(n) => {
+                    decoder.push(&buf[..n]);
+                    match decoder.next_line() {
+                        Ok(Some(line)) => break Ok(line),
+                        Ok(None) => continue, // half a line: read on
+                        Err(source) => break Err(Error::Decode { id, source }),
+                    }
+                }
+                // Nothing more for now (or a spurious wake-up): wait for the next call.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    break Err(Error::io(
+                        format!("reading the response to request {id}"),
+                        e,
+                    ));
+                }
+            }
+        };
+        finish(event_loop, &mut sock, event.token(), &on_response, response);
+    }
+}
+// ANCHOR_END: on_data_received
+
+// ANCHOR: consume_response
+/// What the article's demo does with each response: here, record it in the report,
+/// which checks it against the request.
+pub fn consume_response(report: &RefCell<Report>, id: u64, response: Result<String, Error>) {
+    report.borrow_mut().record(id, response);
+}
+// ANCHOR_END: consume_response
+
+/// Ends a request: stop watching the socket, then pass the outcome on.
+fn finish(
+    event_loop: &mut EventLoop,
+    sock: &mut TcpStream,
+    token: Token,
+    on_response: &Rc<dyn Fn(Result<String, Error>)>,
+    response: Result<String, Error>,
+) {
+    // The callback is gone even if the OS call fails, and the socket closes when the
+    // last closure holding it is dropped, so there is nothing left to clean up.
+    let _ = event_loop.deregister(sock, token);
+    on_response(response);
+}
+
+/// Whether a non-blocking connect is over: `Ok(true)` connected, `Ok(false)` still in
+/// progress, `Err` why it failed (e.g. `ConnectionRefused`).
+fn connect_result(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(error) = stream.take_error()? {
+        return Err(error);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The error for a server that hung up before the whole line arrived.
+fn closed_early(id: u64, decoder: &LineDecoder) -> Error {
+    match decoder.finish() {
+        Err(source) => Error::Decode { id, source },
+        Ok(()) => Error::io(
+            format!("reading the response to request {id}"),
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection without answering",
+            ),
+        ),
+    }
+}

@@ -1,0 +1,192 @@
+//! A callback event loop on mio: the article's `selector` loop of section 4.1.
+//!
+//! Over stage 0 it adds the one idea everything later builds on: instead of a thread
+//! blocking in `read`, a source is registered with a callback, and a single loop asks the
+//! OS which sources are ready and calls their callbacks. Callbacks may register, change
+//! and remove callbacks, and schedule timers; [`EventLoop::run`] returns when nothing is
+//! left to wait for.
+//!
+//! Used by `cargo run -p stage1-callbacks` (the client) and by
+//! `cargo run -p stage1-callbacks --example echo_server`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::event::{Event, Source};
+use mio::{Events, Interest, Poll, Token};
+
+// ANCHOR: callback
+/// What runs when a registered source is ready. It gets the loop, so it can register
+/// more callbacks, and the event, whose token names the source it was registered for.
+pub type Callback = Box<dyn FnMut(&mut EventLoop, &Event)>;
+
+/// What runs when a timer expires.
+pub type TimerCallback = Box<dyn FnOnce(&mut EventLoop)>;
+// ANCHOR_END: callback
+
+/// A registered callback, or a mark that it is running right now.
+enum Slot {
+    Idle(Callback),
+    /// Taken out of the map while it runs, so that it can borrow the loop mutably.
+    Running,
+}
+
+// ANCHOR: event_loop
+/// The loop: a poller, a callback per registered source, and a timer queue.
+pub struct EventLoop {
+    poll: Poll,
+    callbacks: HashMap<Token, Slot>,
+    next_token: usize,
+    /// Deadlines keyed by `(when, seq)`, so two timers due at the same instant never
+    /// collide and fire in the order they were set.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_callbacks: HashMap<u64, TimerCallback>,
+    next_seq: u64,
+}
+// ANCHOR_END: event_loop
+
+impl EventLoop {
+    /// A loop with nothing registered.
+    pub fn new() -> io::Result<EventLoop> {
+        Ok(EventLoop {
+            poll: Poll::new()?,
+            callbacks: HashMap::new(),
+            next_token: 0,
+            timers: BinaryHeap::new(),
+            timer_callbacks: HashMap::new(),
+            next_seq: 0,
+        })
+    }
+
+    // ANCHOR: register
+    /// Calls `callback` whenever `source` is ready for `interest`, until the source is
+    /// deregistered. Returns the token the callback's events will carry.
+    pub fn register<S>(
+        &mut self,
+        source: &mut S,
+        interest: Interest,
+        callback: impl FnMut(&mut EventLoop, &Event) + 'static,
+    ) -> io::Result<Token>
+    where
+        S: Source + ?Sized,
+    {
+        let token = Token(self.next_token);
+        self.poll.registry().register(source, token, interest)?;
+        self.next_token += 1;
+        self.callbacks.insert(token, Slot::Idle(Box::new(callback)));
+        Ok(token)
+    }
+
+    /// Waits for `interest` on an already registered source, calling `callback` from now
+    /// on (Python's `selector.modify`). A callback may replace itself this way.
+    pub fn reregister<S>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+        callback: impl FnMut(&mut EventLoop, &Event) + 'static,
+    ) -> io::Result<()>
+    where
+        S: Source + ?Sized,
+    {
+        self.poll.registry().reregister(source, token, interest)?;
+        self.callbacks.insert(token, Slot::Idle(Box::new(callback)));
+        Ok(())
+    }
+
+    /// Stops watching `source` and drops its callback (after it returns, if it is the one
+    /// running).
+    pub fn deregister<S>(&mut self, source: &mut S, token: Token) -> io::Result<()>
+    where
+        S: Source + ?Sized,
+    {
+        self.callbacks.remove(&token);
+        self.poll.registry().deregister(source)
+    }
+    // ANCHOR_END: register
+
+    /// Calls `callback` once, `delay` from now.
+    pub fn call_later(&mut self, delay: Duration, callback: impl FnOnce(&mut EventLoop) + 'static) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.timers.push(Reverse((Instant::now() + delay, seq)));
+        self.timer_callbacks.insert(seq, Box::new(callback));
+    }
+
+    /// Registered callbacks plus pending timers: what `run` still waits for.
+    pub fn pending(&self) -> usize {
+        self.callbacks.len() + self.timer_callbacks.len()
+    }
+
+    // ANCHOR: run
+    /// Runs until no callback is registered and no timer is pending.
+    ///
+    /// Returns an error only if the poller itself fails; errors on a source are its
+    /// callback's business.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while self.pending() > 0 {
+            // Poll sleeps until the next timer is due, or until a source is ready.
+            let timeout = self.run_due_timers();
+            if self.pending() == 0 {
+                break; // the last timers finished the work
+            }
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                // A signal arrived while we waited: nothing happened, wait again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls the callback registered for `event`'s token.
+    fn dispatch(&mut self, event: &Event) {
+        let token = event.token();
+        // An earlier callback in this batch may have deregistered this source: its
+        // event is stale, so there is nobody to call.
+        let Some(slot) = self.callbacks.get_mut(&token) else {
+            return;
+        };
+        let Slot::Idle(mut callback) = std::mem::replace(slot, Slot::Running) else {
+            return;
+        };
+        callback(self, event);
+        // Put it back unless it deregistered itself or registered a successor.
+        if let Some(slot @ Slot::Running) = self.callbacks.get_mut(&token) {
+            *slot = Slot::Idle(callback);
+        }
+    }
+    // ANCHOR_END: run
+
+    /// Fires every timer that is due and returns how long poll may sleep: until the next
+    /// timer, or forever (`None`) when there is none.
+    fn run_due_timers(&mut self) -> Option<Duration> {
+        loop {
+            let Reverse((when, seq)) = *self.timers.peek()?;
+            let now = Instant::now();
+            if when > now {
+                return Some(when - now);
+            }
+            self.timers.pop();
+            if let Some(callback) = self.timer_callbacks.remove(&seq) {
+                callback(self);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("callbacks", &self.callbacks.len())
+            .field("timers", &self.timer_callbacks.len())
+            .finish()
+    }
+}

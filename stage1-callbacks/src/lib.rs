@@ -1,0 +1,49 @@
+//! Stage 1: one thread, many sockets, and callbacks.
+//!
+//! Stage 0 gave each request a thread that blocks in `read`. This stage asks the OS which
+//! sockets are ready instead, first by hand ([`os::select`], [`os::epoll`]: article
+//! section 2.2), then through a small callback [`event_loop`] on mio, on which the
+//! article's callback [`client`] of section 4.1 runs every request from one thread.
+//!
+//! - `cargo run -p stage1-callbacks`: the article's 10 requests, answered in about one
+//!   delay (5 s), from one thread.
+//! - `cargo run -p stage1-callbacks --example echo_select` (and `echo_epoll`,
+//!   `echo_server`, `callback_hell`): the other listings of the chapter.
+//!
+//! Read stage 0 first; stage 2 keeps this loop and turns the closures into a state
+//! machine.
+
+pub mod client;
+pub mod event_loop;
+pub mod os;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use shared::{Config, Error, Report, request_ids};
+
+use crate::client::{consume_response, make_tcp_request};
+use crate::event_loop::EventLoop;
+
+// ANCHOR: run
+/// Makes `config.requests` requests at once from this thread, and returns the verified
+/// report when every one has been answered.
+pub fn run(config: &Config) -> Result<Report, Error> {
+    let report = Rc::new(RefCell::new(Report::start(config)));
+    let mut event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
+    for id in request_ids(config.requests) {
+        let report = Rc::clone(&report);
+        make_tcp_request(&mut event_loop, config.addr, id, move |response| {
+            consume_response(&report, id, response)
+        });
+    }
+    // Every request is under way; nothing has been answered yet. Now wait.
+    event_loop
+        .run()
+        .map_err(|e| Error::io("waiting for events", e))?;
+    drop(event_loop); // and with it any callback still holding the report
+    let report = Rc::into_inner(report)
+        .ok_or_else(|| Error::Other("a callback outlived the event loop".into()))?;
+    report.into_inner().finish()
+}
+// ANCHOR_END: run
