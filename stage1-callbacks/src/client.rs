@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -49,48 +50,29 @@ pub fn make_tcp_request(
         let on_response = Rc::clone(&on_response);
         move |event_loop: &mut EventLoop, event: &Event| {
             let mut sock = stream.borrow_mut();
-            match connect_result(&sock) {
-                Ok(true) => {}
+            let token = event.token();
+            let sending = match connect_result(&sock) {
+                Ok(true) => send_request(&mut sock, &request, &mut sent, id),
                 Ok(false) => return, // a spurious wake-up: still connecting
-                Err(source) => {
-                    let error = Error::Connect { addr, source };
-                    return finish(
-                        event_loop,
-                        &mut sock,
-                        event.token(),
-                        &on_response,
-                        Err(error),
-                    );
-                }
-            }
-            // The kernel may take only part of the request: keep `sent` and finish the
-            // job the next time the socket is writable.
-            while sent < request.len() {
-                match sock.write(&request[sent..]) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let error = Error::io(format!("sending request {id}"), e);
-                        return finish(
-                            event_loop,
-                            &mut sock,
-                            event.token(),
-                            &on_response,
-                            Err(error),
-                        );
+                Err(source) => Poll::Ready(Err(Error::Connect { addr, source })),
+            };
+            match sending {
+                // The kernel took only part of the request: the rest goes out the next
+                // time the socket is writable, and `sent` remembers where we are.
+                Poll::Pending => {}
+                // Sent: from now on, wait for the answer, with the next callback.
+                Poll::Ready(Ok(())) => {
+                    let next = on_data_received(Rc::clone(&stream), id, Rc::clone(&on_response));
+                    if let Err(e) =
+                        event_loop.reregister(&mut *sock, token, Interest::READABLE, next)
+                    {
+                        let error = Error::io(format!("waiting for the answer to request {id}"), e);
+                        finish(event_loop, &mut sock, token, &on_response, Err(error));
                     }
                 }
-            }
-            // Sent: from now on, wait for the answer with the next callback.
-            let on_data_received =
-                on_data_received(Rc::clone(&stream), id, Rc::clone(&on_response));
-            let token = event.token();
-            if let Err(e) =
-                event_loop.reregister(&mut *sock, token, Interest::READABLE, on_data_received)
-            {
-                let error = Error::io(format!("waiting for the response to request {id}"), e);
-                finish(event_loop, &mut sock, token, &on_response, Err(error));
+                Poll::Ready(Err(error)) => {
+                    finish(event_loop, &mut sock, token, &on_response, Err(error));
+                }
             }
         }
     };
@@ -105,8 +87,8 @@ pub fn make_tcp_request(
 // ANCHOR_END: make_tcp_request
 
 // ANCHOR: on_data_received
-/// The callback that reads the response to request `id`: it keeps a decoder of its own
-/// and is called every time the socket has bytes.
+/// The callback that reads the answer to request `id`: it owns a decoder, and the loop
+/// calls it every time the socket has bytes, until the line is complete.
 fn on_data_received(
     stream: Rc<RefCell<TcpStream>>,
     id: u64,
@@ -115,31 +97,9 @@ fn on_data_received(
     let mut decoder = LineDecoder::new();
     move |event_loop: &mut EventLoop, event: &Event| {
         let mut sock = stream.borrow_mut();
-        let mut buf = [0; 4096];
-        // mio is edge-triggered: read until WouldBlock, or this wake-up is the last.
-        let response = loop {
-            match sock.read(&mut buf) {
-                Ok(0) => break Err(closed_early(id, &decoder)),
-                Ok(n) => {
-                    decoder.push(&buf[..n]);
-                    match decoder.next_line() {
-                        Ok(Some(line)) => break Ok(line),
-                        Ok(None) => continue, // half a line: read on
-                        Err(source) => break Err(Error::Decode { id, source }),
-                    }
-                }
-                // Nothing more for now (or a spurious wake-up): wait for the next call.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    break Err(Error::io(
-                        format!("reading the response to request {id}"),
-                        e,
-                    ));
-                }
-            }
-        };
-        finish(event_loop, &mut sock, event.token(), &on_response, response);
+        if let Poll::Ready(response) = receive_response(&mut sock, &mut decoder, id) {
+            finish(event_loop, &mut sock, event.token(), &on_response, response);
+        }
     }
 }
 // ANCHOR_END: on_data_received
@@ -166,6 +126,7 @@ fn finish(
     on_response(response);
 }
 
+// ANCHOR: readiness
 /// Whether a non-blocking connect is over: `Ok(true)` connected, `Ok(false)` still in
 /// progress, `Err` why it failed (e.g. `ConnectionRefused`).
 fn connect_result(stream: &TcpStream) -> io::Result<bool> {
@@ -176,6 +137,56 @@ fn connect_result(stream: &TcpStream) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Writes `request[*sent..]` until it is all out (`Ready`) or the kernel's buffer is full
+/// (`Pending`: call again when the socket is writable).
+fn send_request(
+    stream: &mut TcpStream,
+    request: &[u8],
+    sent: &mut usize,
+    id: u64,
+) -> Poll<Result<(), Error>> {
+    while *sent < request.len() {
+        match stream.write(&request[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Poll::Ready(Err(Error::io(format!("sending request {id}"), e))),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Reads until `decoder` has a whole line (`Ready`) or the socket has nothing more for
+/// now (`Pending`: call again when it is readable).
+fn receive_response(
+    stream: &mut TcpStream,
+    decoder: &mut LineDecoder,
+    id: u64,
+) -> Poll<Result<String, Error>> {
+    let mut buf = [0; 4096];
+    // mio is edge-triggered: read until WouldBlock, or this wake-up is the last.
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Poll::Ready(Err(closed_early(id, decoder))),
+            Ok(n) => {
+                decoder.push(&buf[..n]);
+                match decoder.next_line() {
+                    Ok(Some(line)) => return Poll::Ready(Ok(line)),
+                    Ok(None) => continue, // half a line so far: read on
+                    Err(source) => return Poll::Ready(Err(Error::Decode { id, source })),
+                }
+            }
+            // Nothing more for now, or the wake-up was spurious: wait for the next one.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let context = format!("reading the response to request {id}");
+                return Poll::Ready(Err(Error::io(context, e)));
+            }
+        }
     }
 }
 
@@ -192,3 +203,4 @@ fn closed_early(id: u64, decoder: &LineDecoder) -> Error {
         ),
     }
 }
+// ANCHOR_END: readiness

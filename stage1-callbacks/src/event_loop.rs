@@ -44,6 +44,7 @@ pub struct EventLoop {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_callbacks: HashMap<u64, TimerCallback>,
     next_seq: u64,
+    stopping: bool,
 }
 // ANCHOR_END: event_loop
 
@@ -57,6 +58,7 @@ impl EventLoop {
             timers: BinaryHeap::new(),
             timer_callbacks: HashMap::new(),
             next_seq: 0,
+            stopping: false,
         })
     }
 
@@ -115,23 +117,32 @@ impl EventLoop {
         self.timer_callbacks.insert(seq, Box::new(callback));
     }
 
+    /// Makes [`run`](EventLoop::run) return after the current callback, with whatever is
+    /// still registered left in place (Python's `loop.stop()`): how a server that never
+    /// runs out of work is stopped.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
     /// Registered callbacks plus pending timers: what `run` still waits for.
     pub fn pending(&self) -> usize {
         self.callbacks.len() + self.timer_callbacks.len()
     }
 
     // ANCHOR: run
-    /// Runs until no callback is registered and no timer is pending.
+    /// Runs until no callback is registered and no timer is pending, or until a callback
+    /// calls [`stop`](EventLoop::stop).
     ///
     /// Returns an error only if the poller itself fails; errors on a source are its
     /// callback's business.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        while self.pending() > 0 {
+        self.stopping = false;
+        loop {
             // Poll sleeps until the next timer is due, or until a source is ready.
             let timeout = self.run_due_timers();
-            if self.pending() == 0 {
-                break; // the last timers finished the work
+            if self.pending() == 0 || self.stopping {
+                break;
             }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -140,6 +151,9 @@ impl EventLoop {
                 Err(e) => return Err(e),
             }
             for event in events.iter() {
+                if self.stopping {
+                    break;
+                }
                 self.dispatch(event);
             }
         }

@@ -1,1 +1,45 @@
-//! Stage 2 (in progress).
+//! Stage 2: the same loop, and every request an explicit state machine.
+//!
+//! Stage 1 kept each request's progress in closures that registered one another. This
+//! stage keeps it in a struct with a `State` enum, which the [`event_loop`] owns and
+//! dispatches to by token: the article's class-based [`client`] of section 4.2.
+//!
+//! - `cargo run -p stage2-state-machine`: the article's 10 requests, answered in about
+//!   one delay (5 s), from one thread.
+//!
+//! Read stage 1 first, then `diff -u stage1-callbacks/src/client.rs
+//! stage2-state-machine/src/client.rs`: that diff is the lesson.
+
+pub mod client;
+pub mod event_loop;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use shared::{Config, Error, Report, request_ids};
+
+use crate::client::{consume_response, make_tcp_request};
+use crate::event_loop::EventLoop;
+
+// ANCHOR: run
+/// Makes `config.requests` requests at once from this thread, and returns the verified
+/// report when every one has been answered.
+pub fn run(config: &Config) -> Result<Report, Error> {
+    let report = Rc::new(RefCell::new(Report::start(config)));
+    let mut event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
+    for id in request_ids(config.requests) {
+        let report = Rc::clone(&report);
+        make_tcp_request(&mut event_loop, config.addr, id, move |response| {
+            consume_response(&report, id, response)
+        });
+    }
+    // Every request is under way; nothing has been answered yet. Now wait.
+    event_loop
+        .run()
+        .map_err(|e| Error::io("waiting for events", e))?;
+    drop(event_loop); // and with it any callback still holding the report
+    let report = Rc::into_inner(report)
+        .ok_or_else(|| Error::Other("a callback outlived the event loop".into()))?;
+    report.into_inner().finish()
+}
+// ANCHOR_END: run
