@@ -1,11 +1,92 @@
 //! The OS layer by hand (article section 2.2): readiness loops written directly on libc.
 //!
 //! Both modules serve the echo protocol of section 3.2 (every byte a client sends comes
-//! back) from one thread, and differ only in how they ask the kernel what is ready:
-//! [`select`] hands over the whole set of descriptors on every call, [`epoll`] registers
-//! each one once and gets back only the ready ones.
+//! back) to many clients from one thread, and differ only in how they ask the kernel
+//! what is ready: [`select`] hands over the whole set of descriptors on every call,
+//! [`epoll`] registers each one once and gets back only the ready ones. What to do with
+//! a ready client is the same for both, so it lives here, in [`Connection`].
+//!
+//! Run them: `cargo run -p stage1-callbacks --example echo_select` (or `echo_epoll`),
+//! then talk to the port it prints with `nc 127.0.0.1 PORT`.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 
 pub mod select;
 
 #[cfg(target_os = "linux")]
 pub mod epoll;
+
+/// How long one wait for readiness may last before the loop checks its stop flag.
+const STOP_CHECK_MS: i32 = 100;
+
+// ANCHOR: connection
+/// One client of the echo server: its non-blocking socket and the bytes read from it
+/// that have not been echoed yet.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    unsent: Vec<u8>,
+}
+
+impl Connection {
+    /// Takes a freshly accepted socket and makes it non-blocking.
+    pub fn new(stream: TcpStream) -> io::Result<Connection> {
+        stream.set_nonblocking(true)?;
+        Ok(Connection {
+            stream,
+            unsent: Vec::new(),
+        })
+    }
+
+    /// The socket, for the readiness API.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Whether we wait to write (echo bytes are left) rather than to read. We stop
+    /// reading a client that does not read its echo, so it cannot make us buffer without
+    /// bound.
+    pub fn wants_write(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// The socket is readable: read once and echo what we can. `false` when the client
+    /// is gone.
+    ///
+    /// NB: one read per wake-up is enough because `select` and our `epoll` use are
+    /// level-triggered: if more bytes wait, the next wait returns at once. mio is
+    /// edge-triggered, which is why the event loop drains until `WouldBlock`.
+    pub fn on_readable(&mut self) -> bool {
+        let mut buf = [0; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(0) => false, // the client closed its end
+            Ok(n) => {
+                self.unsent.extend_from_slice(&buf[..n]);
+                self.on_writable()
+            }
+            // A spurious wake-up, or a signal: wait again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => false,
+        }
+    }
+
+    /// The socket is writable: echo what the kernel takes. `false` when the client is
+    /// gone.
+    pub fn on_writable(&mut self) -> bool {
+        while !self.unsent.is_empty() {
+            match self.stream.write(&self.unsent) {
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                // The kernel's buffer is full: the rest waits for the next writable.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+// ANCHOR_END: connection

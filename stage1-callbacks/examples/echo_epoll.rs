@@ -1,0 +1,59 @@
+//! The echo server of article 3.2 on raw `epoll(7)`: Linux's answer to select's limits.
+//!
+//! Over `echo_select`, the kernel keeps the list of watched sockets and returns only the
+//! ready ones. The loop itself is `stage1_callbacks::os::epoll::serve`; this file only
+//! binds a port.
+//!
+//! Run it: `cargo run -p stage1-callbacks --example echo_epoll [-- --listen ADDR]`,
+//! then `nc 127.0.0.1 PORT` in a few terminals; Ctrl-C stops it. Linux only.
+
+use std::process::ExitCode;
+
+#[derive(clap::Parser)]
+/// An echo server on epoll(7): every line you send comes back (Linux only)
+struct Cli {
+    /// Address to listen on (port 0 picks a free one)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicBool;
+
+    let cli = <Cli as clap::Parser>::parse();
+    let listener = match TcpListener::bind(&cli.listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", cli.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        println!(
+            "echo server (epoll) on {addr}: try `nc {} {}`",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    // Nothing sets it: Ctrl-C ends the process, and the OS closes every socket.
+    static STOP: AtomicBool = AtomicBool::new(false);
+    match stage1_callbacks::os::epoll::serve(listener, &STOP) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: epoll failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    let _ = <Cli as clap::Parser>::parse();
+    eprintln!(
+        "echo_epoll needs Linux: epoll is a Linux system call. macOS and the BSDs do the same \
+         job with kqueue (which mio uses there); `--example echo_select` runs everywhere."
+    );
+    ExitCode::FAILURE
+}

@@ -1,0 +1,74 @@
+//! `select` cannot watch a descriptor of 1024 or more: the server says so and turns the
+//! client away, while epoll serves it. Its own test binary, because it opens a thousand
+//! descriptors.
+//!
+//! Run it: `cargo test -p stage1-callbacks --test fd_setsize`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+type Serve = fn(TcpListener, &AtomicBool) -> io::Result<()>;
+
+/// Serves on `listener` while one client sends a line, and returns what came back (or
+/// the read error).
+fn one_client(serve: Serve, listener: TcpListener) -> io::Result<Vec<u8>> {
+    let addr = listener.local_addr()?;
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let server = scope.spawn(|| serve(listener, &stop));
+        let mut client = TcpStream::connect(addr).expect("connect");
+        client.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let _ = client.write_all(b"hello\n"); // may fail if the server closed already
+        let mut got = Vec::new();
+        let mut buf = [0; 16];
+        let result = loop {
+            match client.read(&mut buf) {
+                Ok(0) => break Ok(got),
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.ends_with(b"\n") {
+                        break Ok(got);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        server.join().expect("server thread").expect("serve");
+        result
+    })
+}
+
+#[test]
+fn select_turns_away_descriptors_over_fd_setsize_and_epoll_does_not() {
+    shared::limits::check_connections(2 * libc::FD_SETSIZE as u64).expect("fd limit");
+    // The listeners first, below FD_SETSIZE; then fill the descriptor table up to it,
+    // so that the next accepted socket is above.
+    let select_listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let epoll_listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut ballast = Vec::new();
+    while ballast.last().map(AsRawFd::as_raw_fd).unwrap_or(0) < libc::FD_SETSIZE as i32 {
+        ballast.push(File::open("/dev/null").expect("open /dev/null"));
+    }
+
+    // Closed by the server: EOF, or a reset if our bytes arrived first.
+    match one_client(stage1_callbacks::os::select::serve, select_listener) {
+        Ok(got) => assert!(got.is_empty(), "select served a descriptor it cannot watch"),
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+    }
+
+    #[cfg(target_os = "linux")]
+    {
+        let got = one_client(stage1_callbacks::os::epoll::serve, epoll_listener)
+            .expect("epoll serves past FD_SETSIZE");
+        assert_eq!(got, b"hello\n");
+    }
+    #[cfg(not(target_os = "linux"))]
+    drop(epoll_listener);
+    drop(ballast);
+}
