@@ -174,6 +174,14 @@ impl Report {
         self.responses.len()
     }
 
+    /// The ids with no outcome recorded yet, in increasing order: what an event loop
+    /// records as timed out when its deadline passes.
+    pub fn unanswered(&self) -> Vec<u64> {
+        (0..self.expected)
+            .filter(|&id| !self.seen[id as usize])
+            .collect()
+    }
+
     /// How many responses were expected.
     pub fn expected(&self) -> u64 {
         self.expected
@@ -276,6 +284,14 @@ mod tests {
         report.record(0, Ok("Request 0".into()));
         let error = report.finish().unwrap_err().to_string();
         assert!(error.contains("answered more than once"), "{error}");
+    }
+
+    #[test]
+    fn unanswered_lists_the_ids_without_an_outcome() {
+        let mut report = report(4);
+        report.record(3, Ok("Request 3".into()));
+        report.record(1, Err(Error::Other("no".into())));
+        assert_eq!(report.unanswered(), [0, 2]);
     }
 
     #[test]
