@@ -19,6 +19,7 @@ pub mod os;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use shared::{Config, Error, Report, request_ids};
 
@@ -27,9 +28,11 @@ use crate::event_loop::EventLoop;
 
 // ANCHOR: run
 /// Makes `config.requests` requests at once from this thread, and returns the verified
-/// report when every one has been answered.
+/// report when every one has been answered or `config.timeout` has passed.
 pub fn run(config: &Config) -> Result<Report, Error> {
     let report = Rc::new(RefCell::new(Report::start(config)));
+    // Every request starts now, so one deadline is every request's timeout.
+    let deadline = Instant::now() + config.timeout;
     let mut event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
     for id in request_ids(config.requests) {
         let report = Rc::clone(&report);
@@ -38,12 +41,24 @@ pub fn run(config: &Config) -> Result<Report, Error> {
         });
     }
     // Every request is under way; nothing has been answered yet. Now wait.
-    event_loop
-        .run()
+    let finished = event_loop
+        .run_until(deadline)
         .map_err(|e| Error::io("waiting for events", e))?;
-    drop(event_loop); // and with it any callback still holding the report
-    let report = Rc::into_inner(report)
-        .ok_or_else(|| Error::Other("a callback outlived the event loop".into()))?;
-    report.into_inner().finish()
+    drop(event_loop); // and with it the callbacks of requests still waiting
+    let mut report = Rc::into_inner(report)
+        .ok_or_else(|| Error::Other("a callback outlived the event loop".into()))?
+        .into_inner();
+    if !finished {
+        let what = |id| {
+            format!(
+                "no answer to request {id} within {:.1} s",
+                config.timeout.as_secs_f64()
+            )
+        };
+        for id in report.unanswered() {
+            report.record(id, Err(Error::Timeout { what: what(id) }));
+        }
+    }
+    report.finish()
 }
 // ANCHOR_END: run

@@ -1,7 +1,7 @@
 //! The article's class-based client (section 4.2): every request is a state machine.
 //!
 //! Over stage 1, the closures are gone. A request is a struct that owns its socket and
-//! keeps its progress in one explicit [`State`] (connecting, writing with bytes left,
+//! keeps its progress in one explicit `State` (connecting, writing with bytes left,
 //! reading with the decoder, done). `make_tcp_request` hands it to the loop, and the loop
 //! calls its `on_event` for every event on its token; `on_event` looks at the state,
 //! does what that state allows, and moves on. This is the shape of Java NIO code, and

@@ -137,13 +137,32 @@ impl EventLoop {
     /// Returns an error only if the poller itself fails; errors on a source are its
     /// handler's business.
     pub fn run(&mut self) -> io::Result<()> {
+        self.run_loop(None)
+    }
+
+    /// Like [`run`](EventLoop::run), but gives up at `deadline`. `Ok(true)` when
+    /// everything finished; `Ok(false)` when it gave up (or was stopped) with work still
+    /// pending, which stays registered.
+    pub fn run_until(&mut self, deadline: Instant) -> io::Result<bool> {
+        self.run_loop(Some(deadline))?;
+        Ok(self.pending() == 0)
+    }
+
+    fn run_loop(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         self.stopping = false;
         loop {
             // Poll sleeps until the next timer is due, or until a source is ready.
-            let timeout = self.run_due_timers();
+            let mut timeout = self.run_due_timers();
             if self.pending() == 0 || self.stopping {
                 break;
+            }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                timeout = Some(timeout.map_or(left, |timeout| timeout.min(left)));
             }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}

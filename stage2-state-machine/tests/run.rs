@@ -130,3 +130,34 @@ fn hanging_up_without_a_word_fails_the_report() {
         "{error}"
     );
 }
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let server = RogueServer::start(Misbehaviour::Silent).expect("start the rogue server");
+    let mut config = Config::new(server.addr(), 5);
+    config.timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let error = stage2_state_machine::run(&config).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert!(error.to_string().contains("within 0.3 s"), "{error}");
+}
+
+#[test]
+fn a_timeout_spares_the_requests_that_were_answered() {
+    // 300 ms answers with a 5 s timeout: all verified, and run does not wait for the timeout.
+    let server = SlowServer::start(Duration::from_millis(300)).expect("start the slow server");
+    let mut config = Config::new(server.addr(), 3);
+    config.timeout = Duration::from_secs(5);
+    let report = stage2_state_machine::run(&config).expect("verified");
+    assert_eq!(report.verified(), 3);
+    assert!(
+        report.total() < Duration::from_secs(3),
+        "{:?}",
+        report.total()
+    );
+}
