@@ -2,8 +2,9 @@
 //!
 //! Stage 0 gave each request a thread that blocks in `read`. This stage asks the OS which
 //! sockets are ready instead, first by hand ([`os::select`], [`os::epoll`]: article
-//! section 2.2), then through a small callback [`event_loop`] on mio, on which the
-//! article's callback [`client`] of section 4.1 runs every request from one thread.
+//! section 2.2), then through a small callback [`event_loop`] on mio, which runs the
+//! article's [`echo`] server of section 3.2 and its callback [`client`] of section 4.1,
+//! every connection from one thread.
 //!
 //! - `cargo run -p stage1-callbacks`: the article's 10 requests, answered in about one
 //!   delay (5 s), from one thread.
@@ -14,6 +15,7 @@
 //! machine.
 
 pub mod client;
+pub mod echo;
 pub mod event_loop;
 pub mod os;
 

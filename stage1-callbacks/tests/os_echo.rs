@@ -1,4 +1,4 @@
-//! The raw select and epoll echo servers answer real clients.
+//! The echo servers (raw select, raw epoll, callbacks on mio) answer real clients.
 //!
 //! Run them: `cargo test -p stage1-callbacks --test os_echo`.
 
@@ -91,4 +91,14 @@ fn epoll_echoes_many_clients() {
 #[test]
 fn epoll_echoes_a_large_payload() {
     echoes_a_large_payload(stage1_callbacks::os::epoll::serve);
+}
+
+#[test]
+fn the_callback_loop_echoes_many_clients() {
+    echoes_many_clients(stage1_callbacks::echo::serve);
+}
+
+#[test]
+fn the_callback_loop_echoes_a_large_payload() {
+    echoes_a_large_payload(stage1_callbacks::echo::serve);
 }

@@ -31,8 +31,10 @@ fn run_concurrently(requests: u64) -> Duration {
     }
     let stats = server.stats();
     assert_eq!(stats.answered, requests);
-    // All connections were open at once: nobody waited for anybody else's answer.
-    assert_eq!(stats.peak_open, requests, "{stats:?}");
+    // The connections were open at the same time (one at a time, the peak would be 1).
+    // Not exactly `requests`: on a loaded machine the server may accept the last ones
+    // after the first have been answered and closed.
+    assert!(stats.peak_open > requests / 2, "{stats:?}");
     report.total()
 }
 

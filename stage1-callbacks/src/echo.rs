@@ -1,0 +1,111 @@
+//! The echo server of article 3.2 on the callback event loop.
+//!
+//! Over [`os::epoll`](crate::os::epoll), the loop is mio's and the reaction to readiness
+//! is a callback: the listener's callback accepts clients and registers one callback per
+//! client, which echoes what arrives. Nothing here knows about epoll, kqueue or select.
+//!
+//! Run it: `cargo run -p stage1-callbacks --example echo_server`, then
+//! `nc 127.0.0.1 PORT` in a few terminals.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+
+use crate::event_loop::EventLoop;
+
+// ANCHOR: serve
+/// Echoes every client of `listener` until `stop` is set (checked every 100 ms).
+///
+/// Returns an error only if the event loop itself fails.
+pub fn serve(listener: std::net::TcpListener, stop: &AtomicBool) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener);
+    let mut event_loop = EventLoop::new()?;
+    let fd = listener.as_raw_fd(); // see the NB in on_accept
+    event_loop.register(
+        &mut SourceFd(&fd),
+        Interest::READABLE,
+        move |event_loop, _| on_accept(event_loop, &listener),
+    )?;
+    // The listener's callback is never removed: run in slices, to look at `stop`.
+    while !stop.load(Ordering::Relaxed) {
+        event_loop.run_until(Instant::now() + Duration::from_millis(100))?;
+    }
+    Ok(())
+}
+// ANCHOR_END: serve
+
+// ANCHOR: on_accept
+/// The listener is readable: accept every waiting client and give each a callback.
+fn on_accept(event_loop: &mut EventLoop, listener: &TcpListener) {
+    loop {
+        let (mut stream, peer) = match listener.accept() {
+            Ok(client) => client,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return, // drained
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return eprintln!("accept failed: {e}"), // e.g. out of descriptors
+        };
+        // NB: the callback will own the socket, so we register its descriptor first
+        // (mio's SourceFd), then move the socket into the closure.
+        let fd = stream.as_raw_fd();
+        let mut unsent = Vec::new();
+        let registered = event_loop.register(
+            &mut SourceFd(&fd),
+            Interest::READABLE | Interest::WRITABLE,
+            move |event_loop, event| on_client(event_loop, event, &mut stream, &mut unsent),
+        );
+        if let Err(e) = registered {
+            eprintln!("dropping {peer}: {e}");
+        }
+    }
+}
+// ANCHOR_END: on_accept
+
+// ANCHOR: on_client
+/// A client is readable or writable: echo, then close it if it is gone.
+fn on_client(
+    event_loop: &mut EventLoop,
+    event: &Event,
+    stream: &mut TcpStream,
+    unsent: &mut Vec<u8>,
+) {
+    if echo(stream, unsent).is_err() {
+        // Removing the callback drops it, and with it the socket it owns.
+        let _ = event_loop.deregister(stream, event.token());
+    }
+}
+
+/// Echoes until the kernel says "would block"; `Err` when the client is gone.
+///
+/// We wait for both directions at once and, mio being edge-triggered, do all we can on
+/// every event: flush what is unsent, then read. Reading only once the echo is out means
+/// a client that does not read its echo cannot make us buffer without bound.
+fn echo(stream: &mut TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
+    let mut buf = [0; 4096];
+    loop {
+        while !unsent.is_empty() {
+            match stream.write(unsent) {
+                Ok(n) => {
+                    unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()), // no room
+                Err(e) => return Err(e),
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()), // client closed
+            Ok(n) => unsent.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()), // drained
+            Err(e) => return Err(e),
+        }
+    }
+}
+// ANCHOR_END: on_client
