@@ -1,18 +1,27 @@
-//! Stage 2's binary: the article's demo with a state machine per request, from one thread.
+//! Stage 2 on the command line: the article's ten requests, each a state machine driven
+//! by one event loop.
 //!
-//! Over stage 1 it has nothing new of its own: the stage is in the library. (The struct
-//! is `Cli`, not `Args`: clap names an argument group after the struct, and the
-//! flattened `shared::cli::Args` already took that name.)
-//! Run it: `cargo run -p stage2-state-machine -- --delay-ms 300` (`--help` for the flags).
+//! Over stage 1, nothing here changes but the `run` it calls: the stage is in the library.
+//!
+//! ```text
+//! cargo run -p stage2-state-machine                                  # ten requests, ~5 s
+//! cargo run --release -p stage2-state-machine -- --delay-ms 300
+//! cargo run --release -p stage2-state-machine -- --requests 5000 --delay-ms 500
+//! ```
 
-#[derive(clap::Parser)]
-/// Stage 2: every request is a state machine driven by one event loop, in one thread
-struct Cli {
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Stage 2: every request is a state machine driven by one event loop, in one thread.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
     #[command(flatten)]
     common: shared::cli::Args,
 }
 
-fn main() -> std::process::ExitCode {
-    let args = <Cli as clap::Parser>::parse();
+fn main() -> ExitCode {
+    let args = Args::parse();
     shared::cli::exit(shared::cli::run(&args.common, stage2_state_machine::run))
 }
