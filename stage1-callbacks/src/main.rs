@@ -4,7 +4,7 @@
 //! Over stage 0, nothing here changes but the `run` it calls: the stage is in the library.
 //!
 //! ```text
-//! cargo run -p stage1-callbacks                                  # ten requests, ~5 s
+//! cargo run -p stage1-callbacks   # ten requests, ~5 s
 //! cargo run --release -p stage1-callbacks -- --delay-ms 300
 //! cargo run --release -p stage1-callbacks -- --requests 5000 --delay-ms 500
 //! ```

@@ -4,7 +4,7 @@
 //! Over stage 1, nothing here changes but the `run` it calls: the stage is in the library.
 //!
 //! ```text
-//! cargo run -p stage2-state-machine                                  # ten requests, ~5 s
+//! cargo run -p stage2-state-machine   # ten requests, ~5 s
 //! cargo run --release -p stage2-state-machine -- --delay-ms 300
 //! cargo run --release -p stage2-state-machine -- --requests 5000 --delay-ms 500
 //! ```
