@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,8 @@ use crate::event_loop::EventLoop;
 /// Returns an error only if the event loop itself fails.
 pub fn serve(listener: std::net::TcpListener, stop: &AtomicBool) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(listener);
+    // Shared with the retry timer of `on_accept`.
+    let listener = Rc::new(TcpListener::from_std(listener));
     let mut event_loop = EventLoop::new()?;
     let fd = listener.as_raw_fd(); // see the NB in on_accept
     event_loop.register(
@@ -43,13 +45,26 @@ pub fn serve(listener: std::net::TcpListener, stop: &AtomicBool) -> io::Result<(
 
 // ANCHOR: on_accept
 /// The listener is readable: accept every waiting client and give each a callback.
-fn on_accept(event_loop: &mut EventLoop, listener: &TcpListener) {
+fn on_accept(event_loop: &mut EventLoop, listener: &Rc<TcpListener>) {
     loop {
         let (mut stream, peer) = match listener.accept() {
             Ok(client) => client,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return, // drained
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return eprintln!("accept failed: {e}"), // e.g. out of descriptors
+            Err(e) if shared::is_fd_exhaustion(&e) => {
+                // Edge-triggered: no new event will come for the clients still queued,
+                // so we come back for them ourselves once some descriptors are free.
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    eprintln!("cannot accept: {e}; retrying every 100 ms");
+                }
+                let listener = Rc::clone(listener);
+                let retry = move |event_loop: &mut EventLoop| on_accept(event_loop, &listener);
+                return event_loop.call_later(Duration::from_millis(100), retry);
+            }
+            Err(e) => {
+                eprintln!("accept failed: {e}"); // one client's problem, e.g. a reset
+                continue;
+            }
         };
         // NB: the callback will own the socket, so we register its descriptor first
         // (mio's SourceFd), then move the socket into the closure.
@@ -66,6 +81,9 @@ fn on_accept(event_loop: &mut EventLoop, listener: &TcpListener) {
     }
 }
 // ANCHOR_END: on_accept
+
+/// Whether running out of descriptors was reported already (once is enough).
+static WARNED: AtomicBool = AtomicBool::new(false);
 
 // ANCHOR: on_client
 /// A client is readable or writable: echo, then close it if it is gone.

@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Connection, STOP_CHECK_MS};
+use super::{AcceptPause, Connection, STOP_CHECK_MS};
 
 // ANCHOR: epoll
 /// An epoll instance: the kernel's list of what we wait for. Closed when dropped.
@@ -83,8 +83,12 @@ pub fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
     epoll.control(libc::EPOLL_CTL_ADD, listen_fd, libc::EPOLLIN)?;
     let mut clients: HashMap<RawFd, Connection> = HashMap::new();
     let mut events = Vec::with_capacity(256);
+    let mut accept = AcceptPause::default();
 
     while !stop.load(Ordering::Relaxed) {
+        if accept.resume_now() {
+            epoll.control(libc::EPOLL_CTL_MOD, listen_fd, libc::EPOLLIN)?;
+        }
         match epoll.wait(&mut events, STOP_CHECK_MS) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -94,7 +98,11 @@ pub fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
         for event in &events {
             let fd = event.u64 as RawFd;
             if fd == listen_fd {
-                accept_all(&listener, &epoll, &mut clients);
+                if let Err(e) = accept_all(&listener, &epoll, &mut clients) {
+                    // Level-triggered, the listener would be reported again at once.
+                    accept.start("echo_epoll", &e);
+                    epoll.control(libc::EPOLL_CTL_MOD, listen_fd, 0)?;
+                }
                 continue;
             }
             // A client closed in this batch may still have an event queued: skip it.
@@ -129,7 +137,12 @@ pub fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
 // ANCHOR_END: serve
 
 /// Accepts every pending client (until `WouldBlock`) and registers it for reading.
-fn accept_all(listener: &TcpListener, epoll: &Epoll, clients: &mut HashMap<RawFd, Connection>) {
+/// `Err` when out of descriptors.
+fn accept_all(
+    listener: &TcpListener,
+    epoll: &Epoll,
+    clients: &mut HashMap<RawFd, Connection>,
+) -> io::Result<()> {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -145,13 +158,11 @@ fn accept_all(listener: &TcpListener, epoll: &Epoll, clients: &mut HashMap<RawFd
                     Err(e) => eprintln!("echo_epoll: dropping {peer}: {e}"),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // E.g. out of descriptors: the client stays queued; we try again next time.
-            Err(e) => {
-                eprintln!("echo_epoll: accept failed: {e}");
-                return;
-            }
+            Err(e) if shared::is_fd_exhaustion(&e) => return Err(e),
+            // Other errors concern one client (e.g. it reset before we accepted).
+            Err(e) => eprintln!("echo_epoll: accept failed: {e}"),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 pub mod select;
 
@@ -90,3 +91,46 @@ impl Connection {
     }
 }
 // ANCHOR_END: connection
+
+/// How the servers live through running out of file descriptors.
+///
+/// When `accept` fails with `EMFILE`, the client stays in the kernel's queue and the
+/// listener stays readable: a level-triggered loop would be told so again at once, and
+/// spin. So the servers stop watching the listener for a while, and say so once.
+#[derive(Debug, Default)]
+struct AcceptPause {
+    until: Option<Instant>,
+    warned: bool,
+}
+
+impl AcceptPause {
+    const PAUSE: Duration = Duration::from_millis(100);
+
+    /// Stops accepting for [`Self::PAUSE`]; the first time, explains why on stderr.
+    fn start(&mut self, server: &str, error: &io::Error) {
+        if !self.warned {
+            eprintln!(
+                "{server}: cannot accept: {error}. Out of file descriptors: not accepting \
+                 new clients until some leave (retrying every 100 ms)"
+            );
+            self.warned = true;
+        }
+        self.until = Some(Instant::now() + Self::PAUSE);
+    }
+
+    /// Whether the listener may be watched now.
+    fn is_over(&self) -> bool {
+        self.until.is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// `true` once, when a pause has just ended (to watch the listener again).
+    fn resume_now(&mut self) -> bool {
+        match self.until {
+            Some(until) if Instant::now() >= until => {
+                self.until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Connection, STOP_CHECK_MS};
+use super::{AcceptPause, Connection, STOP_CHECK_MS};
 
 // ANCHOR: fd_set
 /// A safe face on `libc::fd_set`: a bitmap of descriptors `0..FD_SETSIZE`.
@@ -69,12 +69,16 @@ pub fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
         )));
     }
     let mut clients: BTreeMap<RawFd, Connection> = BTreeMap::new();
+    let mut accept = AcceptPause::default();
 
     while !stop.load(Ordering::Relaxed) {
         // Every time round, tell the kernel everything we are waiting for.
         let mut readable = FdSet::new();
         let mut writable = FdSet::new();
-        readable.insert(listen_fd);
+        let accepting = accept.is_over();
+        if accepting {
+            readable.insert(listen_fd);
+        }
         let mut max_fd = listen_fd;
         for (&fd, client) in &clients {
             if client.wants_write() {
@@ -116,16 +120,19 @@ pub fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
                 true
             }
         });
-        if readable.contains(listen_fd) {
-            accept_all(&listener, &mut clients);
+        if accepting
+            && readable.contains(listen_fd)
+            && let Err(e) = accept_all(&listener, &mut clients)
+        {
+            accept.start("echo_select", &e);
         }
     }
     Ok(())
 }
 // ANCHOR_END: serve
 
-/// Accepts every pending client (until `WouldBlock`).
-fn accept_all(listener: &TcpListener, clients: &mut BTreeMap<RawFd, Connection>) {
+/// Accepts every pending client (until `WouldBlock`). `Err` when out of descriptors.
+fn accept_all(listener: &TcpListener, clients: &mut BTreeMap<RawFd, Connection>) -> io::Result<()> {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -146,13 +153,11 @@ fn accept_all(listener: &TcpListener, clients: &mut BTreeMap<RawFd, Connection>)
                     Err(e) => eprintln!("echo_select: dropping {peer}: {e}"),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // E.g. out of descriptors: the client stays queued; we try again next time.
-            Err(e) => {
-                eprintln!("echo_select: accept failed: {e}");
-                return;
-            }
+            Err(e) if shared::is_fd_exhaustion(&e) => return Err(e),
+            // Other errors concern one client (e.g. it reset before we accepted).
+            Err(e) => eprintln!("echo_select: accept failed: {e}"),
         }
     }
 }
