@@ -17,19 +17,28 @@ use socket2::{Domain, Socket, Type};
 
 type Serve = fn(TcpListener, &AtomicBool) -> io::Result<()>;
 
+/// Sets the stop flag when dropped, also while a failed check unwinds, so that the scope
+/// can join the server thread instead of waiting for it forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn set_soft_limit(soft: u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `limit` is a valid, writable `rlimit` for the call.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(read, 0, "getrlimit");
     limit.rlim_cur = soft;
     // SAFETY: `limit` is a valid `rlimit`; a soft limit at or below the hard one is allowed.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let written = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(written, 0, "setrlimit");
 }
 
 /// Sends `line` and checks that it comes back.
@@ -54,6 +63,7 @@ fn survives_fd_exhaustion(serve: Serve) {
     let normal = shared::limits::fd_limit().expect("RLIMIT_NOFILE").soft;
     thread::scope(|scope| {
         let server = scope.spawn(|| serve(listener, &stop));
+        let _stop = StopOnDrop(&stop);
         // One echo first, so the server has made its poller before descriptors run out.
         echo(TcpStream::connect(addr).expect("connect"), "warm-up\n");
         // The client sockets exist before the limit drops; connecting needs no new one.

@@ -14,6 +14,16 @@ use std::time::Duration;
 
 type Serve = fn(TcpListener, &AtomicBool) -> io::Result<()>;
 
+/// Sets the stop flag when dropped, also while a failed check unwinds, so that the scope
+/// can join the server thread instead of waiting for it forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Serves on `listener` while one client sends a line, and returns what came back (or
 /// the read error).
 fn one_client(serve: Serve, listener: TcpListener) -> io::Result<Vec<u8>> {
@@ -21,6 +31,7 @@ fn one_client(serve: Serve, listener: TcpListener) -> io::Result<Vec<u8>> {
     let stop = AtomicBool::new(false);
     thread::scope(|scope| {
         let server = scope.spawn(|| serve(listener, &stop));
+        let _stop = StopOnDrop(&stop);
         let mut client = TcpStream::connect(addr).expect("connect");
         client.set_read_timeout(Some(Duration::from_secs(10)))?;
         let _ = client.write_all(b"hello\n"); // may fail if the server closed already

@@ -10,6 +10,16 @@ use std::time::Duration;
 
 type Serve = fn(TcpListener, &AtomicBool) -> io::Result<()>;
 
+/// Sets the stop flag when dropped, also while a failed check unwinds, so that the scope
+/// can join the server thread instead of waiting for it forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs `serve` on a free port while `clients` talks to it, then stops it and checks
 /// that it returned cleanly.
 fn with_server(serve: Serve, clients: impl FnOnce(SocketAddr)) {
@@ -18,6 +28,7 @@ fn with_server(serve: Serve, clients: impl FnOnce(SocketAddr)) {
     let stop = AtomicBool::new(false);
     thread::scope(|scope| {
         let server = scope.spawn(|| serve(listener, &stop));
+        let _stop = StopOnDrop(&stop);
         clients(addr);
         stop.store(true, Ordering::Relaxed);
         server
