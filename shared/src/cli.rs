@@ -10,11 +10,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::server::SlowServer;
-use crate::{Config, Error, Report, limits};
+use crate::{Config, DEFAULT_TIMEOUT, Error, Report, limits};
 
 /// Flags shared by every stage binary. Flatten them into a stage's own parser with
 /// `#[command(flatten)]`.
 #[derive(clap::Args, Debug, Clone)]
+// The group id defaults to the struct's name, which would clash with a stage's own
+// `struct Args`.
+#[group(id = "shared-args")]
 pub struct Args {
     /// Talk to a slow server already running at HOST:PORT instead of starting one
     /// in-process (start one with `cargo run -p shared --bin slow-server`)
@@ -27,9 +30,35 @@ pub struct Args {
     pub delay_ms: u64,
 
     /// How many requests to make, all at once (ids N-1 down to 0)
-    #[arg(long, value_name = "N", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one)]
     pub requests: u64,
+
+    /// Give up on a request after this many milliseconds [default: 60000, or more when
+    /// --delay-ms needs it]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl Args {
+    /// `--timeout-ms`, or a default that leaves the embedded server's delay room to
+    /// spare: the larger of [`DEFAULT_TIMEOUT`] and twice the delay.
+    pub fn timeout(&self) -> Duration {
+        match self.timeout_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None if self.addr.is_none() => {
+                DEFAULT_TIMEOUT.max(2 * Duration::from_millis(self.delay_ms))
+            }
+            None => DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.parse() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
 }
 
 /// Resolves `HOST:PORT` to its first address.
@@ -79,6 +108,7 @@ pub fn run(
         addr,
         requests: args.requests,
         progress: true,
+        timeout: args.timeout(),
     };
     let report = run_stage(&config)?;
     println!("{report}");
@@ -93,5 +123,49 @@ pub fn exit(result: Result<impl Sized, Error>) -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// A stage's parser, as every stage's `main.rs` writes it.
+    #[derive(Parser, Debug)]
+    struct Args {
+        #[command(flatten)]
+        common: super::Args,
+        #[arg(long)]
+        trace: bool,
+    }
+
+    #[test]
+    fn a_stage_can_flatten_the_shared_flags() {
+        Args::command().debug_assert();
+        let args = Args::parse_from(["stage", "--requests", "3", "--delay-ms", "100", "--trace"]);
+        assert_eq!(args.common.requests, 3);
+        assert!(args.trace);
+        assert_eq!(args.common.timeout(), DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn the_default_timeout_outlasts_a_long_delay() {
+        let args = Args::parse_from(["stage", "--delay-ms", "100000"]);
+        assert_eq!(args.common.timeout(), Duration::from_secs(200));
+        let args = Args::parse_from(["stage", "--timeout-ms", "250"]);
+        assert_eq!(args.common.timeout(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn zero_requests_is_refused_by_the_parser() {
+        assert!(Args::try_parse_from(["stage", "--requests", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_addr_says_what_was_expected() {
+        let error = resolve("no-port-here").unwrap_err().to_string();
+        assert!(error.contains("HOST:PORT"), "{error}");
     }
 }

@@ -63,7 +63,7 @@ pub enum Error {
     },
     /// The work did not finish in time.
     Timeout {
-        /// What timed out, e.g. `request 7`.
+        /// What timed out, e.g. `no answer to request 7 within 60.0 s`.
         what: String,
     },
     /// Anything else, stated in one sentence.
@@ -126,7 +126,7 @@ impl fmt::Display for Error {
             Error::Limit { limit, asked, fix } => {
                 write!(f, "{asked}, more than the {limit} allows. {fix}")
             }
-            Error::Timeout { what } => write!(f, "{what} timed out"),
+            Error::Timeout { what } => write!(f, "timed out: {what}"),
             Error::Other(message) => f.write_str(message),
         }
     }

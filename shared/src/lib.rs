@@ -29,4 +29,4 @@ pub mod testkit;
 
 pub use error::{Error, is_fd_exhaustion};
 pub use protocol::LineDecoder;
-pub use report::{Config, Report, Response, request_ids};
+pub use report::{Config, DEFAULT_TIMEOUT, Report, Response, request_ids};
