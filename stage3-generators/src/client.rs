@@ -8,13 +8,12 @@
 //!
 //! `cargo run -p stage3-generators -- --delay-ms 200 --trace`
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use shared::protocol::{LineDecoder, request};
-use shared::{Error, Report};
+use shared::{Config, Error};
 
 use crate::task::Co;
 
@@ -90,10 +89,16 @@ pub fn make_tcp_request(co: &Co<'_>, addr: SocketAddr, id: u64) -> Result<String
 // ANCHOR_END: make_tcp_request
 
 // ANCHOR: consume_response
-/// Makes request `id` and records the outcome. Calling `make_tcp_request` is a plain
-/// call, though it suspends inside: Python needs `yield from` here.
-pub fn consume_response(co: &Co<'_>, addr: SocketAddr, id: u64, report: &RefCell<Report>) {
-    let response = make_tcp_request(co, addr, id);
-    report.borrow_mut().record(id, response);
+/// The article's `consume_response`: one request, its outcome handed to `record`.
+/// Calling `make_tcp_request` is a plain call, though it suspends inside: Python needs
+/// `yield from` here.
+pub fn consume_response(
+    co: &Co<'_>,
+    config: &Config,
+    id: u64,
+    record: impl FnOnce(u64, Result<String, Error>),
+) {
+    let response = make_tcp_request(co, config.addr, id);
+    record(id, response);
 }
 // ANCHOR_END: consume_response

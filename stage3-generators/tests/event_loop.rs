@@ -55,12 +55,12 @@ fn a_refused_connection_is_a_connect_error() {
 
 fn against(misbehaviour: Misbehaviour) -> Error {
     let server = RogueServer::start(misbehaviour).unwrap();
-    let options = Options {
-        trace: false,
+    let config = Config {
         timeout: Duration::from_millis(500),
+        ..Config::new(server.addr(), 3)
     };
     let started = Instant::now();
-    let error = run_with(&Config::new(server.addr(), 3), &options).unwrap_err();
+    let error = run_with(&config, &Options::default()).unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{misbehaviour:?}"
@@ -96,7 +96,12 @@ fn garbage_from_the_server_fails_the_report() {
 fn a_silent_server_times_out_instead_of_hanging() {
     let error = against(Misbehaviour::Silent);
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
-    assert!(error.to_string().contains("timed out"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("timed out: request 2 got no answer within 0.5 s"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -203,4 +208,33 @@ fn closing_the_loop_drops_what_waiting_tasks_hold() {
         1,
         "closing the loop unwound the suspended task"
     );
+}
+
+#[test]
+fn the_binary_traces_the_articles_sequence() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stage3-generators"))
+        .args(["--requests", "2", "--delay-ms", "100", "--trace"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // The article's sequence, in order, for the task of request 1.
+    let steps = [
+        "task `request 1` created, first step scheduled",
+        "task `request 1` resumed",
+        "task `request 1` yielded future",
+        "registers its step as a done-callback",
+        "loop waits in poll",
+        "(readable) is ready",
+        "(readable) set_result: 1 callback(s) scheduled",
+        "task `request 1` complete",
+        "2/2 responses verified in ",
+    ];
+    let mut rest = &stdout[..];
+    for step in steps {
+        let at = rest
+            .find(step)
+            .unwrap_or_else(|| panic!("`{step}` missing or out of order in:\n{stdout}"));
+        rest = &rest[at + step.len()..];
+    }
 }

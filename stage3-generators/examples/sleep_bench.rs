@@ -1,0 +1,76 @@
+//! The coroutine side of the article's benchmark, one configuration per run, with the
+//! resident memory each suspended coroutine costs.
+//!
+//! ```text
+//! cargo run --release -p stage3-generators --example sleep_bench -- 100000 100000 10
+//! #                                                    total tasks ^  ^ workers ^ sleep (ms)
+//! ```
+//!
+//! Compare stage 0's example of the same name (one OS thread per worker). Once every
+//! worker coroutine has started, the last one samples the resident memory while all the
+//! others are suspended in their sleep; the example prints it per coroutine, above a
+//! baseline taken before any was created.
+
+use std::cell::Cell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use shared::memory::resident_bytes;
+use stage3_generators::stack::{Stack, page_size};
+
+fn main() -> ExitCode {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|arg| arg.parse())
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    let [total, concurrency, sleep_ms] = args[..] else {
+        eprintln!("usage: sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
+        return ExitCode::from(2);
+    };
+    let sleep = Duration::from_millis(sleep_ms);
+    // Which guard pages this kernel gives us, asked before the baseline.
+    let probe = Stack::take().map(|stack| {
+        let guard = stack.guard();
+        stack.give_back();
+        guard
+    });
+    let baseline = resident_bytes().unwrap_or(0);
+    let with_all_alive = Rc::new(Cell::new(0));
+    let sample = with_all_alive.clone();
+    let result = stage3_generators::sleep_bench_probed(total, concurrency, sleep, move || {
+        sample.set(resident_bytes().unwrap_or(0));
+    });
+    match result {
+        Ok(run) => {
+            let rounds = total.div_ceil(run.workers.max(1));
+            println!(
+                "{} jobs of {sleep_ms} ms on {} coroutines: {:.3} s (ideal {:.3} s)",
+                run.jobs,
+                run.workers,
+                run.elapsed.as_secs_f64(),
+                (sleep * rounds as u32).as_secs_f64()
+            );
+            let resident = with_all_alive.get();
+            if resident > baseline && run.workers > 0 {
+                let per = (resident - baseline) as f64 / run.workers as f64;
+                println!(
+                    "resident memory with all {} coroutines alive: {:.1} MiB, {:.2} KiB per \
+                     coroutine ({:.2} pages of {} bytes; guard pages by {:?})",
+                    run.workers,
+                    (resident - baseline) as f64 / (1 << 20) as f64,
+                    per / 1024.0,
+                    per / page_size() as f64,
+                    page_size(),
+                    probe.map_err(|e| e.to_string()),
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
