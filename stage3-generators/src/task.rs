@@ -66,8 +66,8 @@ impl<R: 'static> Task<R> {
             result: event_loop.create_future("task result"),
         });
         event_loop.trace(format_args!(
-            "task `{}` created, first step scheduled",
-            task.name
+            "task `{}` created (its result: {:?}), first step scheduled",
+            task.name, task.result
         ));
         event_loop.track(task.id(), Rc::downgrade(&task) as Weak<dyn Cancel>);
         let first = task.clone();

@@ -220,7 +220,8 @@ fn the_binary_traces_the_articles_sequence() {
     assert!(output.status.success(), "{stdout}");
     // The article's sequence, in order, for the task of request 1.
     let steps = [
-        "task `request 1` created, first step scheduled",
+        "task `request 1` created (its result: future ",
+        "first step scheduled",
         "task `request 1` resumed",
         "task `request 1` yielded future",
         "registers its step as a done-callback",
