@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Ok(run) => {
             let rounds = total.div_ceil(run.workers.max(1));
             println!(
-                "{} jobs of {sleep_ms} ms on {} coroutines: {:.3} s (ideal {:.3} s)",
+                "{} tasks of {sleep_ms} ms on {} coroutines: {:.3} s (ideal {:.3} s)",
                 run.jobs,
                 run.workers,
                 run.elapsed.as_secs_f64(),

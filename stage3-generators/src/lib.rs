@@ -134,30 +134,29 @@ pub fn sleep_bench_probed(
     let mut tasks = Vec::with_capacity(workers as usize);
     for worker in 0..workers {
         let (remaining, jobs, probe) = (remaining.clone(), jobs.clone(), probe.clone());
-        tasks.push(Task::spawn(
-            &event_loop,
-            format!("worker {worker}"),
-            move |co| {
-                if worker == workers - 1
-                    && let Some(probe) = probe.take()
-                {
-                    probe();
-                }
-                while remaining.get() > 0 {
-                    remaining.set(remaining.get() - 1);
-                    co.sleep(sleep);
-                    jobs.set(jobs.get() + 1);
-                }
-            },
-        )?);
+        tasks.push(Task::spawn(&event_loop, "worker", move |co| {
+            if worker == workers - 1
+                && let Some(probe) = probe.take()
+            {
+                probe();
+            }
+            while remaining.get() > 0 {
+                remaining.set(remaining.get() - 1);
+                co.sleep(sleep);
+                jobs.set(jobs.get() + 1);
+            }
+        })?);
     }
     let all = Task::spawn(&event_loop, "gather", move |co| {
         for task in &tasks {
             co.wait(task.result());
         }
     })?;
-    let timeout =
-        sleep * (total_tasks.div_ceil(workers) as u32).saturating_add(1) + Duration::from_secs(600);
+    // Only a bug could hang a benchmark of sleeps; even then, it must end.
+    let rounds = u32::try_from(total_tasks.div_ceil(workers)).unwrap_or(u32::MAX);
+    let timeout = sleep
+        .saturating_mul(rounds)
+        .saturating_add(Duration::from_secs(600));
     let outcome = event_loop.run_until_complete(all.result(), timeout);
     let elapsed = started.elapsed();
     event_loop.close();

@@ -16,6 +16,7 @@
 //! The body of a task gets a [`Co`]: its loop, and the yielder that suspends it.
 //! [`Co::wait`] is Python's `yield from future`.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io;
 use std::rc::{Rc, Weak};
@@ -35,7 +36,7 @@ pub type Awaited = Rc<dyn AnyFuture>;
 /// A generator driven by the loop, with a future for its result.
 pub struct Task<R> {
     /// For `--trace`, e.g. `request 7`.
-    name: String,
+    name: Cow<'static, str>,
     event_loop: EventLoop,
     /// `None` once cancelled by [`EventLoop::close`].
     generator: RefCell<Option<Generator<(), Awaited, R>>>,
@@ -48,7 +49,7 @@ impl<R: 'static> Task<R> {
     /// had for it.
     pub fn spawn(
         event_loop: &EventLoop,
-        name: impl Into<String>,
+        name: impl Into<Cow<'static, str>>,
         body: impl FnOnce(&Co<'_>) -> R + 'static,
     ) -> Result<Rc<Task<R>>, Error> {
         let handle = event_loop.clone();
