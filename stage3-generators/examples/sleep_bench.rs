@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release -p stage3-generators --example sleep_bench -- 100000 100000 10
 //! #                                                    total tasks ^  ^ workers ^ sleep (ms)
+//! cargo run --release -p stage3-generators --example sleep_bench -- 100000 100000 10 mprotect
+//! #                      the same with mprotect guard pages, as on kernels before 6.13 ^
 //! ```
 //!
 //! Compare stage 0's example of the same name (one OS thread per worker). Once every
@@ -17,25 +19,29 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use shared::memory::resident_bytes;
-use stage3_generators::stack::{Stack, page_size};
+use stage3_generators::stack::{self, page_size};
 
 fn main() -> ExitCode {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.last().is_some_and(|arg| arg == "mprotect") {
+        args.pop();
+        stack::force_mprotect_guards(true);
+    }
+    let numbers: Vec<u64> = args
+        .iter()
         .map(|arg| arg.parse())
         .collect::<Result<_, _>>()
         .unwrap_or_default();
-    let [total, concurrency, sleep_ms] = args[..] else {
-        eprintln!("usage: sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
+    let [total, concurrency, sleep_ms] = numbers[..] else {
+        eprintln!("usage: sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS [mprotect]");
         return ExitCode::from(2);
     };
     let sleep = Duration::from_millis(sleep_ms);
     // Which guard pages this kernel gives us, asked before the baseline.
-    let probe = Stack::take().map(|stack| {
-        let guard = stack.guard();
-        stack.give_back();
-        guard
-    });
+    let guard = match stack::guard_kind() {
+        Ok(guard) => format!("{guard:?}").to_lowercase(),
+        Err(error) => format!("none ({error})"),
+    };
     let baseline = resident_bytes().unwrap_or(0);
     let with_all_alive = Rc::new(Cell::new(0));
     let sample = with_all_alive.clone();
@@ -57,13 +63,12 @@ fn main() -> ExitCode {
                 let per = (resident - baseline) as f64 / run.workers as f64;
                 println!(
                     "resident memory with all {} coroutines alive: {:.1} MiB, {:.2} KiB per \
-                     coroutine ({:.2} pages of {} bytes; guard pages by {:?})",
+                     coroutine ({:.2} pages of {} bytes; guard pages by {guard})",
                     run.workers,
                     (resident - baseline) as f64 / (1 << 20) as f64,
                     per / 1024.0,
                     per / page_size() as f64,
                     page_size(),
-                    probe.map_err(|e| e.to_string()),
                 );
             }
             ExitCode::SUCCESS

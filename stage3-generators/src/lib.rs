@@ -52,6 +52,7 @@ pub fn run(config: &Config) -> Result<Report, Error> {
 // ANCHOR: run
 /// [`run`], with tracing and the timeout chosen.
 pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
+    stack::check_stack_budget(config.requests + 1)?;
     let event_loop = EventLoop::new(options.trace)?;
     let report = Rc::new(RefCell::new(Report::start(config)));
     let mut tasks = Vec::new();
@@ -126,6 +127,7 @@ pub fn sleep_bench_probed(
     probe: impl FnOnce() + 'static,
 ) -> Result<SleepBench, Error> {
     let workers = concurrency.clamp(1, total_tasks.max(1));
+    stack::check_stack_budget(workers + 1)?;
     let event_loop = EventLoop::new(false)?;
     let remaining = Rc::new(Cell::new(total_tasks));
     let jobs = Rc::new(Cell::new(0u64));

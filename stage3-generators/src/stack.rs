@@ -179,6 +179,52 @@ pub fn force_mprotect_guards(on: bool) {
     POOL.with(|pool| pool.borrow_mut().force_mprotect = on);
 }
 
+/// How this thread's next new stack will be guarded. Maps one stack to find out, the
+/// first time, whether the kernel takes `MADV_GUARD_INSTALL`.
+pub fn guard_kind() -> io::Result<Guard> {
+    let stack = Stack::take()?;
+    let guard = stack.guard();
+    stack.give_back();
+    let forced = POOL.with(|pool| pool.borrow().force_mprotect);
+    Ok(match forced || !MADVISE_GUARDS.load(Ordering::Relaxed) {
+        true => Guard::Mprotect,
+        false => guard,
+    })
+}
+
+// ANCHOR: budget
+/// Checks, before any is created, that `coroutines` more stacks fit under
+/// `vm.max_map_count`. Only `mprotect` guard pages count against it: each one splits its
+/// chunk's mapping, two more mappings per stack, while `madvise` guards split nothing.
+pub fn check_stack_budget(coroutines: u64) -> Result<(), shared::Error> {
+    let guard = guard_kind().map_err(|e| shared::Error::io("mapping a coroutine stack", e))?;
+    let Some(budget) = shared::limits::MapBudget::read() else {
+        return Ok(()); // not Linux: nothing to count
+    };
+    const SPARE: u64 = 256; // chunks, thread stacks, libraries, the allocator's arenas
+    let needed = 2 * coroutines + SPARE;
+    if guard == Guard::Madvise || needed <= budget.free() {
+        return Ok(());
+    }
+    Err(shared::Error::Limit {
+        limit: format!(
+            "memory-mapping limit (vm.max_map_count = {}, {} in use)",
+            budget.max, budget.used
+        ),
+        asked: format!(
+            "{coroutines} coroutine stacks with mprotect guard pages need about {needed} \
+             memory mappings (2 per stack)"
+        ),
+        fix: format!(
+            "Use at most {} coroutines, raise the limit (`sudo sysctl -w vm.max_map_count={}`), \
+             or run on Linux 6.13+, whose MADV_GUARD_INSTALL guard pages split no mappings.",
+            budget.free().saturating_sub(SPARE) / 2,
+            budget.used + needed
+        ),
+    })
+}
+// ANCHOR_END: budget
+
 /// Cleared for good the first time the kernel refuses `MADV_GUARD_INSTALL`.
 static MADVISE_GUARDS: AtomicBool = AtomicBool::new(cfg!(target_os = "linux"));
 
@@ -448,5 +494,26 @@ mod tests {
         if guard == Guard::Madvise {
             assert!(grown < 20, "100 madvise guards: {grown} new mappings");
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_mapping_budget_is_checked_before_mprotect_guards_run_out() {
+        std::thread::spawn(|| {
+            force_mprotect_guards(true);
+            assert_eq!(guard_kind().unwrap(), Guard::Mprotect);
+            check_stack_budget(1000).unwrap();
+            let error = check_stack_budget(100_000).unwrap_err();
+            assert!(matches!(error, shared::Error::Limit { .. }), "{error:?}");
+            let text = error.to_string();
+            assert!(text.contains("vm.max_map_count"), "{text}");
+            assert!(text.contains("Use at most"), "{text}");
+            force_mprotect_guards(false);
+            if guard_kind().unwrap() == Guard::Madvise {
+                check_stack_budget(1_000_000).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -239,3 +239,22 @@ fn the_binary_traces_the_articles_sequence() {
         rest = &rest[at + step.len()..];
     }
 }
+
+#[test]
+fn the_mprotect_fallback_runs_the_same_workload() {
+    let server = SlowServer::start(Duration::from_millis(50)).unwrap();
+    let addr = server.addr();
+    // A fresh thread: the forced fallback applies to its own stack pool only.
+    let report = std::thread::spawn(move || {
+        stage3_generators::stack::force_mprotect_guards(true);
+        assert_eq!(
+            stage3_generators::stack::guard_kind().unwrap(),
+            stage3_generators::stack::Guard::Mprotect
+        );
+        run(&Config::new(addr, 200)).map(|report| report.verified())
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    assert_eq!(report, 200);
+}
