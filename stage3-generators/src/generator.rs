@@ -143,6 +143,7 @@ pub struct Generator<I, Y, R> {
     /// Not `Send` (see the module docs).
     _not_send: PhantomData<*mut ()>,
 }
+// ANCHOR_END: generator
 
 impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
     /// A generator that will run `body(yielder, first_input)` on its own stack at the
@@ -186,6 +187,7 @@ impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
     }
 }
 
+// ANCHOR: resume
 impl<I, Y, R> Generator<I, Y, R> {
     /// Runs the body until it suspends or returns, sending it `input`: the first
     /// `resume` passes `input` as the body's argument, later ones as the return value of
@@ -239,6 +241,7 @@ impl<I, Y, R> Generator<I, Y, R> {
         unsafe { switch::switch(yielder.caller.as_ptr(), yielder.coroutine.get()) };
         RUNNING_GUARD.set(outer);
     }
+    // ANCHOR_END: resume
 
     fn finish(&mut self) {
         self.started = false;
@@ -257,7 +260,6 @@ impl<I, Y, R> Generator<I, Y, R> {
         &self.inner().yielder
     }
 }
-// ANCHOR_END: generator
 
 // ANCHOR: entry
 /// The bottom of every generator stack: runs the body inside `catch_unwind`, records how
