@@ -140,9 +140,8 @@ impl EventLoop {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("{future:?}, after {} ms,", timeout.as_millis()),
-                });
+                let what = format!("{future:?} not done after {:.1} s", timeout.as_secs_f64());
+                return Err(Error::Timeout { what });
             }
             // Block in poll only when no callback is ready; wake for the next timer.
             let next_timer = self
@@ -160,15 +159,17 @@ impl EventLoop {
                     "{future:?} can never complete: no callback, socket or timer is pending"
                 )));
             }
-            self.state.trace(format_args!(
-                "loop {} ({} socket(s) and {} timer(s) pending)",
-                match wait.is_zero() {
-                    true => "polls without blocking: callbacks are ready".to_string(),
-                    false => format!("waits in poll, {} ms at most", wait.as_millis()),
-                },
-                self.state.io.borrow().len(),
-                self.state.timers.borrow().len(),
-            ));
+            if self.state.trace_start.is_some() {
+                self.state.trace(format_args!(
+                    "loop {} ({} socket(s) and {} timer(s) pending)",
+                    match wait.is_zero() {
+                        true => "polls without blocking: callbacks are ready".to_string(),
+                        false => format!("waits in poll, {} ms at most", wait.as_millis()),
+                    },
+                    self.state.io.borrow().len(),
+                    self.state.timers.borrow().len(),
+                ));
+            }
             if let Err(e) = self.state.poll.borrow_mut().poll(&mut events, Some(wait)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue; // a signal arrived: just poll again

@@ -106,8 +106,8 @@ pub trait AnyFuture {
     /// Forgets the callbacks without running them: how a closed loop breaks the cycle
     /// task -> generator -> future -> callback -> task.
     fn drop_callbacks(&self);
-    /// `future 17 (readable)`, for `--trace`.
-    fn describe(&self) -> String;
+    /// The number and label `--trace` shows: `future 17 (readable)`.
+    fn name(&self) -> (u64, &'static str);
 }
 
 impl<T> AnyFuture for State<T> {
@@ -124,8 +124,8 @@ impl<T> AnyFuture for State<T> {
         drop(callbacks);
     }
 
-    fn describe(&self) -> String {
-        format!("future {} ({})", self.id, self.label)
+    fn name(&self) -> (u64, &'static str) {
+        (self.id, self.label)
     }
 }
 

@@ -396,6 +396,26 @@ mod tests {
     }
 
     #[test]
+    fn a_suspended_generator_dropped_during_a_panic_still_unwinds() {
+        let drops = Rc::new(Cell::new(0));
+        let noisy = Noisy(drops.clone());
+        let payload = panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut generator = Generator::new(move |yielder: &Yielder<(), ()>, ()| {
+                let _noisy = noisy;
+                yielder.suspend(());
+            });
+            generator.resume(());
+            panic!("the caller fails while the generator is suspended");
+        }))
+        .unwrap_err();
+        assert_eq!(drops.get(), 1, "the generator's stack was unwound too");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"the caller fails while the generator is suspended")
+        );
+    }
+
+    #[test]
     fn dropping_an_unstarted_generator_drops_its_body() {
         let drops = Rc::new(Cell::new(0));
         let noisy = Noisy(drops.clone());

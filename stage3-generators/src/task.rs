@@ -86,10 +86,11 @@ impl<R: 'static> Task<R> {
         };
         match state {
             GeneratorState::Yielded(future) => {
+                let (id, label) = future.name();
                 self.event_loop.trace(format_args!(
-                    "task `{}` yielded {}; registers its step as a done-callback",
-                    self.name,
-                    future.describe()
+                    "task `{}` yielded future {id} ({label}); registers its step as a \
+                     done-callback",
+                    self.name
                 ));
                 let task = self.clone();
                 future.add_done_callback(Box::new(move || task.step()));
@@ -121,8 +122,12 @@ pub(crate) trait Cancel {
 
 impl<R> Cancel for Task<R> {
     fn cancel(&self) {
-        let generator = self.generator.borrow_mut().take();
-        drop(generator);
+        // A task that closes its own loop is running: it is left to finish.
+        let Ok(mut generator) = self.generator.try_borrow_mut() else {
+            return;
+        };
+        let generator = generator.take();
+        drop(generator); // outside the borrow: unwinding may drop other tasks
     }
 }
 // ANCHOR_END: task
@@ -177,7 +182,7 @@ fn no_stack(error: io::Error) -> Error {
         Error::Limit {
             limit: "memory-mapping limit (vm.max_map_count)".into(),
             asked: "one more coroutine stack".into(),
-            fix: format!("({error}.) Ask for fewer concurrent tasks."),
+            fix: format!("The kernel said: {error}. Ask for fewer concurrent tasks."),
         }
     } else {
         Error::Other(format!("cannot map a coroutine stack: {error}"))
