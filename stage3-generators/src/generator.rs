@@ -6,6 +6,7 @@
 //! stack and the generator's: `resume` switches in, `suspend` switches back out.
 //!
 //! ```
+//! # #[cfg(not(miri))] { // Miri cannot run the context switch's inline assembly.
 //! use stage3_generators::generator::{Generator, GeneratorState};
 //!
 //! // Sums what it is sent, yielding the running total, until it is sent 0.
@@ -20,6 +21,7 @@
 //! assert_eq!(running_sum.resume(5), GeneratorState::Yielded(5)); // Python: gen.send(5)
 //! assert_eq!(running_sum.resume(10), GeneratorState::Yielded(15));
 //! assert_eq!(running_sum.resume(0), GeneratorState::Complete("done at 15".to_string()));
+//! # }
 //! ```
 //!
 //! Three rules keep it sound, and the compiler enforces the first two:
