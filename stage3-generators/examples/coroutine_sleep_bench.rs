@@ -2,13 +2,13 @@
 //! resident memory each suspended coroutine costs.
 //!
 //! ```text
-//! cargo run --release -p stage3-generators --example sleep_bench -- 100000 100000 10
+//! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- 100000 100000 10
 //! #                                                    total tasks ^  ^ workers ^ sleep (ms)
-//! cargo run --release -p stage3-generators --example sleep_bench -- 100000 100000 10 mprotect
+//! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- 100000 100000 10 mprotect
 //! #                      the same with mprotect guard pages, as on kernels before 6.13 ^
 //! ```
 //!
-//! Compare stage 0's example of the same name (one OS thread per worker). Once every
+//! Compare stage 0's `sleep_bench` example (one OS thread per worker). Once every
 //! worker coroutine has started, the last one samples the resident memory while all the
 //! others are suspended in their sleep; the example prints it per coroutine, above a
 //! baseline taken before any was created.
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         .collect::<Result<_, _>>()
         .unwrap_or_default();
     let [total, concurrency, sleep_ms] = numbers[..] else {
-        eprintln!("usage: sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS [mprotect]");
+        eprintln!("usage: coroutine_sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS [mprotect]");
         return ExitCode::from(2);
     };
     let sleep = Duration::from_millis(sleep_ms);
