@@ -3,9 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- 100000 100000 10
-//! #                                                    total tasks ^  ^ workers ^ sleep (ms)
+//! # arguments: TOTAL_TASKS CONCURRENCY SLEEP_MS, then `mprotect` to force that fallback
 //! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- 100000 100000 10 mprotect
-//! #                      the same with mprotect guard pages, as on kernels before 6.13 ^
 //! ```
 //!
 //! Compare stage 0's `sleep_bench` example (one OS thread per worker). Once every
