@@ -4,6 +4,9 @@
 //! x18 is the platform register (reserved on macOS, a shadow call stack elsewhere): we
 //! leave it alone. Read `x86_64.rs` first: this is the same switch for another
 //! instruction set.
+//!
+//! `tests/aarch64-switch/run.sh` runs these exact instructions under `qemu-aarch64`, so
+//! they can be checked on an x86_64 machine without Rust's aarch64 standard library.
 
 use super::{Entry, StackPointer};
 
