@@ -50,15 +50,30 @@ pub fn run(config: &Config) -> Result<Report, Error> {
 }
 
 // ANCHOR: run
-/// [`run`], with tracing and the timeout chosen.
+/// [`run`], with tracing if asked for.
 pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
     stack::check_stack_budget(config.requests + 1)?;
     let event_loop = EventLoop::new(options.trace)?;
     let report = Rc::new(RefCell::new(Report::start(config)));
+    let outcome = run_tasks(&event_loop, config, &report);
+    // Cancel the tasks still suspended (after a timeout or an error): their sockets close.
+    event_loop.close();
+    outcome?;
+    let report = Rc::try_unwrap(report)
+        .map_err(|_| Error::Other("a task outlived its event loop".into()))?;
+    report.into_inner().finish()
+}
+
+/// One task per request, and one that waits for all of them.
+fn run_tasks(
+    event_loop: &EventLoop,
+    config: &Config,
+    report: &Rc<RefCell<Report>>,
+) -> Result<(), Error> {
     let mut tasks = Vec::new();
     for id in request_ids(config.requests) {
         let (report, config) = (report.clone(), config.clone());
-        let task = Task::spawn(&event_loop, format!("request {id}"), move |co| {
+        let task = Task::spawn(event_loop, format!("request {id}"), move |co| {
             client::consume_response(co, &config, id, |id, response| {
                 report.borrow_mut().record(id, response);
             });
@@ -67,7 +82,7 @@ pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
     }
     // Python: `asyncio.gather(*tasks)`, a task that waits for each of the others.
     let waited = tasks.clone();
-    let all = Task::spawn(&event_loop, "gather", move |co| {
+    let all = Task::spawn(event_loop, "gather", move |co| {
         for (_, task) in &waited {
             co.wait(task.result());
         }
@@ -75,7 +90,6 @@ pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
     // NB: one deadline for the whole run rather than a timer per request: all requests
     // start at once, so it is the same limit, and the loop stays small.
     match event_loop.run_until_complete(all.result(), config.timeout) {
-        Ok(()) => {}
         // Requests still unanswered fail in the report; the answers we have still count.
         Err(Error::Timeout { .. }) => {
             for (id, _) in tasks.iter().filter(|(_, task)| !task.result().done()) {
@@ -85,18 +99,10 @@ pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
                     .borrow_mut()
                     .record(*id, Err(Error::Timeout { what }));
             }
+            Ok(())
         }
-        Err(error) => {
-            event_loop.close();
-            return Err(error);
-        }
+        outcome => outcome,
     }
-    // Cancel the tasks still waiting (after a timeout): their sockets close.
-    event_loop.close();
-    drop((all, tasks));
-    let report = Rc::try_unwrap(report)
-        .map_err(|_| Error::Other("a task outlived its event loop".into()))?;
-    report.into_inner().finish()
 }
 // ANCHOR_END: run
 
@@ -133,33 +139,36 @@ pub fn sleep_bench_probed(
     let jobs = Rc::new(Cell::new(0u64));
     let probe = Rc::new(Cell::new(Some(probe)));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(workers as usize);
-    for worker in 0..workers {
-        let (remaining, jobs, probe) = (remaining.clone(), jobs.clone(), probe.clone());
-        tasks.push(Task::spawn(&event_loop, "worker", move |co| {
-            if worker == workers - 1
-                && let Some(probe) = probe.take()
-            {
-                probe();
-            }
-            while remaining.get() > 0 {
-                remaining.set(remaining.get() - 1);
-                co.sleep(sleep);
-                jobs.set(jobs.get() + 1);
-            }
-        })?);
-    }
-    let all = Task::spawn(&event_loop, "gather", move |co| {
-        for task in &tasks {
-            co.wait(task.result());
+    // Spawn and run in a closure, so that the loop is closed below whatever happens.
+    let outcome = (|| {
+        let mut tasks = Vec::with_capacity(workers as usize);
+        for worker in 0..workers {
+            let (remaining, jobs, probe) = (remaining.clone(), jobs.clone(), probe.clone());
+            tasks.push(Task::spawn(&event_loop, "worker", move |co| {
+                if worker == workers - 1
+                    && let Some(probe) = probe.take()
+                {
+                    probe();
+                }
+                while remaining.get() > 0 {
+                    remaining.set(remaining.get() - 1);
+                    co.sleep(sleep);
+                    jobs.set(jobs.get() + 1);
+                }
+            })?);
         }
-    })?;
-    // Only a bug could hang a benchmark of sleeps; even then, it must end.
-    let rounds = u32::try_from(total_tasks.div_ceil(workers)).unwrap_or(u32::MAX);
-    let timeout = sleep
-        .saturating_mul(rounds)
-        .saturating_add(Duration::from_secs(600));
-    let outcome = event_loop.run_until_complete(all.result(), timeout);
+        let all = Task::spawn(&event_loop, "gather", move |co| {
+            for task in &tasks {
+                co.wait(task.result());
+            }
+        })?;
+        // Only a bug could hang a benchmark of sleeps; even then, it must end.
+        let rounds = u32::try_from(total_tasks.div_ceil(workers)).unwrap_or(u32::MAX);
+        let timeout = sleep
+            .saturating_mul(rounds)
+            .saturating_add(Duration::from_secs(600));
+        event_loop.run_until_complete(all.result(), timeout)
+    })();
     let elapsed = started.elapsed();
     event_loop.close();
     outcome?;
