@@ -56,6 +56,9 @@
 //!
 //! - No unwind ever crosses a switch: the body runs inside `catch_unwind` on its own
 //!   stack, and `resume` re-raises a panic on the caller's stack.
+//!
+//! `cargo run -p stage3-generators --example running_sum`, and its tests:
+//! `cargo test -p stage3-generators generator`.
 
 use std::any::Any;
 use std::cell::Cell;

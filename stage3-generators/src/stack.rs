@@ -16,6 +16,8 @@
 //!   touches the guard page before anything below it. A `SIGSEGV` handler on the
 //!   alternate signal stack recognises the running coroutine's guard page and says
 //!   `fatal: coroutine stack overflow` before the process dies.
+//!
+//! `cargo run -p stage3-generators --example overflow` shows the overflow message.
 
 use std::cell::{Cell, RefCell};
 use std::io;

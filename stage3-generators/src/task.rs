@@ -15,6 +15,8 @@
 //!
 //! The body of a task gets a [`Co`]: its loop, and the yielder that suspends it.
 //! [`Co::wait`] is Python's `yield from future`.
+//!
+//! `cargo run -p stage3-generators -- --trace` shows tasks being stepped.
 
 use std::borrow::Cow;
 use std::cell::RefCell;

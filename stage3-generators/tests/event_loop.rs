@@ -1,5 +1,7 @@
 //! The four players together, against the embedded slow server and servers that
 //! misbehave on purpose.
+//!
+//! `cargo test -p stage3-generators --test event_loop`
 #![cfg(not(miri))]
 
 use std::cell::{Cell, RefCell};

@@ -4,6 +4,8 @@
 //! `STAGE3_OVERFLOW` set; the child runs [`overflow_child`], which overflows, and the
 //! parent checks the child's stderr and the signal that ended it. Both kinds of guard
 //! page are covered.
+//!
+//! `cargo test -p stage3-generators --test overflow`
 #![cfg(all(target_os = "linux", not(miri)))]
 
 use std::hint::black_box;

@@ -1,6 +1,9 @@
 //! The x86_64 context switch (System V ABI): six callee-saved registers and a jump.
 //!
 //! Read `generator.rs` first; this file is what `resume` and `suspend` call.
+//!
+//! `cargo bench -p stage3-generators --bench switch_variants` measures the choices made
+//! here.
 
 use super::{Entry, StackPointer};
 
