@@ -16,11 +16,11 @@ use super::{Entry, StackPointer};
 /// System V function must preserve; the compiler already spills every other register
 /// around a call. We end with `pop` + `jmp`, not `ret`: a `ret` that returns to a
 /// different call than the one that entered is always mispredicted by the return-stack
-/// buffer (a bare round trip takes about 17 ns with `ret` and 3 ns without, here:
+/// buffer (a bare round trip takes about 20 ns with `ret` and 3 ns without, here:
 /// `benches/switch_variants.rs`).
 ///
 /// NB: the MXCSR and x87 control words are callee-saved too, but Rust code never changes
-/// them, so we do not pay for saving them (about 66 ns per round trip here).
+/// them, so we do not pay for saving them (65 to 75 ns per round trip here).
 ///
 /// # Safety
 ///
