@@ -70,6 +70,12 @@ fn main() -> ExitCode {
                     page_size(),
                 );
             }
+            if let Some(after) = resident_bytes() {
+                println!(
+                    "resident memory after the run: {:.1} MiB above the baseline",
+                    after.saturating_sub(baseline) as f64 / (1 << 20) as f64
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

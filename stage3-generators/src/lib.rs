@@ -58,6 +58,7 @@ pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
     let outcome = run_tasks(&event_loop, config, &report);
     // Cancel the tasks still suspended (after a timeout or an error): their sockets close.
     event_loop.close();
+    stack::release_free_stacks();
     outcome?;
     let report = Rc::try_unwrap(report)
         .map_err(|_| Error::Other("a task outlived its event loop".into()))?;
@@ -171,6 +172,7 @@ pub fn sleep_bench_probed(
     })();
     let elapsed = started.elapsed();
     event_loop.close();
+    stack::release_free_stacks();
     outcome?;
     Ok(SleepBench {
         elapsed,
