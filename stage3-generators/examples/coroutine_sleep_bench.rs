@@ -7,7 +7,7 @@
 //! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- 100000 100000 10 mprotect
 //! ```
 //!
-//! Compare stage 0's `sleep_bench` example (one OS thread per worker). Once every
+//! Compare stage 0's `thread_sleep_bench` example (one OS thread per worker). Once every
 //! worker coroutine has started, the last one samples the resident memory while all the
 //! others are suspended in their sleep; the example prints it per coroutine, above a
 //! baseline taken before any was created.
