@@ -162,9 +162,10 @@ impl EventLoop {
             if self.state.trace_start.is_some() {
                 self.state.trace(format_args!(
                     "loop {} ({} socket(s) and {} timer(s) pending)",
-                    match wait.is_zero() {
-                        true => "polls without blocking: callbacks are ready".to_string(),
-                        false => format!("waits in poll, {} ms at most", wait.as_millis()),
+                    match (wait.is_zero(), self.state.ready.borrow().is_empty()) {
+                        (true, false) => "polls without blocking: callbacks are ready".into(),
+                        (true, true) => "polls without blocking: a timer is due".into(),
+                        (false, _) => format!("waits in poll, {} ms at most", wait.as_millis()),
                     },
                     self.state.io.borrow().len(),
                     self.state.timers.borrow().len(),
