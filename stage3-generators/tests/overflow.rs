@@ -25,10 +25,9 @@ fn recurse(depth: u64) -> u64 {
 }
 
 #[test]
+#[ignore = "the child process of the overflow tests; it crashes on purpose"]
 fn overflow_child() {
-    let Ok(mode) = std::env::var("STAGE3_OVERFLOW") else {
-        return; // only does something in the child
-    };
+    let mode = std::env::var("STAGE3_OVERFLOW").unwrap_or_default();
     stack::force_mprotect_guards(mode == "mprotect");
     // The pool is LIFO: the generator below gets this very stack.
     let probe = Stack::take().unwrap();
@@ -43,12 +42,7 @@ fn overflow_child() {
 
 fn overflow_in_child(mode: &str) -> String {
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "overflow_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["overflow_child", "--exact", "--ignored", "--nocapture"])
         .env("STAGE3_OVERFLOW", mode)
         .output()
         .unwrap();
