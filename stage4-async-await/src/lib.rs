@@ -1,0 +1,149 @@
+//! Stage 4: `async`/`await` on std's `Future`, run by an executor and a reactor we build
+//! ourselves.
+//!
+//! Read stage 3 first: its four players (generator, `Future`, `Task`, `EventLoop`) are all
+//! here, renamed. The compiler writes the generator (an `async fn` is a state machine);
+//! [`std::future::Future`] is the future, with `poll` instead of done-callbacks; a task
+//! is a boxed future with a [`std::task::Waker`] ([`executor`]); the event loop is the
+//! executor plus the [`reactor`] (mio and timers).
+//!
+//! ```text
+//! cargo run -p stage4-async-await                                   # ten requests, ~5 s
+//! cargo run --release -p stage4-async-await -- --requests 9000 --delay-ms 100
+//! cargo run --release -p stage4-async-await --example sleep_bench -- 1000000 1000000 10
+//! ```
+//!
+//! - [`EventLoop`], [`block_on`], [`spawn`], [`JoinHandle`], [`yield_now`]: the executor.
+//! - [`sleep`], [`sleep_until`], [`timeout`]: timers.
+//! - [`net::TcpStream`], [`net::TcpListener`]: sockets.
+//! - [`join_all`]: the article's `asyncio.gather`.
+//! - [`run`] and [`sleep_bench`]: the article's demo and benchmark.
+//!
+//! Any standard future runs here, including the `futures` crate's channels, locks and
+//! streams: the runtime only ever talks to a future through `poll` and a `Waker`.
+
+pub mod client;
+pub mod executor;
+pub mod net;
+mod reactor;
+mod slab;
+pub mod time;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shared::{Config, Error, Report, request_ids};
+
+pub use executor::{
+    DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, JoinHandle, SlowPoll, TaskInfo, block_on,
+    spawn, yield_now,
+};
+/// Waits for every future and returns their outputs in order: the article's
+/// `asyncio.gather`. The futures crate's version, which polls only the futures that
+/// were woken (through `FuturesOrdered`) once there are more than a few.
+pub use futures::future::join_all;
+pub use time::{Elapsed, Sleep, sleep, sleep_until, timeout};
+
+use client::consume_response;
+
+// ANCHOR: run
+/// Runs the article's demo: one task per request, all spawned at once on one thread,
+/// each recording its response as it arrives.
+pub fn run(config: &Config) -> Result<Report, Error> {
+    let event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
+    event_loop.block_on(async {
+        // Tasks are 'static: each gets its own copy of the config and a handle on the
+        // report. One thread, so an Rc<RefCell> is enough: no Mutex.
+        let report = Rc::new(RefCell::new(Report::start(config)));
+        let tasks: Vec<JoinHandle<()>> = request_ids(config.requests)
+            .map(|id| {
+                let (config, report) = (config.clone(), Rc::clone(&report));
+                spawn(async move {
+                    consume_response(&config, id, |id, response| {
+                        report.borrow_mut().record(id, response);
+                    })
+                    .await;
+                })
+            })
+            .collect();
+        for joined in join_all(tasks).await {
+            joined?; // only a panic in a task ends up here
+        }
+        let report = Rc::into_inner(report).expect("every task has finished");
+        report.into_inner().finish()
+    })
+}
+// ANCHOR_END: run
+
+// ANCHOR: run_jobs
+/// Runs `job(0)` to `job(total_tasks - 1)`, each exactly once, on `concurrency` worker
+/// tasks that take job numbers from a shared counter behind an async lock, and returns
+/// the wall time, task creation included.
+pub fn run_jobs<F, Fut>(total_tasks: u64, concurrency: u64, job: F) -> Result<Duration, Error>
+where
+    F: Fn(u64) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let workers = concurrency.clamp(1, total_tasks.max(1));
+    let event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
+    event_loop.block_on(async move {
+        let start = Instant::now();
+        // NB: the article guards its counter with an asyncio.Lock, so we use an async lock
+        // too. On one thread a `Cell` would do; the lock is never held across an .await.
+        let next_job = Rc::new(futures::lock::Mutex::new(0u64));
+        let job = Rc::new(job);
+        let done = Rc::new(Cell::new(0u64));
+        let tasks: Vec<JoinHandle<()>> = (0..workers)
+            .map(|_| {
+                spawn(worker(
+                    Rc::clone(&next_job),
+                    total_tasks,
+                    Rc::clone(&job),
+                    Rc::clone(&done),
+                ))
+            })
+            .collect();
+        for task in tasks {
+            task.await?;
+        }
+        if done.get() != total_tasks {
+            return Err(Error::Other(format!(
+                "{} of {total_tasks} jobs ran",
+                done.get()
+            )));
+        }
+        Ok(start.elapsed())
+    })
+}
+
+async fn worker<F, Fut>(
+    next_job: Rc<futures::lock::Mutex<u64>>,
+    total_tasks: u64,
+    job: Rc<F>,
+    done: Rc<Cell<u64>>,
+) where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        let id = {
+            let mut next = next_job.lock().await;
+            if *next == total_tasks {
+                return;
+            }
+            *next += 1;
+            *next - 1
+        }; // the lock is released here, before the job runs
+        job(id).await;
+        done.set(done.get() + 1);
+    }
+}
+// ANCHOR_END: run_jobs
+
+/// The async side of the article's benchmark: `total_tasks` sleeps of `sleep` run by
+/// `concurrency` tasks on one thread; returns the wall time.
+pub fn sleep_bench(total_tasks: u64, concurrency: u64, sleep: Duration) -> Result<Duration, Error> {
+    run_jobs(total_tasks, concurrency, move |_job| time::sleep(sleep))
+}
