@@ -182,7 +182,7 @@ pub(crate) fn try_with_current<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
 }
 
 /// A single-threaded event loop: an executor (the ready queue and the tasks) and a
-/// [`Reactor`] (sockets and timers).
+/// [reactor](crate::reactor) (sockets and timers).
 ///
 /// ```
 /// use std::time::Duration;

@@ -25,7 +25,7 @@
 pub mod client;
 pub mod executor;
 pub mod net;
-mod reactor;
+pub mod reactor;
 mod slab;
 pub mod time;
 

@@ -1,7 +1,7 @@
 //! Async TCP: [`TcpStream`] and [`TcpListener`], mio's non-blocking sockets made into
 //! futures.
 //!
-//! Every operation follows one pattern ([`Io::poll_io`]): try the system call; if it
+//! Every operation follows one pattern (`Io::poll_io`): try the system call; if it
 //! says `WouldBlock`, leave the task's waker with the reactor and return `Pending`; the
 //! reactor calls the waker when epoll reports the socket ready, and the task tries again.
 //! `Interrupted` is retried at once. Sockets are registered edge-triggered, so a

@@ -2,7 +2,7 @@
 //!
 //! Two kinds of "when": a socket became readable or writable (mio's `Poll`, epoll on
 //! Linux), or a deadline passed (a timer queue). The executor asks it to wait, with
-//! [`Reactor::wait`], only when no task is ready to run; the wait ends at the next I/O
+//! `Reactor::wait`, only when no task is ready to run; the wait ends at the next I/O
 //! event, the earliest deadline, or a wake from another thread, whichever comes first.
 //!
 //! What stage 3's `EventLoop` did with callbacks, this does with [`Waker`]s: a future that
@@ -220,3 +220,34 @@ impl Timers {
     }
 }
 // ANCHOR_END: timers
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelled_timers_neither_fire_nor_set_the_deadline() {
+        let mut timers = Timers::new();
+        let now = Instant::now();
+        let waker = Waker::noop();
+        let early = timers.insert(now + Duration::from_millis(1), waker);
+        let late = timers.insert(now + Duration::from_millis(2), waker);
+        timers.cancel(early);
+        assert_eq!(timers.next_deadline(), Some(now + Duration::from_millis(2)));
+        assert!(timers.pop_expired(now + Duration::from_millis(1)).is_none());
+        assert!(timers.pop_expired(now + Duration::from_millis(2)).is_some());
+        assert!(!timers.update(late, waker), "a fired timer is gone");
+        assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn cancelled_entries_are_swept_from_the_heap() {
+        let mut timers = Timers::new();
+        let later = Instant::now() + Duration::from_secs(3600);
+        for _ in 0..10_000 {
+            let key = timers.insert(later, Waker::noop());
+            timers.cancel(key);
+        }
+        assert!(timers.heap.len() <= 2048, "{}", timers.heap.len());
+    }
+}
