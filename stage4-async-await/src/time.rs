@@ -47,21 +47,26 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // Spurious polls are allowed, so the clock decides, not the wake-up.
-        if Instant::now() >= self.deadline {
-            self.cancel();
-            return Poll::Ready(());
-        }
-        let deadline = self.deadline;
-        let timer = self.timer;
-        self.timer = Some(with_current("sleep", |event_loop| {
+        let (deadline, timer) = (self.deadline, self.timer);
+        let set = with_current("sleep", |event_loop| {
             let timers = &mut event_loop.reactor.borrow_mut().timers;
-            match timer {
+            // Spurious polls are allowed, so the clock decides, not the wake-up.
+            if event_loop.now() >= deadline {
+                if let Some(key) = timer {
+                    timers.cancel(key);
+                }
+                return None;
+            }
+            Some(match timer {
                 // Already set: only the waker may have changed.
                 Some(key) if timers.update(key, cx.waker()) => key,
                 _ => timers.insert(deadline, cx.waker()),
-            }
-        }));
+            })
+        });
+        self.timer = set;
+        if set.is_none() {
+            return Poll::Ready(());
+        }
         Poll::Pending
     }
 }

@@ -30,7 +30,7 @@ fn a_thousand_requests_on_one_thread() {
     assert_eq!(report.verified(), 1_000);
     assert_eq!(server.stats().answered, 1_000);
     // A thousand requests in a row would take 200 s; one thread waits for all at once.
-    assert!(report.total() < 10 * DELAY, "not concurrent: {report}");
+    assert!(report.total() < 20 * DELAY, "not concurrent: {report}");
     assert!(server.stats().peak_open >= 100, "{:?}", server.stats());
 }
 
