@@ -114,8 +114,8 @@ pub struct TaskInfo {
 impl fmt::Display for TaskInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.id {
-            Some(id) => write!(f, "task {id} (spawned at {})", self.spawned_at),
-            None => write!(f, "the block_on future (at {})", self.spawned_at),
+            Some(id) => write!(f, "task {id}, spawned at {},", self.spawned_at),
+            None => write!(f, "the block_on future at {}", self.spawned_at),
         }
     }
 }
@@ -327,7 +327,7 @@ impl Enter {
         CURRENT.with_borrow_mut(|current| {
             if let Some(running) = current {
                 let within = match running.running.get() {
-                    Some(task) => format!(" (inside {task})"),
+                    Some(task) => format!(" (in {})", task.to_string().trim_end_matches(',')),
                     None => String::new(),
                 };
                 // NB: asyncio refuses too: "asyncio.run() cannot be called from a running

@@ -22,6 +22,7 @@
 //! Any standard future runs here, including the `futures` crate's channels, locks and
 //! streams: the runtime only ever talks to a future through `poll` and a `Waker`.
 
+pub mod anti_patterns;
 pub mod client;
 pub mod executor;
 pub mod net;

@@ -198,7 +198,7 @@ fn a_nested_block_on_panics_and_says_to_await() {
         let JoinError::Panicked(message) = error else {
             panic!("{error:?}")
         };
-        assert!(message.contains("inside task 1 (spawned at "), "{message}");
+        assert!(message.contains("in task 1, spawned at "), "{message}");
         assert!(message.contains("tests/runtime.rs:"), "{message}");
         sleep(MS).await;
     });
@@ -233,7 +233,7 @@ fn a_blocking_poll_triggers_the_slow_poll_warning() {
     assert_eq!(slow.task.id, Some(2));
     assert!(slow.took >= 60 * MS);
     let text = slow.to_string();
-    assert!(text.contains("task 2 (spawned at "), "{text}");
+    assert!(text.contains("task 2, spawned at "), "{text}");
     assert!(text.contains("tests/runtime.rs:"), "{text}");
     assert!(text.contains("blocked the event loop"), "{text}");
 }
