@@ -24,7 +24,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -149,6 +149,8 @@ type SlowPollHook = Box<dyn Fn(&SlowPoll)>;
 
 /// The loop's state, reachable from futures on its thread through `CURRENT`.
 pub(crate) struct Inner {
+    /// Tells this loop's timer and socket keys from another loop's.
+    pub(crate) id: u32,
     shared: Arc<Shared>,
     tasks: RefCell<Slab<Task>>,
     pub(crate) reactor: RefCell<Reactor>,
@@ -160,6 +162,8 @@ pub(crate) struct Inner {
     slow_poll_threshold: Duration,
     on_slow_poll: Option<SlowPollHook>,
 }
+
+static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
     /// The event loop running on this thread, if any.
@@ -222,6 +226,7 @@ impl EventLoop {
         let waker = mio::Waker::new(reactor.registry(), WAKER_TOKEN)?;
         Ok(EventLoop {
             inner: Inner {
+                id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
                 shared: Arc::new(Shared {
                     ready: Mutex::new(ReadyQueue::default()),
                     waker,

@@ -23,14 +23,21 @@ use crate::slab::Key;
 struct Io<S: mio::event::Source> {
     source: S,
     key: Key,
+    /// The loop the socket is registered with: it cannot move to another one.
+    loop_id: u32,
 }
 
 impl<S: mio::event::Source> Io<S> {
     fn register(mut source: S, what: &str) -> io::Result<Io<S>> {
-        let key = with_current(what, |event_loop| {
-            event_loop.reactor.borrow_mut().register(&mut source)
+        let (key, loop_id) = with_current(what, |event_loop| {
+            let key = event_loop.reactor.borrow_mut().register(&mut source);
+            key.map(|key| (key, event_loop.id))
         })?;
-        Ok(Io { source, key })
+        Ok(Io {
+            source,
+            key,
+            loop_id,
+        })
     }
 
     // ANCHOR: poll_io
@@ -46,12 +53,19 @@ impl<S: mio::event::Source> Io<S> {
             match op(&self.source) {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    with_current("socket I/O", |event_loop| {
-                        event_loop
-                            .reactor
-                            .borrow_mut()
-                            .set_waker(self.key, direction, cx.waker());
+                    let registered = with_current("socket I/O", |event_loop| {
+                        let here = event_loop.id == self.loop_id;
+                        if here {
+                            let mut reactor = event_loop.reactor.borrow_mut();
+                            reactor.set_waker(self.key, direction, cx.waker());
+                        }
+                        here
                     });
+                    if !registered {
+                        return Poll::Ready(Err(io::Error::other(
+                            "socket used on another event loop than the one it was created on",
+                        )));
+                    }
                     return Poll::Pending;
                 }
                 result => return Poll::Ready(result),
@@ -64,10 +78,10 @@ impl<S: mio::event::Source> Io<S> {
 impl<S: mio::event::Source> Drop for Io<S> {
     fn drop(&mut self) {
         try_with_current(|event_loop| {
-            event_loop
-                .reactor
-                .borrow_mut()
-                .deregister(self.key, &mut self.source);
+            if event_loop.id == self.loop_id {
+                let mut reactor = event_loop.reactor.borrow_mut();
+                reactor.deregister(self.key, &mut self.source);
+            }
         });
     }
 }

@@ -39,8 +39,9 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Sleep {
     deadline: Instant,
-    /// The timer's key in the reactor, once polled.
-    timer: Option<Key>,
+    /// The timer's key in the reactor, once polled, and that loop's id: a `Sleep` moved
+    /// to another loop must not touch that loop's timers with a key that is not its own.
+    timer: Option<(u32, Key)>,
 }
 
 impl Future for Sleep {
@@ -51,16 +52,17 @@ impl Future for Sleep {
         let set = with_current("sleep", |event_loop| {
             let timers = &mut event_loop.reactor.borrow_mut().timers;
             // Spurious polls are allowed, so the clock decides, not the wake-up.
+            let timer = timer.filter(|&(loop_id, _)| loop_id == event_loop.id);
             if event_loop.now() >= deadline {
-                if let Some(key) = timer {
+                if let Some((_, key)) = timer {
                     timers.cancel(key);
                 }
                 return None;
             }
             Some(match timer {
                 // Already set: only the waker may have changed.
-                Some(key) if timers.update(key, cx.waker()) => key,
-                _ => timers.insert(deadline, cx.waker()),
+                Some((_, key)) if timers.update(key, cx.waker()) => (event_loop.id, key),
+                _ => (event_loop.id, timers.insert(deadline, cx.waker())),
             })
         });
         self.timer = set;
@@ -78,8 +80,12 @@ impl Sleep {
     }
 
     fn cancel(&mut self) {
-        if let Some(key) = self.timer.take() {
-            try_with_current(|event_loop| event_loop.reactor.borrow_mut().timers.cancel(key));
+        if let Some((loop_id, key)) = self.timer.take() {
+            try_with_current(|event_loop| {
+                if event_loop.id == loop_id {
+                    event_loop.reactor.borrow_mut().timers.cancel(key);
+                }
+            });
         }
     }
 }

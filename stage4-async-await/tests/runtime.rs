@@ -420,3 +420,26 @@ fn a_futures_mutex_held_across_an_await_excludes_others() {
         assert_eq!(*lock.lock().await, 20);
     });
 }
+
+#[test]
+fn a_sleep_moved_to_another_loop_leaves_that_loops_timers_alone() {
+    let mut moved = Box::pin(sleep(30 * MS));
+    // Polled once on a first loop, which sets a timer there, then that loop ends.
+    block_on(poll_fn(|cx| {
+        assert!(moved.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    }));
+    // On a second loop its old timer key is also the key of this loop's first timer:
+    // used there, it would steal that timer and never set its own.
+    let started = Instant::now();
+    block_on(async move {
+        let other = spawn(sleep(500 * MS));
+        yield_now().await; // `other` sets its timer first and gets that key
+        moved.await;
+        assert!(
+            started.elapsed() < 400 * MS,
+            "the moved sleep missed its deadline"
+        );
+        other.await.unwrap();
+    });
+}
