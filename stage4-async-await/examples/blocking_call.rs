@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         println!("a task waits with {what}:");
         match blocking_call(how, wait, DEFAULT_SLOW_POLL_THRESHOLD) {
             Ok(stall) => println!(
-                "  the heartbeat (every {} ms) was stalled for up to {} ms; {} slow-poll warning(s)\n",
+                "  longest gap between heartbeats (due every {} ms): {} ms; slow-poll warnings: {}\n",
                 stall.period.as_millis(),
                 stall.longest_gap.as_millis(),
                 stall.warnings.len()
