@@ -37,7 +37,8 @@ fn main() -> ExitCode {
         println!("a task waits with {what}:");
         match blocking_call(how, wait, DEFAULT_SLOW_POLL_THRESHOLD) {
             Ok(stall) => println!(
-                "  longest gap between heartbeats (due every {} ms): {} ms; slow-poll warnings: {}\n",
+                "  longest gap between heartbeats (due every {} ms): {} ms; \
+                 slow-poll warnings: {}\n",
                 stall.period.as_millis(),
                 stall.longest_gap.as_millis(),
                 stall.warnings.len()

@@ -718,3 +718,16 @@ impl From<JoinError> for shared::Error {
         shared::Error::Other(error.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The book's per-task table counts on these; a change should be a decision.
+    #[test]
+    fn the_parts_of_a_task_stay_small() {
+        assert!(std::mem::size_of::<Task>() <= 40);
+        assert!(std::mem::size_of::<TaskWaker>() <= 24);
+        assert!(std::mem::size_of::<JoinState<()>>() <= 48);
+    }
+}

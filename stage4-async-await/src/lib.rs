@@ -156,3 +156,24 @@ async fn worker<F, Fut>(
 pub fn sleep_bench(total_tasks: u64, concurrency: u64, sleep: Duration) -> Result<Duration, Error> {
     run_jobs(total_tasks, concurrency, move |_job| time::sleep(sleep))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    /// The book's per-task table counts on these; a change should be a decision.
+    #[test]
+    fn a_sleep_bench_worker_stays_small() {
+        let job = Rc::new(|_id: u64| crate::time::sleep(Duration::ZERO));
+        let worker = super::worker(
+            Rc::new(futures::lock::Mutex::new(0)),
+            1,
+            job,
+            Rc::new(Cell::new(0)),
+        );
+        assert!(std::mem::size_of_val(&worker) <= 104);
+        assert!(std::mem::size_of::<crate::time::Sleep>() <= 32);
+    }
+}

@@ -137,16 +137,18 @@ impl Reactor {
 }
 
 // ANCHOR: timers
-/// Pending timers: `(deadline, sequence, key)` entries in a min-heap, and a slab of
+/// Pending timers: `(deadline, sequence, key)` entries in two queues, and a slab of
 /// wakers.
 ///
 /// The sequence number keeps timers with equal deadlines apart and fires them in the
 /// order they were set. Most programs set timers of one duration (a sleep, a timeout per
 /// request), so deadlines mostly arrive in order: those go to a FIFO queue, O(1) to push
-/// and to pop, and only the out-of-order ones pay the heap's O(log n). Cancelling (dropping a `Sleep`) only empties the timer's slab
-/// slot; its heap entry is skipped when it surfaces. A million timers cost a million
-/// 24-byte heap entries and 24-byte slots, and no system call each: the reactor asks the
-/// OS for one wake-up, at the earliest deadline.
+/// and to pop, and only the out-of-order ones pay a min-heap's O(log n).
+///
+/// Cancelling (dropping a `Sleep`) only empties the timer's slab slot; its queue entry is
+/// skipped when it surfaces. A million timers cost a million 24-byte entries and 24-byte
+/// slots, and no system call each: the reactor asks the OS for one wake-up, at the
+/// earliest deadline.
 #[derive(Debug)]
 pub(crate) struct Timers {
     in_order: VecDeque<(u64, u64, Key)>,
@@ -188,10 +190,12 @@ impl Timers {
         }
         key
     }
+    // ANCHOR_END: timers
 
     fn nanos(&self, instant: Instant) -> u64 {
         // 2^64 ns is 584 years: a later deadline saturates, which is the same in practice.
-        u64::try_from(instant.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        let since = instant.saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Updates the waker of a pending timer; `false` if it has fired or was cancelled.
@@ -256,7 +260,6 @@ impl Timers {
         None
     }
 }
-// ANCHOR_END: timers
 
 #[cfg(test)]
 mod tests {
