@@ -10,6 +10,7 @@
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use shared::protocol::{DecodeError, LineDecoder};
@@ -194,6 +195,36 @@ impl TcpStream {
     /// The address of the peer.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.io.source.peer_addr()
+    }
+}
+
+// The futures crate's I/O traits, so its adapters (`BufReader`, `lines`, `copy`) work on
+// our sockets: the same poll functions, behind its names.
+impl futures::io::AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        TcpStream::poll_read(&self, cx, buf)
+    }
+}
+
+impl futures::io::AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        TcpStream::poll_write(&self, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(())) // no buffer of ours: every write went to the kernel
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown_write())
     }
 }
 

@@ -111,3 +111,21 @@ fn the_binary_prints_the_report() {
     );
     assert!(stdout.contains("5/5 responses verified"), "{stdout}");
 }
+
+#[test]
+fn the_binary_explains_an_fd_limit_instead_of_failing_half_way() {
+    // A child process with at most 200 open files asks for 500 requests: both ends of
+    // each connection count against it, so `shared::cli::run` refuses before starting.
+    let output = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 200 && exec \"$0\" --requests 500 --delay-ms 10",
+        ])
+        .arg(env!("CARGO_BIN_EXE_stage4-async-await"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("RLIMIT_NOFILE"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

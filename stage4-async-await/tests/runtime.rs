@@ -443,3 +443,30 @@ fn a_sleep_moved_to_another_loop_leaves_that_loops_timers_alone() {
         other.await.unwrap();
     });
 }
+
+#[test]
+fn the_futures_crates_io_adapters_work_on_our_sockets() {
+    use futures::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            for i in 0..3 {
+                AsyncWriteExt::write_all(&mut stream, format!("line {i}\n").as_bytes())
+                    .await
+                    .unwrap();
+                sleep(MS).await;
+            }
+            stream.close().await.unwrap();
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let lines: Vec<String> = BufReader::new(stream)
+            .lines()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(lines, ["line 0", "line 1", "line 2"]);
+        server.await.unwrap();
+    });
+}
