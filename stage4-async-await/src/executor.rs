@@ -509,11 +509,7 @@ impl Inner {
         future: impl Future<Output = T> + 'static,
         spawned_at: &'static Location<'static>,
     ) -> JoinHandle<T> {
-        let state = Rc::new(JoinState {
-            outcome: Cell::new(None),
-            joiner: Cell::new(None),
-            finished: Cell::new(false),
-        });
+        let state = Rc::new(Cell::new(JoinState::Running(None)));
         let task = TaskFuture {
             future,
             completion: Completion(Rc::clone(&state)),
@@ -611,38 +607,44 @@ impl<F: Future> Future for TaskFuture<F> {
 /// way. Output: `Ok(value)`, or a [`JoinError`] if the task panicked or was cancelled.
 #[must_use = "a JoinHandle does nothing unless awaited; dropping it detaches the task"]
 pub struct JoinHandle<T> {
-    state: Rc<JoinState<T>>,
+    state: Rc<Cell<JoinState<T>>>,
 }
 
-struct JoinState<T> {
-    outcome: Cell<Option<Result<T, JoinError>>>,
-    joiner: Cell<Option<Waker>>,
-    finished: Cell<bool>,
+/// Where a task's result is: shared by the task and its `JoinHandle`, one thread only.
+enum JoinState<T> {
+    /// The task runs; the waker of whoever awaits the handle, once someone does.
+    Running(Option<Waker>),
+    /// The task is done; the result waits for the handle.
+    Finished(Result<T, JoinError>),
+    /// The handle has returned the result.
+    Taken,
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(outcome) = self.state.outcome.take() {
-            return Poll::Ready(outcome);
+        match self.state.replace(JoinState::Taken) {
+            JoinState::Finished(outcome) => Poll::Ready(outcome),
+            // Replace rather than keep the first waker: the joiner may have moved to
+            // another task (a JoinHandle inside a `select`, say).
+            JoinState::Running(_) => {
+                self.state.set(JoinState::Running(Some(cx.waker().clone())));
+                Poll::Pending
+            }
+            JoinState::Taken => panic!("JoinHandle polled after it returned its result"),
         }
-        assert!(
-            !self.state.finished.get(),
-            "JoinHandle polled after it returned its result"
-        );
-        // Replace rather than keep the first waker: the joiner may have moved to another
-        // task (a JoinHandle inside a `select`, say).
-        self.state.joiner.set(Some(cx.waker().clone()));
-        Poll::Pending
     }
 }
 // ANCHOR_END: join_handle
 
 impl<T> JoinHandle<T> {
-    /// Whether the task has finished (its result is waiting in the handle).
+    /// Whether the task has finished (its result may be waiting in the handle).
     pub fn is_finished(&self) -> bool {
-        self.state.finished.get()
+        let state = self.state.replace(JoinState::Taken);
+        let finished = !matches!(state, JoinState::Running(_));
+        self.state.set(state);
+        finished
     }
 }
 
@@ -656,13 +658,11 @@ impl<T> fmt::Debug for JoinHandle<T> {
 
 /// Hands the task's outcome to its `JoinHandle`; if the task is dropped before it
 /// finished (its loop stopped), the handle gets [`JoinError::Cancelled`].
-struct Completion<T>(Rc<JoinState<T>>);
+struct Completion<T>(Rc<Cell<JoinState<T>>>);
 
 impl<T> Completion<T> {
     fn complete(&self, outcome: Result<T, JoinError>) {
-        self.0.outcome.set(Some(outcome));
-        self.0.finished.set(true);
-        if let Some(joiner) = self.0.joiner.take() {
+        if let JoinState::Running(Some(joiner)) = self.0.replace(JoinState::Finished(outcome)) {
             joiner.wake();
         }
     }
@@ -670,8 +670,14 @@ impl<T> Completion<T> {
 
 impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
-        if !self.0.finished.get() {
-            self.complete(Err(JoinError::Cancelled));
+        match self.0.replace(JoinState::Taken) {
+            JoinState::Running(joiner) => {
+                self.0.set(JoinState::Finished(Err(JoinError::Cancelled)));
+                if let Some(joiner) = joiner {
+                    joiner.wake();
+                }
+            }
+            done => self.0.set(done),
         }
     }
 }
@@ -728,6 +734,6 @@ mod tests {
     fn the_parts_of_a_task_stay_small() {
         assert!(std::mem::size_of::<Task>() <= 40);
         assert!(std::mem::size_of::<TaskWaker>() <= 24);
-        assert!(std::mem::size_of::<JoinState<()>>() <= 48);
+        assert!(std::mem::size_of::<JoinState<()>>() <= 24);
     }
 }

@@ -96,57 +96,56 @@ where
         .slow_poll_threshold(Duration::MAX);
     event_loop.block_on(async move {
         let start = Instant::now();
-        // NB: the article guards its counter with an asyncio.Lock, so we use an async lock
-        // too. On one thread a `Cell` would do; the lock is never held across an .await.
-        let next_job = Rc::new(futures::lock::Mutex::new(0u64));
-        let job = Rc::new(job);
-        let done = Rc::new(Cell::new(0u64));
+        let jobs = Rc::new(Jobs {
+            // NB: the article guards its counter with an asyncio.Lock, so we use an async
+            // lock too. On one thread a `Cell` would do; it is never held across an .await.
+            next: futures::lock::Mutex::new(0),
+            total: total_tasks,
+            done: Cell::new(0),
+            job,
+        });
         // Every worker is spawned before any runs, so all of them are alive at once:
         // that is what "concurrency" means in the article's table.
         let tasks: Vec<JoinHandle<()>> = (0..workers)
-            .map(|_| {
-                let worker = worker(
-                    Rc::clone(&next_job),
-                    total_tasks,
-                    Rc::clone(&job),
-                    Rc::clone(&done),
-                );
-                spawn(worker)
-            })
+            .map(|_| spawn(worker(Rc::clone(&jobs))))
             .collect();
         for task in tasks {
             task.await?;
         }
-        if done.get() != total_tasks {
+        if jobs.done.get() != total_tasks {
             return Err(Error::Other(format!(
                 "{} of {total_tasks} jobs ran",
-                done.get()
+                jobs.done.get()
             )));
         }
         Ok(start.elapsed())
     })
 }
 
-async fn worker<F, Fut>(
-    next_job: Rc<futures::lock::Mutex<u64>>,
-    total_tasks: u64,
-    job: Rc<F>,
-    done: Rc<Cell<u64>>,
-) where
+/// What the workers share: one `Rc` per worker, not four.
+struct Jobs<F> {
+    next: futures::lock::Mutex<u64>,
+    total: u64,
+    done: Cell<u64>,
+    job: F,
+}
+
+async fn worker<F, Fut>(jobs: Rc<Jobs<F>>)
+where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = ()>,
 {
     loop {
         let id = {
-            let mut next = next_job.lock().await;
-            if *next == total_tasks {
+            let mut next = jobs.next.lock().await;
+            if *next == jobs.total {
                 return;
             }
             *next += 1;
             *next - 1
         }; // the lock is released here, before the job runs
-        job(id).await;
-        done.set(done.get() + 1);
+        (jobs.job)(id).await;
+        jobs.done.set(jobs.done.get() + 1);
     }
 }
 // ANCHOR_END: run_jobs
@@ -166,14 +165,13 @@ mod tests {
     /// The book's per-task table counts on these; a change should be a decision.
     #[test]
     fn a_sleep_bench_worker_stays_small() {
-        let job = Rc::new(|_id: u64| crate::time::sleep(Duration::ZERO));
-        let worker = super::worker(
-            Rc::new(futures::lock::Mutex::new(0)),
-            1,
-            job,
-            Rc::new(Cell::new(0)),
-        );
-        assert!(std::mem::size_of_val(&worker) <= 104);
+        let worker = super::worker(Rc::new(super::Jobs {
+            next: futures::lock::Mutex::new(0),
+            total: 1,
+            done: Cell::new(0),
+            job: |_id: u64| crate::time::sleep(Duration::ZERO),
+        }));
+        assert!(std::mem::size_of_val(&worker) <= 56);
         assert!(std::mem::size_of::<crate::time::Sleep>() <= 32);
     }
 }
