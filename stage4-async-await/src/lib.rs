@@ -25,6 +25,7 @@
 pub mod anti_patterns;
 pub mod client;
 pub mod executor;
+pub mod join;
 pub mod net;
 pub mod reactor;
 mod slab;
@@ -41,10 +42,7 @@ pub use executor::{
     DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, JoinHandle, SlowPoll, TaskInfo, block_on,
     spawn, yield_now,
 };
-/// Waits for every future and returns their outputs in order: the article's
-/// `asyncio.gather`. The futures crate's version, which polls only the futures that
-/// were woken (through `FuturesOrdered`) once there are more than a few.
-pub use futures::future::join_all;
+pub use join::{JoinAll, join_all};
 pub use time::{Elapsed, Sleep, sleep, sleep_until, timeout};
 
 use client::consume_response;
