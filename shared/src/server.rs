@@ -188,6 +188,9 @@ const MAX_PIPELINED: usize = 1024;
 /// `ERROR` line is read instead of lost to a reset.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How often to retry `accept` while the process is out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONNECTION: usize = 2;
@@ -271,10 +274,15 @@ impl EventLoop {
             .register(&mut self.listener, LISTENER, Interest::READABLE)?;
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
+            let mut timeout = self
                 .timers
                 .peek()
                 .map(|Reverse(t)| t.deadline.saturating_duration_since(Instant::now()));
+            if self.accept_paused {
+                // Descriptors may come free elsewhere in the process (an embedded client
+                // finishing), not only by closing one of ours: look again now and then.
+                timeout = Some(timeout.map_or(ACCEPT_RETRY, |t| t.min(ACCEPT_RETRY)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 // A signal interrupted the wait: not an error, just wait again.
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -301,6 +309,10 @@ impl EventLoop {
                 }
             }
             self.fire_timers();
+            if self.accept_paused {
+                self.accept_paused = false;
+                self.accept_all();
+            }
         }
     }
 
@@ -333,7 +345,7 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_fd_exhaustion(&e) => {
-                    // Keep serving what we have; retry when a connection closes.
+                    // Keep serving what we have; retry when a connection closes, or soon.
                     self.accept_paused = true;
                     self.counters.fd_exhausted.fetch_add(1, Ordering::Relaxed);
                     if !self.logged_fd_exhaustion {

@@ -58,8 +58,10 @@ fn ten_concurrent_clients_are_answered_together() {
     // Served one after another, ten answers would take 10 x 200 ms = 2 s.
     assert!(elapsed >= DELAY, "answered before the delay: {elapsed:?}");
     assert!(elapsed < 5 * DELAY, "not concurrent: {elapsed:?}");
+    // The counter moves just after the write that the client may already have read.
+    eventually(&server, "ten answers counted", |s| s.answered == 10);
     let stats = server.stats();
-    assert_eq!((stats.accepted, stats.answered, stats.errors), (10, 10, 0));
+    assert_eq!((stats.accepted, stats.errors), (10, 0));
     assert!(stats.peak_open >= 2, "{stats:?}");
 }
 

@@ -1,7 +1,7 @@
 //! The threads side of the article's benchmark, one configuration per run.
 //!
 //! ```text
-//! cargo run --release -p stage0-blocking --example sleep_bench -- 100000 1000 10
+//! cargo run --release -p stage0-blocking --example thread_sleep_bench -- 100000 1000 10
 //! #                                                  total tasks ^  ^ threads ^ sleep (ms)
 //! ```
 //!
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         .collect::<Result<_, _>>()
         .unwrap_or_default();
     let [total, concurrency, sleep_ms] = args[..] else {
-        eprintln!("usage: sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
+        eprintln!("usage: thread_sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
         return ExitCode::from(2);
     };
     let sleep = Duration::from_millis(sleep_ms);
