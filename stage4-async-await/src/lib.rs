@@ -10,7 +10,7 @@
 //! ```text
 //! cargo run -p stage4-async-await                                   # ten requests, ~5 s
 //! cargo run --release -p stage4-async-await -- --requests 9000 --delay-ms 100
-//! cargo run --release -p stage4-async-await --example sleep_bench -- 1000000 1000000 10
+//! cargo run --release -p stage4-async-await --example task_sleep_bench -- 1000000 1000000 10
 //! ```
 //!
 //! - [`EventLoop`], [`block_on`], [`spawn`], [`JoinHandle`], [`yield_now`]: the executor.

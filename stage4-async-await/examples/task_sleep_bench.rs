@@ -2,8 +2,8 @@
 //! a `SLEEP_MS` sleep, taken by `CONCURRENCY` tasks on one thread.
 //!
 //! ```text
-//! cargo run --release -p stage4-async-await --example sleep_bench -- 100000 100000 10
-//! cargo run --release -p stage4-async-await --example sleep_bench -- 1000000 1000000 10
+//! cargo run --release -p stage4-async-await --example task_sleep_bench -- 100000 100000 10
+//! cargo run --release -p stage4-async-await --example task_sleep_bench -- 1000000 1000000 10
 //! #                                                     total tasks ^  ^ tasks  ^ sleep (ms)
 //! ```
 //!
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         .collect::<Result<_, _>>()
         .unwrap_or_default();
     let [total, concurrency, sleep_ms] = args[..] else {
-        eprintln!("usage: sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
+        eprintln!("usage: task_sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
         return ExitCode::from(2);
     };
     let sleep = Duration::from_millis(sleep_ms);
