@@ -5,9 +5,10 @@
 //! cargo run --release -p stage4-async-await --example blocking_call
 //! ```
 //!
-//! A heartbeat task ticks every 20 ms while another task waits 300 ms three ways:
+//! A heartbeat task ticks every 20 ms while another task waits 300 ms four ways:
 //! `std::thread::sleep`, a request over blocking `std::net` sockets to a slow server,
-//! and the runtime's `sleep(..).await`. The runtime prints its slow-poll warning (here
+//! the runtime's `sleep(..).await`, and `std::thread::sleep` on a thread of its own
+//! through `spawn_blocking`. The runtime prints its slow-poll warning (here
 //! with a 100 ms threshold, the default) as it happens.
 
 use std::process::ExitCode;
@@ -33,6 +34,10 @@ fn main() -> ExitCode {
             Wait::BlockingSocket(server.addr()),
         ),
         ("sleep(300 ms).await", Wait::AsyncSleep),
+        (
+            "spawn_blocking(std::thread::sleep(300 ms))",
+            Wait::SpawnBlocking,
+        ),
     ] {
         println!("a task waits with {what}:");
         match blocking_call(how, wait, DEFAULT_SLOW_POLL_THRESHOLD) {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use shared::Error;
 
 use crate::client::make_tcp_request;
-use crate::{EventLoop, SlowPoll, block_on, join_all, sleep, spawn};
+use crate::{EventLoop, SlowPoll, block_on, join_all, sleep, spawn, spawn_blocking};
 
 /// What happened to a heartbeat task that should tick every `period`.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub enum Wait {
     BlockingSocket(SocketAddr),
     /// The runtime's `sleep(..).await`: only this task waits.
     AsyncSleep,
+    /// `std::thread::sleep` moved to a thread of its own with `spawn_blocking`, awaited.
+    SpawnBlocking,
 }
 
 // ANCHOR: blocking_call
@@ -81,6 +83,8 @@ pub fn blocking_call(wait: Wait, duration: Duration, threshold: Duration) -> Res
                 Wait::ThreadSleep => std::thread::sleep(duration), // blocks the loop
                 Wait::BlockingSocket(addr) => blocking_request(addr, duration)?, // so does this
                 Wait::AsyncSleep => sleep(duration).await,         // the right way
+                // The other right way, for a call that cannot be made async:
+                Wait::SpawnBlocking => spawn_blocking(move || std::thread::sleep(duration)).await?,
             }
             Ok::<(), Error>(())
         });

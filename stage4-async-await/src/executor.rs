@@ -555,6 +555,35 @@ where
 }
 // ANCHOR_END: spawn
 
+// ANCHOR: spawn_blocking
+/// Runs `f` on a thread of its own and returns a future of its result: the way to call
+/// something that blocks (a blocking library, a long computation) without blocking the
+/// loop. The thread's result comes back through a futures-crate oneshot channel, whose
+/// waker wakes the loop from that thread.
+///
+/// NB: one OS thread per call, to keep it short; tokio keeps a pool of them instead.
+pub fn spawn_blocking<T, F>(f: F) -> impl Future<Output = Result<T, JoinError>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (sender, receiver) = futures::channel::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name("spawn_blocking".into())
+        .spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::panicked);
+            let _ = sender.send(outcome); // the receiver may be gone: nobody waits
+        });
+    async move {
+        if let Err(error) = started {
+            return Err(JoinError::NoThread(error.to_string().into()));
+        }
+        // A dropped sender without a value cannot happen: the thread always sends.
+        receiver.await.unwrap_or(Err(JoinError::Cancelled))
+    }
+}
+// ANCHOR_END: spawn_blocking
+
 /// Gives the loop a turn: the current task goes to the back of the ready queue.
 pub async fn yield_now() {
     let mut yielded = false;
@@ -691,6 +720,8 @@ pub enum JoinError {
     Panicked(Box<str>),
     /// The task was dropped before it finished, because its event loop stopped.
     Cancelled,
+    /// [`spawn_blocking`] could not start a thread; what the OS said.
+    NoThread(Box<str>),
 }
 
 impl JoinError {
@@ -712,6 +743,9 @@ impl fmt::Display for JoinError {
             JoinError::Panicked(message) => write!(f, "task panicked: {message}"),
             JoinError::Cancelled => {
                 f.write_str("task cancelled: its event loop stopped before it finished")
+            }
+            JoinError::NoThread(error) => {
+                write!(f, "spawn_blocking could not start a thread: {error}")
             }
         }
     }

@@ -40,7 +40,7 @@ use shared::{Config, Error, Report, request_ids};
 
 pub use executor::{
     DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, JoinHandle, SlowPoll, TaskInfo, block_on,
-    spawn, yield_now,
+    spawn, spawn_blocking, yield_now,
 };
 pub use join::{JoinAll, join_all};
 pub use time::{Elapsed, Sleep, sleep, sleep_until, timeout};

@@ -36,6 +36,13 @@ fn an_async_sleep_stalls_nothing() {
 }
 
 #[test]
+fn a_blocking_call_moved_to_spawn_blocking_stalls_nothing() {
+    let stall = blocking_call(Wait::SpawnBlocking, 150 * MS, 50 * MS).unwrap();
+    assert!(stall.warnings.is_empty(), "{stall:?}");
+    assert!(stall.longest_gap < 100 * MS, "{stall:?}");
+}
+
+#[test]
 fn a_nested_block_on_is_refused_with_advice() {
     let message = nested_block_on();
     assert!(

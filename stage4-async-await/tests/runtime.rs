@@ -15,8 +15,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use stage4_async_await::net::{TcpListener, TcpStream};
 use stage4_async_await::{
-    DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, block_on, join_all, sleep, spawn, timeout,
-    yield_now,
+    DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, block_on, join_all, sleep, spawn,
+    spawn_blocking, timeout, yield_now,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -483,4 +483,16 @@ fn join_all_keeps_the_order_and_waits_for_all_at_once() {
     assert!(started.elapsed() < 250 * MS, "{:?}", started.elapsed());
     let none: Vec<u8> = block_on(join_all(Vec::<std::future::Ready<u8>>::new()));
     assert!(none.is_empty());
+}
+
+#[test]
+fn spawn_blocking_returns_the_result_or_the_panic() {
+    block_on(async {
+        let thread = spawn_blocking(|| std::thread::current().name().map(str::to_owned));
+        assert_eq!(thread.await, Ok(Some("spawn_blocking".to_string())));
+        let error = spawn_blocking(|| panic!("blocking {}", "boom"))
+            .await
+            .unwrap_err();
+        assert_eq!(error, JoinError::Panicked("blocking boom".into()));
+    });
 }
