@@ -13,7 +13,8 @@
 //! cargo run --release -p stage4-async-await --example task_sleep_bench -- 1000000 1000000 10
 //! ```
 //!
-//! - [`EventLoop`], [`block_on`], [`spawn`], [`JoinHandle`], [`yield_now`]: the executor.
+//! - [`EventLoop`], [`block_on`], [`spawn`], [`JoinHandle`], [`yield_now`],
+//!   [`spawn_blocking`]: the executor.
 //! - [`sleep`], [`sleep_until`], [`timeout`]: timers.
 //! - [`net::TcpStream`], [`net::TcpListener`]: sockets.
 //! - [`join_all`]: the article's `asyncio.gather`.
