@@ -496,3 +496,42 @@ fn spawn_blocking_returns_the_result_or_the_panic() {
         assert_eq!(error, JoinError::Panicked("blocking boom".into()));
     });
 }
+
+#[test]
+fn wakes_racing_in_from_many_threads_are_never_lost() {
+    // Tasks park on oneshots that four threads fill at their own pace, so wakes arrive
+    // while the loop polls, while it decides to sleep, and while it sleeps.
+    for round in 0..5u64 {
+        let outcome = block_on(timeout(Duration::from_secs(10), async move {
+            let mut senders = Vec::new();
+            let tasks: Vec<_> = (0..2_000u64)
+                .map(|i| {
+                    let (sender, receiver) = futures::channel::oneshot::channel();
+                    senders.push((i, sender));
+                    spawn(async move { receiver.await.unwrap() })
+                })
+                .collect();
+            let mut chunks: Vec<Vec<_>> = (0..4).map(|_| Vec::new()).collect();
+            for (i, sender) in senders {
+                chunks[(i % 4) as usize].push((i, sender));
+            }
+            for chunk in chunks {
+                thread::spawn(move || {
+                    for (i, sender) in chunk {
+                        if (i + round) % 97 == 0 {
+                            thread::sleep(Duration::from_micros(200));
+                        }
+                        sender.send(i).unwrap();
+                    }
+                });
+            }
+            let outputs: Vec<u64> = join_all(tasks)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(outputs, (0..2_000).collect::<Vec<_>>());
+        }));
+        assert!(outcome.is_ok(), "round {round}: a wake-up was lost");
+    }
+}
