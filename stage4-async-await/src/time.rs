@@ -2,7 +2,7 @@
 //!
 //! A `Sleep` sets no OS timer of its own: it leaves its deadline and waker with the
 //! reactor, which waits in `epoll_wait` until the earliest deadline of all. That is why a
-//! million sleeping tasks cost a million heap entries and no system call each.
+//! million sleeping tasks cost a million queue entries and no system call each.
 
 use std::fmt;
 use std::future::Future;
@@ -51,8 +51,10 @@ impl Future for Sleep {
         let (deadline, timer) = (self.deadline, self.timer);
         let set = with_current("sleep", |event_loop| {
             let timers = &mut event_loop.reactor.borrow_mut().timers;
-            // Spurious polls are allowed, so the clock decides, not the wake-up.
             let timer = timer.filter(|&(loop_id, _)| loop_id == event_loop.id);
+            // Spurious polls are allowed, so the clock decides, not the wake-up. (The
+            // loop's clock, read at the end of the last poll: a deadline it has not seen
+            // pass yet fires at the next reactor turn.)
             if event_loop.now() >= deadline {
                 if let Some((_, key)) = timer {
                     timers.cancel(key);
