@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
-use shared::protocol::{LineDecoder, request};
+use shared::protocol::{DecodeError, LineDecoder, request};
 use shared::{Config, Error};
 
 use crate::task::Co;
@@ -42,51 +42,45 @@ pub fn make_tcp_request(co: &Co<'_>, addr: SocketAddr, id: u64) -> Result<String
     while sent < line.len() {
         match stream.write(&line.as_bytes()[sent..]) {
             Ok(n) => sent += n,
+            // The kernel's send buffer is full: suspend until there is room again.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => co
                 .writable(&mut stream)
-                .map_err(|e| Error::io(format!("sending request {id}"), e))?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(format!("sending request {id}"), e)),
+                .map_err(|e| io_error(e, id, "sending"))?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(e, id, "sending")),
         }
     }
 
+    // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
     let mut buf = [0u8; 1024];
     loop {
-        match decoder.next_line() {
-            Ok(Some(response)) => return Ok(response),
-            Ok(None) => {}
-            Err(source) => return Err(Error::Decode { id, source }),
+        let line = decoder
+            .next_line()
+            .map_err(|source| Error::Decode { id, source })?;
+        if let Some(line) = line {
+            return Ok(line);
         }
         match stream.read(&mut buf) {
             Ok(0) => {
-                decoder
-                    .finish()
-                    .map_err(|source| Error::Decode { id, source })?;
-                return Err(Error::io(
-                    format!("reading the response to request {id}"),
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection without answering",
-                    ),
-                ));
+                let source = DecodeError::ClosedMidLine;
+                return Err(Error::Decode { id, source });
             }
             Ok(n) => decoder.push(&buf[..n]),
             // Drained: suspend until more bytes arrive (a spurious wake-up just loops).
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => co
                 .readable(&mut stream)
-                .map_err(|e| Error::io(format!("reading the response to request {id}"), e))?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(Error::io(
-                    format!("reading the response to request {id}"),
-                    e,
-                ));
-            }
+                .map_err(|e| io_error(e, id, "reading the answer to"))?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(e, id, "reading the answer to")),
         }
     }
 }
 // ANCHOR_END: make_tcp_request
+
+fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
+    Error::io(format!("{doing} request {id}"), error)
+}
 
 // ANCHOR: consume_response
 /// The article's `consume_response`: one request, its outcome handed to `record`.
