@@ -54,7 +54,8 @@ pub struct ServerConfig {
 pub struct ServerStats {
     /// Connections accepted so far.
     pub accepted: u64,
-    /// Lines answered (fully handed to the kernel).
+    /// Lines answered: counted when the delay is over, just before the echo is written,
+    /// so a client that has read its answer always finds it counted.
     pub answered: u64,
     /// Connections closed because of bad input.
     pub errors: u64,
@@ -233,8 +234,6 @@ struct Connection {
     /// Bytes to send, from `written` on.
     out: Vec<u8>,
     written: usize,
-    /// Answers in `out` not yet fully written.
-    unflushed_answers: u64,
     /// The peer sent EOF: no more lines will come, but answers still go out.
     read_closed: bool,
     /// We sent `ERROR`: input is discarded until the peer closes or `LINGER` ends.
@@ -383,8 +382,6 @@ impl EventLoop {
             next = Next::Close;
         }
         let c = &self.counters;
-        c.answered
-            .fetch_add(conn.take_answered(), Ordering::Relaxed);
         if matches!(next, Next::Close) {
             let conn = entry.remove();
             if conn.closing {
@@ -426,6 +423,10 @@ impl EventLoop {
             };
             match timer.kind {
                 TimerKind::Answer => {
+                    let answering = self.connections.get(&timer.token);
+                    if answering.is_some_and(|c| !c.closing && !c.pending.is_empty()) {
+                        self.counters.answered.fetch_add(1, Ordering::Relaxed);
+                    }
                     let delay = self.delay;
                     self.with_connection(timer.token, |c, ctx| c.answer_next(delay, ctx));
                 }
@@ -449,7 +450,6 @@ impl Connection {
             pending: VecDeque::new(),
             out: Vec::new(),
             written: 0,
-            unflushed_answers: 0,
             read_closed: false,
             closing: false,
             write_shut: false,
@@ -525,7 +525,6 @@ impl Connection {
         };
         self.out.extend_from_slice(line.as_bytes());
         self.out.push(b'\n');
-        self.unflushed_answers += 1;
         if self.paused && self.pending.len() < MAX_PIPELINED / 2 {
             self.paused = false;
             // Bytes may have arrived while paused; their readiness edge has passed,
@@ -564,15 +563,6 @@ impl Connection {
             Next::Close
         } else {
             Next::Keep
-        }
-    }
-
-    /// Answers written in full since the last call.
-    fn take_answered(&mut self) -> u64 {
-        if self.out.is_empty() {
-            std::mem::take(&mut self.unflushed_answers)
-        } else {
-            0
         }
     }
 

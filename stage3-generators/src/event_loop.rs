@@ -1,0 +1,286 @@
+//! The fourth player: the `EventLoop`. A ready queue of callbacks, mio readiness turned
+//! into futures, and timers.
+//!
+//! Read `future.rs` and `task.rs` first. Compared with stage 2's loop, this one knows
+//! nothing about requests or connections: it runs callbacks, and it completes futures
+//! when a socket is ready or a timer is due. Everything else is in the tasks.
+//!
+//! `cargo run -p stage3-generators -- --trace` shows it at work.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::{Events, Interest, Poll, Token};
+use shared::Error;
+
+use crate::future::Future;
+use crate::task::Cancel;
+
+/// A function the loop runs once, from its ready queue.
+pub type Callback = Box<dyn FnOnce()>;
+
+// ANCHOR: state
+/// A handle to the event loop; clones share it.
+#[derive(Clone)]
+pub struct EventLoop {
+    state: Rc<LoopState>,
+}
+
+/// Everything the loop owns. Every field is a cell and no borrow is held while a
+/// callback runs, because callbacks come back to the loop (to create futures, register
+/// sockets, schedule more callbacks).
+pub(crate) struct LoopState {
+    ready: RefCell<VecDeque<Callback>>,
+    poll: RefCell<Poll>,
+    /// Futures waiting for a socket, by the token it was registered with.
+    io: RefCell<HashMap<Token, Future<()>>>,
+    /// Futures waiting for a deadline. The sequence number makes keys unique, so two
+    /// timers with the same deadline never collide, and fire in the order they were set.
+    timers: RefCell<BTreeMap<(Instant, u64), Future<()>>>,
+    /// Tasks not finished yet, by id, for `close` to cancel (asyncio's `all_tasks`).
+    tasks: RefCell<HashMap<u64, Weak<dyn Cancel>>>,
+    /// Numbers futures, tasks and tokens.
+    next_id: Cell<u64>,
+    /// When tracing, the time the loop was created.
+    trace_start: Option<Instant>,
+}
+// ANCHOR_END: state
+
+impl EventLoop {
+    /// A new loop. With `trace`, it prints each step of the article's sequence.
+    pub fn new(trace: bool) -> Result<EventLoop, Error> {
+        let poll = Poll::new().map_err(|e| Error::io("creating the epoll instance", e))?;
+        Ok(EventLoop {
+            state: Rc::new(LoopState {
+                ready: RefCell::new(VecDeque::new()),
+                poll: RefCell::new(poll),
+                io: RefCell::new(HashMap::new()),
+                timers: RefCell::new(BTreeMap::new()),
+                tasks: RefCell::new(HashMap::new()),
+                next_id: Cell::new(0),
+                trace_start: trace.then(Instant::now),
+            }),
+        })
+    }
+
+    /// Schedules `callback` to run on the next pass of the loop.
+    pub fn call_soon(&self, callback: impl FnOnce() + 'static) {
+        self.state.call_soon(Box::new(callback));
+    }
+
+    /// A new, pending future; `label` names it in traces.
+    pub fn create_future<T>(&self, label: &'static str) -> Future<T> {
+        Future::new(Rc::downgrade(&self.state), self.next_id(), label)
+    }
+
+    // ANCHOR: readiness
+    /// A future that completes when `source` is readable. Registers `source` with the
+    /// loop's `Poll`; call [`EventLoop::deregister`] once the future is done (Python:
+    /// `selector.register(sock, EVENT_READ, callback)`).
+    pub fn readable(&self, source: &mut impl Source) -> io::Result<Future<()>> {
+        self.register(source, Interest::READABLE, "readable")
+    }
+
+    /// A future that completes when `source` is writable; see [`EventLoop::readable`].
+    pub fn writable(&self, source: &mut impl Source) -> io::Result<Future<()>> {
+        self.register(source, Interest::WRITABLE, "writable")
+    }
+
+    fn register(
+        &self,
+        source: &mut impl Source,
+        interest: Interest,
+        label: &'static str,
+    ) -> io::Result<Future<()>> {
+        let future = self.create_future(label);
+        let token = Token(self.next_id() as usize);
+        // NB: registering (EPOLL_CTL_ADD) reports a socket that is ready already, so no
+        // readiness is lost between two waits.
+        self.state
+            .poll
+            .borrow()
+            .registry()
+            .register(source, token, interest)?;
+        self.state.io.borrow_mut().insert(token, future.clone());
+        Ok(future)
+    }
+
+    /// Stops watching `source` (Python: `selector.unregister(sock)`).
+    pub fn deregister(&self, source: &mut impl Source) -> io::Result<()> {
+        self.state.poll.borrow().registry().deregister(source)
+    }
+
+    /// A future that completes after `duration` (Python: `asyncio.sleep`).
+    pub fn sleep(&self, duration: Duration) -> Future<()> {
+        let future = self.create_future("sleep");
+        let key = (Instant::now() + duration, self.next_id());
+        self.state.timers.borrow_mut().insert(key, future.clone());
+        future
+    }
+    // ANCHOR_END: readiness
+
+    // ANCHOR: run
+    /// Runs callbacks, waits for sockets and timers, and completes their futures, until
+    /// `future` is done; returns its result. Python: `loop.run_until_complete(future)`.
+    ///
+    /// Fails with [`Error::Timeout`] if `timeout` passes first, and with an error if
+    /// nothing is left that could ever complete `future`.
+    pub fn run_until_complete<T>(&self, future: &Future<T>, timeout: Duration) -> Result<T, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.run_ready();
+            if let Some(result) = future.take_result() {
+                return Ok(result);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let what = format!("{future:?} not done after {:.1} s", timeout.as_secs_f64());
+                return Err(Error::Timeout { what });
+            }
+            // Block in poll only when no callback is ready; wake for the next timer.
+            let next_timer = self
+                .state
+                .timers
+                .borrow()
+                .first_key_value()
+                .map(|(k, _)| k.0);
+            let wait = match self.state.ready.borrow().is_empty() {
+                false => Duration::ZERO,
+                true => next_timer.unwrap_or(deadline).min(deadline) - now,
+            };
+            if wait > Duration::ZERO && next_timer.is_none() && self.state.io.borrow().is_empty() {
+                return Err(Error::Other(format!(
+                    "{future:?} can never complete: no callback, socket or timer is pending"
+                )));
+            }
+            if self.state.trace_start.is_some() {
+                self.state.trace(format_args!(
+                    "loop {} ({} socket(s) and {} timer(s) pending)",
+                    match (wait.is_zero(), self.state.ready.borrow().is_empty()) {
+                        (true, false) => "polls without blocking: callbacks are ready".into(),
+                        (true, true) => "polls without blocking: a timer is due".into(),
+                        (false, _) => format!("waits in poll, {} ms at most", wait.as_millis()),
+                    },
+                    self.state.io.borrow().len(),
+                    self.state.timers.borrow().len(),
+                ));
+            }
+            if let Err(e) = self.state.poll.borrow_mut().poll(&mut events, Some(wait)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue; // a signal arrived: just poll again
+                }
+                return Err(Error::io("waiting in epoll", e));
+            }
+            for event in &events {
+                // No entry: the socket's future was already completed, or its task is
+                // gone. A spurious event costs nothing.
+                let Some(ready) = self.state.io.borrow_mut().remove(&event.token()) else {
+                    continue;
+                };
+                self.state
+                    .trace(format_args!("socket of {ready:?} is ready"));
+                ready.set_result(());
+            }
+            self.fire_timers();
+        }
+    }
+    // ANCHOR_END: run
+
+    /// Runs the callbacks that are ready now. Callbacks they schedule wait for the next
+    /// pass, after the loop has checked sockets and timers, so nothing starves.
+    fn run_ready(&self) {
+        let ready = self.state.ready.borrow().len();
+        for _ in 0..ready {
+            let Some(callback) = self.state.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            callback();
+        }
+    }
+
+    fn fire_timers(&self) {
+        let now = Instant::now();
+        loop {
+            let mut timers = self.state.timers.borrow_mut();
+            let Some(entry) = timers.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let due = entry.remove();
+            drop(timers);
+            due.set_result(());
+        }
+    }
+
+    /// Cancels every unfinished task, dropping its generator (which unwinds its stack,
+    /// closing its sockets), and drops everything still pending: queued callbacks and
+    /// futures waiting for a socket or a timer. Python: cancel `all_tasks()`, then
+    /// `loop.close()`.
+    ///
+    /// Needed after an early return from [`EventLoop::run_until_complete`]: a suspended
+    /// task and the futures it waits for point at each other, so `Rc` alone would never
+    /// free them.
+    pub fn close(&self) {
+        self.state.close();
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.state.next_id.get();
+        self.state.next_id.set(id + 1);
+        id
+    }
+
+    pub(crate) fn trace(&self, args: fmt::Arguments<'_>) {
+        self.state.trace(args);
+    }
+
+    pub(crate) fn track(&self, id: u64, task: Weak<dyn Cancel>) {
+        self.state.tasks.borrow_mut().insert(id, task);
+    }
+
+    pub(crate) fn untrack(&self, id: u64) {
+        self.state.tasks.borrow_mut().remove(&id);
+    }
+}
+
+impl LoopState {
+    pub(crate) fn call_soon(&self, callback: Callback) {
+        self.ready.borrow_mut().push_back(callback);
+    }
+
+    pub(crate) fn trace(&self, args: fmt::Arguments<'_>) {
+        if let Some(start) = self.trace_start {
+            println!("[{:>8.3} s] {args}", start.elapsed().as_secs_f64());
+        }
+    }
+
+    fn close(&self) {
+        // Take everything out first: dropping a task runs its destructors, which may come
+        // back here.
+        let ready = std::mem::take(&mut *self.ready.borrow_mut());
+        let io = std::mem::take(&mut *self.io.borrow_mut());
+        let timers = std::mem::take(&mut *self.timers.borrow_mut());
+        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
+        for future in io.values().chain(timers.values()) {
+            future.erased().drop_callbacks();
+        }
+        drop((ready, io, timers));
+        for task in tasks.values().filter_map(Weak::upgrade) {
+            task.cancel();
+        }
+    }
+}
+
+impl Drop for LoopState {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

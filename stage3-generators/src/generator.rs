@@ -1,0 +1,498 @@
+//! The first player: a generator, built as a stackful coroutine on stable Rust.
+//!
+//! Python's `x = yield value` and `gen.send(x)` become [`Yielder::suspend`] and
+//! [`Generator::resume`]. Stable Rust has no generators, so each one gets a stack of its
+//! own (from `stack.rs`) and a context switch (from `switch/`) moves between the caller's
+//! stack and the generator's: `resume` switches in, `suspend` switches back out.
+//!
+//! ```
+//! # #[cfg(not(miri))] { // Miri cannot run the context switch's inline assembly.
+//! use stage3_generators::generator::{Generator, GeneratorState};
+//!
+//! // Sums what it is sent, yielding the running total, until it is sent 0.
+//! let mut running_sum = Generator::new(|yielder, mut x: u64| {
+//!     let mut total = 0;
+//!     while x != 0 {
+//!         total += x;
+//!         x = yielder.suspend(total); // Python: x = yield total
+//!     }
+//!     format!("done at {total}")
+//! });
+//! assert_eq!(running_sum.resume(5), GeneratorState::Yielded(5)); // Python: gen.send(5)
+//! assert_eq!(running_sum.resume(10), GeneratorState::Yielded(15));
+//! assert_eq!(running_sum.resume(0), GeneratorState::Complete("done at 15".to_string()));
+//! # }
+//! ```
+//!
+//! Three rules keep it sound, and the compiler enforces the first two:
+//!
+//! - A generator is not `Send`. Its stack may hold `Rc`s and references to thread-locals
+//!   across a `suspend`, invisible to the type system, so it stays on its thread:
+//!
+//!   ```compile_fail,E0277
+//!   use stage3_generators::generator::Generator;
+//!   let generator: Generator<(), (), ()> = Generator::new(|_, ()| ());
+//!   std::thread::spawn(move || drop(generator)); // error: cannot be sent between threads
+//!   ```
+//!
+//! - The body is `'static`, and the [`Yielder`] is only lent to it for the duration of
+//!   the call: it cannot escape, so `suspend` only ever runs on the generator's own stack.
+//!
+//!   ```compile_fail
+//!   use stage3_generators::generator::{Generator, Yielder};
+//!   // error: lifetime may not live long enough (the yielder would outlive the body)
+//!   let generator = Generator::new(|yielder: &Yielder<(), ()>, ()| yielder);
+//!   ```
+//!
+//!   Nor can the body borrow from its creator, which may be long gone by the time a
+//!   suspended generator resumes:
+//!
+//!   ```compile_fail
+//!   use stage3_generators::generator::{Generator, Yielder};
+//!   let name = String::from("local");
+//!   // error: `name` does not live long enough (the body must be 'static)
+//!   let generator = Generator::new(|_: &Yielder<(), ()>, ()| name.len());
+//!   ```
+//!
+//! - No unwind ever crosses a switch: the body runs inside `catch_unwind` on its own
+//!   stack, and `resume` re-raises a panic on the caller's stack.
+//!
+//! `cargo run -p stage3-generators --example running_sum`, and its tests:
+//! `cargo test -p stage3-generators generator`.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+
+use crate::stack::{RUNNING_GUARD, Stack};
+use crate::switch::{self, StackPointer};
+
+/// What [`Generator::resume`] returns: the generator suspended with a value, or finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeneratorState<Y, R> {
+    /// The body called `suspend(value)` (Python: `yield value`).
+    Yielded(Y),
+    /// The body returned (Python: `StopIteration(value)`).
+    Complete(R),
+}
+
+// ANCHOR: yielder
+/// Lent to a generator's body: its way to suspend and to receive what `resume` sends.
+///
+/// The generator owns it at a fixed heap address; both stacks reach it while the other
+/// one is suspended, so every field is a `Cell` and at most one side runs at a time.
+pub struct Yielder<I, Y> {
+    /// Where `suspend` switches to: the stack that called `resume`.
+    caller: Cell<StackPointer>,
+    /// Where `resume` switches to: the generator's own stack.
+    coroutine: Cell<StackPointer>,
+    input: Cell<Option<I>>,
+    yielded: Cell<Option<Y>>,
+    /// Set by `Drop`: the next `suspend` unwinds instead of returning.
+    cancelling: Cell<bool>,
+}
+
+impl<I, Y> Yielder<I, Y> {
+    /// Suspends the generator, handing `value` to `resume`; returns what the next
+    /// `resume` sends. Python: `x = yield value`.
+    ///
+    /// Works from any depth of plain function calls inside the body: a stackful
+    /// coroutine suspends its whole stack (what Python needs `yield from` for).
+    pub fn suspend(&self, value: Y) -> I {
+        self.yielded.set(Some(value));
+        // SAFETY: the yielder cannot leave the body (it is only lent by reference to a
+        // 'static closure, and is not `Sync`), so we are running on the generator's stack
+        // and `caller` is the stack pointer `resume` just saved, still alive because
+        // `resume` is waiting for us to come back.
+        unsafe { switch::switch(self.coroutine.as_ptr(), self.caller.get()) };
+        if self.cancelling.get() {
+            // The generator is being dropped: unwind this stack so its locals drop.
+            panic::resume_unwind(Box::new(Cancelled));
+        }
+        self.input.take().expect("resume always sends an input")
+    }
+}
+// ANCHOR_END: yielder
+
+/// The panic payload that unwinds a suspended generator when it is dropped.
+struct Cancelled;
+
+/// How the body ended.
+enum Outcome<R> {
+    Returned(R),
+    Panicked(Box<dyn Any + Send>),
+    Cancelled,
+}
+
+type Body<I, Y, R> = Box<dyn FnOnce(&Yielder<I, Y>, I) -> R>;
+
+/// What both stacks share, at a fixed heap address.
+struct Inner<I, Y, R> {
+    yielder: Yielder<I, Y>,
+    body: Cell<Option<Body<I, Y, R>>>,
+    outcome: Cell<Option<Outcome<R>>>,
+}
+
+// ANCHOR: generator
+/// A stackful coroutine that takes `I` on each resume, yields `Y`, and returns `R`.
+pub struct Generator<I, Y, R> {
+    /// Leaked from a `Box` while the generator lives: the coroutine holds a raw pointer
+    /// to it, so no `Box` may claim unique access meanwhile.
+    inner: NonNull<Inner<I, Y, R>>,
+    /// `None` once the body has finished and the stack went back to the pool.
+    stack: Option<Stack>,
+    /// The body has started (and not finished): dropping must unwind its stack.
+    started: bool,
+    /// Not `Send` (see the module docs).
+    _not_send: PhantomData<*mut ()>,
+}
+// ANCHOR_END: generator
+
+impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
+    /// A generator that will run `body(yielder, first_input)` on its own stack at the
+    /// first `resume`. Panics if no stack can be had; see [`Generator::try_new`].
+    pub fn new<F>(body: F) -> Generator<I, Y, R>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        Generator::try_new(body).unwrap_or_else(|e| panic!("no stack for a generator: {e}"))
+    }
+
+    /// Like [`Generator::new`], with an error when the OS has no memory or mappings left
+    /// for one more stack.
+    pub fn try_new<F>(body: F) -> std::io::Result<Generator<I, Y, R>>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let stack = Stack::take()?;
+        let inner = NonNull::from(Box::leak(Box::new(Inner {
+            yielder: Yielder {
+                caller: Cell::new(ptr::null_mut()),
+                coroutine: Cell::new(ptr::null_mut()),
+                input: Cell::new(None),
+                yielded: Cell::new(None),
+                cancelling: Cell::new(false),
+            },
+            body: Cell::new(Some(Box::new(body) as Body<I, Y, R>)),
+            outcome: Cell::new(None),
+        })));
+        // SAFETY: the stack is fresh from the pool, page-aligned, and used by nothing
+        // else; `entry` never returns; `inner` outlives the stack's use (see `Drop`).
+        let sp = unsafe { switch::init(stack.top(), entry::<I, Y, R>, inner.as_ptr().cast()) };
+        // SAFETY: `inner` was just leaked from a live `Box`.
+        unsafe { inner.as_ref() }.yielder.coroutine.set(sp);
+        Ok(Generator {
+            inner,
+            stack: Some(stack),
+            started: false,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+// ANCHOR: resume
+impl<I, Y, R> Generator<I, Y, R> {
+    /// Runs the body until it suspends or returns, sending it `input`: the first
+    /// `resume` passes `input` as the body's argument, later ones as the return value of
+    /// `suspend`. Python: `gen.send(input)`.
+    ///
+    /// If the body panics, the panic continues from here, on the caller's stack.
+    ///
+    /// # Panics
+    ///
+    /// When the generator has already completed (Python raises `StopIteration` again).
+    pub fn resume(&mut self, input: I) -> GeneratorState<Y, R> {
+        assert!(
+            !self.is_complete(),
+            "resumed a generator that has completed"
+        );
+        self.yielder().input.set(Some(input));
+        self.started = true;
+        self.switch_in();
+        match self.inner().outcome.take() {
+            None => GeneratorState::Yielded(
+                self.yielder()
+                    .yielded
+                    .take()
+                    .expect("a suspended body left a value"),
+            ),
+            Some(outcome) => {
+                self.finish();
+                match outcome {
+                    Outcome::Returned(value) => GeneratorState::Complete(value),
+                    Outcome::Panicked(payload) => panic::resume_unwind(payload),
+                    Outcome::Cancelled => unreachable!("only Drop cancels"),
+                }
+            }
+        }
+    }
+
+    /// Whether the body has returned (or panicked).
+    pub fn is_complete(&self) -> bool {
+        self.stack.is_none()
+    }
+
+    /// Switches to the generator's stack until it suspends or finishes.
+    fn switch_in(&mut self) {
+        let stack = self.stack.as_ref().expect("a live generator has a stack");
+        let guard = stack.guard_page();
+        let outer = RUNNING_GUARD.replace((guard.start, guard.end));
+        let yielder = self.yielder();
+        // SAFETY: `coroutine` was saved by `suspend` (or made by `init`) on this
+        // generator's stack, which is alive and not running: we hold `&mut self`, and the
+        // body only runs between this switch and the one that brings us back.
+        unsafe { switch::switch(yielder.caller.as_ptr(), yielder.coroutine.get()) };
+        RUNNING_GUARD.set(outer);
+    }
+    // ANCHOR_END: resume
+
+    fn finish(&mut self) {
+        self.started = false;
+        if let Some(stack) = self.stack.take() {
+            stack.give_back();
+        }
+    }
+
+    fn inner(&self) -> &Inner<I, Y, R> {
+        // SAFETY: `inner` is valid from `try_new` until `drop`, and only shared
+        // references to it are ever made (its fields are cells).
+        unsafe { self.inner.as_ref() }
+    }
+
+    fn yielder(&self) -> &Yielder<I, Y> {
+        &self.inner().yielder
+    }
+}
+
+// ANCHOR: entry
+/// The bottom of every generator stack: runs the body inside `catch_unwind`, records how
+/// it ended, and switches back for the last time.
+extern "C" fn entry<I, Y, R>(inner: *mut u8) -> ! {
+    // SAFETY: `init` was given a pointer to the generator's `Inner`, which stays valid
+    // until the generator is dropped, and the generator waits in `resume` or `drop` until
+    // this stack switches back.
+    let inner = unsafe { &*inner.cast::<Inner<I, Y, R>>() };
+    let outcome = {
+        let body = inner.body.take().expect("the body runs once");
+        let input = inner.yielder.input.take().expect("resume sends an input");
+        // No unwind may cross the switch: catch it here, re-raise it in `resume`.
+        match panic::catch_unwind(AssertUnwindSafe(|| body(&inner.yielder, input))) {
+            Ok(value) => Outcome::Returned(value),
+            Err(payload) if payload.is::<Cancelled>() => Outcome::Cancelled,
+            Err(payload) => Outcome::Panicked(payload),
+        }
+    };
+    inner.outcome.set(Some(outcome));
+    // Nothing with a destructor is left on this stack: it is abandoned, not unwound.
+    let mut abandoned: StackPointer = ptr::null_mut();
+    // SAFETY: `caller` is the stack pointer saved by the `resume` (or `drop`) that is
+    // waiting for us; this stack is never switched to again.
+    unsafe { switch::switch(&mut abandoned, inner.yielder.caller.get()) };
+    unreachable!("a finished generator was resumed")
+}
+// ANCHOR_END: entry
+
+// ANCHOR: drop
+impl<I, Y, R> Drop for Generator<I, Y, R> {
+    /// Dropping a suspended generator unwinds its stack, so everything it holds (sockets,
+    /// buffers) is dropped too. Python: `gen.close()`.
+    fn drop(&mut self) {
+        let mut outcome = None;
+        if self.started {
+            self.yielder().cancelling.set(true);
+            self.switch_in();
+            outcome = self.inner().outcome.take();
+        }
+        self.finish();
+        // SAFETY: leaked in `try_new`; the stack that pointed at it is gone.
+        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+        // The body may have caught the unwind and panicked anyway; pass that on unless we
+        // are unwinding already (a second panic would abort).
+        if let Some(Outcome::Panicked(payload)) = outcome
+            && !std::thread::panicking()
+        {
+            panic::resume_unwind(payload);
+        }
+    }
+}
+// ANCHOR_END: drop
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn values_go_in_and_out() {
+        let mut echo = Generator::new(|yielder, first: String| {
+            let mut seen = vec![first];
+            for i in 0..3 {
+                seen.push(yielder.suspend(i));
+            }
+            seen
+        });
+        assert_eq!(echo.resume("a".into()), GeneratorState::Yielded(0));
+        assert_eq!(echo.resume("b".into()), GeneratorState::Yielded(1));
+        assert_eq!(echo.resume("c".into()), GeneratorState::Yielded(2));
+        assert!(!echo.is_complete());
+        assert_eq!(
+            echo.resume("d".into()),
+            GeneratorState::Complete(vec!["a".into(), "b".into(), "c".into(), "d".into()])
+        );
+        assert!(echo.is_complete());
+    }
+
+    #[test]
+    #[should_panic(expected = "resumed a generator that has completed")]
+    fn resuming_a_completed_generator_panics() {
+        let mut once = Generator::new(|_: &Yielder<(), ()>, ()| 1);
+        assert_eq!(once.resume(()), GeneratorState::Complete(1));
+        once.resume(());
+    }
+
+    #[test]
+    fn a_panic_crosses_resume_to_the_caller() {
+        let mut faulty = Generator::new(|yielder: &Yielder<(), u8>, ()| {
+            yielder.suspend(1);
+            panic!("boom inside the generator");
+        });
+        assert_eq!(faulty.resume(()), GeneratorState::Yielded(1));
+        let payload = panic::catch_unwind(AssertUnwindSafe(|| faulty.resume(()))).unwrap_err();
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"boom inside the generator")
+        );
+        assert!(faulty.is_complete());
+        // The thread is fine afterwards, and so are new generators.
+        let mut next = Generator::new(|_: &Yielder<(), ()>, ()| 7);
+        assert_eq!(next.resume(()), GeneratorState::Complete(7));
+    }
+
+    /// Counts its drops, like a socket that must be closed.
+    struct Noisy(Rc<Cell<u32>>);
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn dropping_a_suspended_generator_runs_its_destructors() {
+        let drops = Rc::new(Cell::new(0));
+        let (outer, inner) = (Noisy(drops.clone()), Noisy(drops.clone()));
+        let after_suspend = Rc::new(Cell::new(false));
+        let reached = after_suspend.clone();
+        let mut generator = Generator::new(move |yielder: &Yielder<(), ()>, ()| {
+            let _outer = outer;
+            let nested = || {
+                let _inner = inner;
+                yielder.suspend(());
+                reached.set(true); // never: the generator is dropped while suspended
+            };
+            nested();
+        });
+        assert_eq!(generator.resume(()), GeneratorState::Yielded(()));
+        assert_eq!(drops.get(), 0);
+        drop(generator);
+        assert_eq!(drops.get(), 2, "both locals of the suspended stack dropped");
+        assert!(!after_suspend.get());
+    }
+
+    #[test]
+    fn a_suspended_generator_dropped_during_a_panic_still_unwinds() {
+        let drops = Rc::new(Cell::new(0));
+        let noisy = Noisy(drops.clone());
+        let payload = panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut generator = Generator::new(move |yielder: &Yielder<(), ()>, ()| {
+                let _noisy = noisy;
+                yielder.suspend(());
+            });
+            generator.resume(());
+            panic!("the caller fails while the generator is suspended");
+        }))
+        .unwrap_err();
+        assert_eq!(drops.get(), 1, "the generator's stack was unwound too");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"the caller fails while the generator is suspended")
+        );
+    }
+
+    #[test]
+    fn dropping_an_unstarted_generator_drops_its_body() {
+        let drops = Rc::new(Cell::new(0));
+        let noisy = Noisy(drops.clone());
+        let generator = Generator::new(move |_: &Yielder<(), ()>, ()| drop(noisy));
+        drop(generator);
+        assert_eq!(drops.get(), 1);
+    }
+
+    fn countdown(yielder: &Yielder<(), u32>, depth: u32) {
+        if depth == 0 {
+            yielder.suspend(0);
+        } else {
+            countdown(yielder, depth - 1);
+            yielder.suspend(depth);
+        }
+    }
+
+    #[test]
+    fn suspends_from_several_frames_deep() {
+        // Python would need `yield from` at every level; here it is a plain call.
+        let mut generator = Generator::new(|yielder, ()| countdown(yielder, 20));
+        for expected in 0..=20 {
+            assert_eq!(generator.resume(()), GeneratorState::Yielded(expected));
+        }
+        assert_eq!(generator.resume(()), GeneratorState::Complete(()));
+    }
+
+    #[test]
+    fn generators_nest() {
+        let mut outer = Generator::new(|yielder: &Yielder<(), u32>, ()| {
+            let mut inner = Generator::new(|inner_yielder: &Yielder<(), u32>, ()| {
+                inner_yielder.suspend(1);
+                2
+            });
+            while let GeneratorState::Yielded(x) = inner.resume(()) {
+                yielder.suspend(x * 10);
+            }
+            yielder.suspend(99);
+        });
+        assert_eq!(outer.resume(()), GeneratorState::Yielded(10));
+        assert_eq!(outer.resume(()), GeneratorState::Yielded(99));
+        assert_eq!(outer.resume(()), GeneratorState::Complete(()));
+    }
+
+    #[test]
+    fn thousands_of_live_generators() {
+        let mut generators: Vec<Generator<u64, u64, u64>> = (0..5_000)
+            .map(|i| {
+                Generator::new(move |yielder, x| {
+                    let y = yielder.suspend(x + i);
+                    x + y + i
+                })
+            })
+            .collect();
+        for (i, generator) in generators.iter_mut().enumerate() {
+            assert_eq!(generator.resume(1), GeneratorState::Yielded(1 + i as u64));
+        }
+        // All 5,000 are suspended at once, each on its own stack; finish them backwards.
+        for (i, generator) in generators.iter_mut().enumerate().rev() {
+            assert_eq!(generator.resume(2), GeneratorState::Complete(3 + i as u64));
+        }
+    }
+
+    #[test]
+    fn floating_point_state_survives_switches() {
+        let mut generator = Generator::new(|yielder: &Yielder<f64, f64>, x: f64| {
+            let kept = x * 1.5;
+            let y = yielder.suspend(kept);
+            kept + y
+        });
+        assert_eq!(generator.resume(2.0), GeneratorState::Yielded(3.0));
+        let noise: f64 = std::hint::black_box(0.25) * 8.0;
+        assert_eq!(generator.resume(noise), GeneratorState::Complete(5.0));
+    }
+}

@@ -1,0 +1,557 @@
+//! Coroutine stacks: 64 KiB each, carved from large mappings, with a guard page below
+//! each one, and a clear message when a coroutine runs off the end of its stack.
+//!
+//! Read `generator.rs` first: this is where its stacks come from.
+//!
+//! - A stack is [`STACK_SIZE`] bytes of address space. Only the pages a coroutine
+//!   touches become resident, so a suspended coroutine that used little stack costs one
+//!   or two pages (4 KiB each), not 64 KiB.
+//! - Stacks come from a per-thread pool of chunks, each one `mmap` holding many stacks.
+//!   A freed stack goes back to the pool, warm, for the next coroutine.
+//! - Below each stack sits a guard page. `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+)
+//!   makes it fault without splitting the mapping; older kernels refuse it with `EINVAL`
+//!   and we fall back to `mprotect(PROT_NONE)`, which splits the mapping in two per
+//!   stack, so `vm.max_map_count` (65,530 by default) caps live coroutines near 32,000.
+//! - Rust probes every page of a large stack frame in order, so an overflow always
+//!   touches the guard page before anything below it. A `SIGSEGV` handler on the
+//!   alternate signal stack recognises the running coroutine's guard page and says
+//!   `fatal: coroutine stack overflow` before the process dies.
+//!
+//! `cargo run -p stage3-generators --example overflow` shows the overflow message.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::ops::Range;
+use std::ptr;
+use std::rc::Rc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+/// Usable bytes per coroutine stack (the guard page comes on top).
+pub const STACK_SIZE: usize = 64 * 1024;
+
+/// `MADV_GUARD_INSTALL` from Linux 6.13's `<asm-generic/mman-common.h>`; the `libc`
+/// crate does not have it yet.
+#[cfg(target_os = "linux")]
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Stacks in the first chunk; each new chunk doubles, up to [`MAX_CHUNK_STACKS`].
+const FIRST_CHUNK_STACKS: usize = 16;
+/// 4,096 stacks of 68 KiB: 272 MiB of address space per mapping, none of it resident
+/// until used. A million coroutines take about 250 mappings.
+const MAX_CHUNK_STACKS: usize = 4096;
+
+/// How a stack's guard page was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// `madvise(MADV_GUARD_INSTALL)`: the mapping stays whole.
+    Madvise,
+    /// `mprotect(PROT_NONE)`: the mapping splits around each guard page.
+    Mprotect,
+}
+
+/// One coroutine stack: [`STACK_SIZE`] bytes above a guard page, inside a chunk.
+#[derive(Debug)]
+pub struct Stack {
+    /// The chunk stays mapped while any of its stacks is out.
+    _chunk: Rc<Chunk>,
+    /// The lowest address: the guard page starts here.
+    base: *mut u8,
+    guard: Guard,
+}
+
+impl Stack {
+    /// The upper end (stacks grow down), aligned to a page.
+    pub fn top(&self) -> *mut u8 {
+        self.base.wrapping_add(page_size() + STACK_SIZE)
+    }
+
+    /// The addresses of the guard page.
+    pub fn guard_page(&self) -> Range<usize> {
+        let base = self.base as usize;
+        base..base + page_size()
+    }
+
+    /// How the guard page was made.
+    pub fn guard(&self) -> Guard {
+        self.guard
+    }
+
+    /// Takes a stack from this thread's pool, mapping a new chunk when it is empty.
+    pub fn take() -> io::Result<Stack> {
+        prepare_thread();
+        POOL.with(|pool| pool.borrow_mut().take())
+    }
+
+    /// Gives the stack back to this thread's pool (or unmaps it once its chunk is unused,
+    /// when the thread is exiting).
+    pub fn give_back(self) {
+        let _ = POOL.try_with(|pool| pool.borrow_mut().free.push(self));
+    }
+}
+
+/// One anonymous mapping holding many stacks, unmapped when the last of them is dropped.
+#[derive(Debug)]
+struct Chunk {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Chunk {
+    fn map(stacks: usize) -> io::Result<Chunk> {
+        let len = stacks * (page_size() + STACK_SIZE);
+        #[cfg(target_os = "linux")]
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK;
+        #[cfg(not(target_os = "linux"))]
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANON;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+        // touches no existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Chunk {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly this range, and no stack of it is left (each holds an
+        // `Rc` to its chunk), so nothing can use it any more.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// This thread's stacks: free ones first, then fresh slots of the newest chunk.
+#[derive(Debug, Default)]
+struct Pool {
+    free: Vec<Stack>,
+    chunk: Option<Rc<Chunk>>,
+    /// Slots of `chunk` not handed out yet.
+    next_slot: usize,
+    slots: usize,
+    force_mprotect: bool,
+}
+
+impl Pool {
+    fn take(&mut self) -> io::Result<Stack> {
+        if let Some(stack) = self.free.pop() {
+            return Ok(stack);
+        }
+        if self.chunk.is_none() || self.next_slot == self.slots {
+            let slots = (self.slots * 2).clamp(FIRST_CHUNK_STACKS, MAX_CHUNK_STACKS);
+            self.chunk = Some(Rc::new(Chunk::map(slots)?));
+            self.slots = slots;
+            self.next_slot = 0;
+        }
+        let chunk = self.chunk.clone().expect("a chunk was just mapped");
+        let base = chunk
+            .ptr
+            .wrapping_add(self.next_slot * (page_size() + STACK_SIZE));
+        let guard = install_guard(base, self.force_mprotect)?;
+        self.next_slot += 1;
+        Ok(Stack {
+            _chunk: chunk,
+            base,
+            guard,
+        })
+    }
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::default();
+}
+
+/// Drops this thread's free stacks, so their memory goes back to the OS: a chunk is
+/// unmapped once none of its stacks is in use. Call it when a burst of coroutines is
+/// over; otherwise the pool keeps every stack it ever handed out, warm, for reuse.
+// NB: a million finished coroutines would otherwise keep 4 GiB resident, and every later
+// measurement in the same thread would see free, already-resident stacks.
+pub fn release_free_stacks() {
+    let (free, chunk) = POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.next_slot = 0;
+        pool.slots = 0;
+        (std::mem::take(&mut pool.free), pool.chunk.take())
+    });
+    drop((free, chunk));
+}
+
+/// Makes this thread's new stacks use `mprotect` guard pages even where
+/// `MADV_GUARD_INSTALL` works: for tests of the fallback and to show what it costs.
+/// Stacks already in the pool keep their guards.
+pub fn force_mprotect_guards(on: bool) {
+    POOL.with(|pool| pool.borrow_mut().force_mprotect = on);
+}
+
+/// How this thread's next new stack will be guarded. Maps one stack to find out, the
+/// first time, whether the kernel takes `MADV_GUARD_INSTALL`.
+pub fn guard_kind() -> io::Result<Guard> {
+    let stack = Stack::take()?;
+    let guard = stack.guard();
+    stack.give_back();
+    let forced = POOL.with(|pool| pool.borrow().force_mprotect);
+    Ok(match forced || !MADVISE_GUARDS.load(Ordering::Relaxed) {
+        true => Guard::Mprotect,
+        false => guard,
+    })
+}
+
+// ANCHOR: budget
+/// Checks, before any is created, that `coroutines` more stacks fit under
+/// `vm.max_map_count`. Only `mprotect` guard pages count against it: each one splits its
+/// chunk's mapping, two more mappings per stack, while `madvise` guards split nothing.
+pub fn check_stack_budget(coroutines: u64) -> Result<(), shared::Error> {
+    let guard = guard_kind().map_err(|e| shared::Error::io("mapping a coroutine stack", e))?;
+    let Some(budget) = shared::limits::MapBudget::read() else {
+        return Ok(()); // not Linux: nothing to count
+    };
+    const SPARE: u64 = 256; // chunks, thread stacks, libraries, the allocator's arenas
+    let needed = 2 * coroutines + SPARE;
+    if guard == Guard::Madvise || needed <= budget.free() {
+        return Ok(());
+    }
+    Err(shared::Error::Limit {
+        limit: format!(
+            "memory-mapping limit (vm.max_map_count = {}, {} in use)",
+            budget.max, budget.used
+        ),
+        asked: format!(
+            "{coroutines} coroutine stacks with mprotect guard pages need about {needed} \
+             memory mappings (2 per stack)"
+        ),
+        fix: format!(
+            "Use at most {} coroutines, raise the limit (`sudo sysctl -w vm.max_map_count={}`), \
+             or run on Linux 6.13+, whose MADV_GUARD_INSTALL guard pages split no mappings.",
+            budget.free().saturating_sub(SPARE) / 2,
+            budget.used + needed
+        ),
+    })
+}
+// ANCHOR_END: budget
+
+/// Cleared for good the first time the kernel refuses `MADV_GUARD_INSTALL`.
+static MADVISE_GUARDS: AtomicBool = AtomicBool::new(cfg!(target_os = "linux"));
+
+fn install_guard(base: *mut u8, force_mprotect: bool) -> io::Result<Guard> {
+    #[cfg(target_os = "linux")]
+    if !force_mprotect && MADVISE_GUARDS.load(Ordering::Relaxed) {
+        // SAFETY: `base` is the page-aligned start of a slot in a chunk we mapped; its
+        // first page belongs to no stack.
+        if unsafe { libc::madvise(base.cast(), page_size(), MADV_GUARD_INSTALL) } == 0 {
+            return Ok(Guard::Madvise);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINVAL) {
+            return Err(error);
+        }
+        // NB: a kernel before 6.13 does not know the advice: fall back, once for all.
+        MADVISE_GUARDS.store(false, Ordering::Relaxed);
+    }
+    let _ = force_mprotect;
+    // SAFETY: as above; the page becomes inaccessible and nothing was using it.
+    if unsafe { libc::mprotect(base.cast(), page_size(), libc::PROT_NONE) } != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ENOMEM) {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "out of memory mappings for coroutine guard pages (each mprotect guard \
+                 splits a mapping, and vm.max_map_count caps them): raise \
+                 vm.max_map_count, or use Linux 6.13+ where MADV_GUARD_INSTALL does not \
+                 split mappings",
+            ));
+        }
+        return Err(error);
+    }
+    Ok(Guard::Mprotect)
+}
+
+/// The page size, asked once.
+pub fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: `sysconf` only reads a system constant.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size).unwrap_or(4096)
+    })
+}
+
+// ANCHOR: overflow
+thread_local! {
+    /// The guard page of the coroutine running on this thread (empty when none is):
+    /// set by `resume` around its switch, read by the `SIGSEGV` handler.
+    // NB: a `const` thread-local without a destructor is a plain TLS access, safe to
+    // read in a signal handler.
+    pub(crate) static RUNNING_GUARD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// The `SIGSEGV` disposition that was there before ours (the Rust runtime's, usually).
+static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
+
+/// Runs on the alternate signal stack, because the faulting stack has no room left.
+extern "C" fn on_segv(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler.
+    let fault = unsafe { (*info).si_addr() } as usize;
+    let (low, high) = RUNNING_GUARD.with(Cell::get);
+    if (low..high).contains(&fault) {
+        let mut line = Line::default();
+        line.push(b"fatal: coroutine stack overflow (fault at ");
+        line.push_hex(fault);
+        line.push(b", guard page ");
+        line.push_hex(low);
+        line.push(b"..");
+        line.push_hex(high);
+        line.push(b"; stacks are 64 KiB: recurse less or keep big buffers on the heap)\n");
+        // SAFETY: `write` and `signal` are async-signal-safe; the buffer is ours.
+        unsafe {
+            libc::write(2, line.buf.as_ptr().cast(), line.len);
+            libc::signal(signal, libc::SIG_DFL);
+        }
+        // Returning re-runs the faulting instruction, which now kills the process with
+        // SIGSEGV, as a core dump or a debugger expects.
+        return;
+    }
+    // Not ours: hand it to the previous handler, or let the default action happen.
+    let previous = PREVIOUS.load(Ordering::Acquire);
+    // SAFETY: `previous` is null or the leaked `sigaction` saved at install time, never
+    // freed; calling the previous handler with our arguments is what it was installed for.
+    unsafe {
+        match previous.as_ref() {
+            Some(old) if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN => {
+                if old.sa_flags & libc::SA_SIGINFO != 0 {
+                    let handler: extern "C" fn(
+                        libc::c_int,
+                        *mut libc::siginfo_t,
+                        *mut libc::c_void,
+                    ) = std::mem::transmute(old.sa_sigaction);
+                    handler(signal, info, context);
+                } else {
+                    let handler: extern "C" fn(libc::c_int) = std::mem::transmute(old.sa_sigaction);
+                    handler(signal);
+                }
+            }
+            _ => {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+    }
+}
+// ANCHOR_END: overflow
+
+/// A message built without allocating (we are in a signal handler).
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+}
+
+impl Line {
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    fn push_hex(&mut self, value: usize) {
+        let mut digits = [0u8; 18];
+        digits[..2].copy_from_slice(b"0x");
+        for (i, digit) in digits[2..].iter_mut().enumerate() {
+            let nibble = (value >> (60 - 4 * i)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble];
+        }
+        self.push(&digits);
+    }
+}
+
+/// Installs the `SIGSEGV` handler once per process, and makes sure this thread has an
+/// alternate signal stack for it to run on.
+fn prepare_thread() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: an all-zero `sigaction` is a valid value to fill in.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_segv as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        // SAFETY: as above.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: both structs are valid; the handler only does async-signal-safe work.
+        if unsafe { libc::sigaction(libc::SIGSEGV, &action, &mut old) } == 0 {
+            PREVIOUS.store(Box::into_raw(Box::new(old)), Ordering::Release);
+        }
+    });
+    ALT_STACK.with(|alt| {
+        alt.get_or_init(AltStack::ensure);
+    });
+}
+
+thread_local! {
+    static ALT_STACK: std::cell::OnceCell<Option<AltStack>> = const { std::cell::OnceCell::new() };
+}
+
+/// An alternate signal stack we installed ourselves, removed when the thread exits.
+/// Threads started by Rust's `std` already have one; threads made by C code may not.
+struct AltStack {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl AltStack {
+    fn ensure() -> Option<AltStack> {
+        // SAFETY: an all-zero `stack_t` is a valid value to fill in.
+        let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new stack only queries the current one into `current`.
+        unsafe { libc::sigaltstack(ptr::null(), &mut current) };
+        if current.ss_flags & libc::SS_DISABLE == 0 {
+            return None;
+        }
+        let len = 64 * 1024;
+        // SAFETY: a fresh anonymous mapping touches no existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANON,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let stack = libc::stack_t {
+            ss_sp: ptr,
+            ss_flags: 0,
+            ss_size: len,
+        };
+        // SAFETY: `stack` describes the mapping we just made, which lives until `drop`.
+        unsafe { libc::sigaltstack(&stack, ptr::null_mut()) };
+        Some(AltStack { ptr, len })
+    }
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        let disable = libc::stack_t {
+            ss_sp: ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: we stop using the stack before unmapping it; it is ours.
+        unsafe {
+            libc::sigaltstack(&disable, ptr::null_mut());
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    fn mappings() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .map(|maps| maps.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn released_stacks_leave_the_pool_and_stacks_in_use_stay_valid() {
+        std::thread::spawn(|| {
+            let in_use = Stack::take().unwrap();
+            let freed: Vec<Stack> = (0..100).map(|_| Stack::take().unwrap()).collect();
+            freed.into_iter().for_each(Stack::give_back);
+            release_free_stacks();
+            POOL.with(|pool| {
+                let pool = pool.borrow();
+                assert!(pool.free.is_empty() && pool.chunk.is_none());
+            });
+            // The stack still out keeps its chunk mapped.
+            // SAFETY: the top word of a stack we own and nothing runs on.
+            unsafe { in_use.top().cast::<u64>().sub(1).write_volatile(7) };
+            let fresh = Stack::take().unwrap();
+            assert_ne!(fresh.top(), in_use.top());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn stacks_are_distinct_aligned_and_recycled() {
+        let a = Stack::take().unwrap();
+        let b = Stack::take().unwrap();
+        assert_ne!(a.top(), b.top());
+        assert_eq!(a.top() as usize % 16, 0);
+        let top = b.top();
+        b.give_back();
+        let c = Stack::take().unwrap();
+        assert_eq!(c.top(), top, "a freed stack is reused first");
+        a.give_back();
+        c.give_back();
+    }
+
+    // Run on fresh threads: each has its own pool, so the chunks they map are theirs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mprotect_guards_split_the_mapping_and_madvise_guards_do_not() {
+        let count = |force: bool| {
+            std::thread::spawn(move || {
+                force_mprotect_guards(force);
+                let before = mappings();
+                let stacks: Vec<Stack> = (0..100).map(|_| Stack::take().unwrap()).collect();
+                let grown = mappings() - before;
+                (stacks[0].guard(), grown)
+            })
+            .join()
+            .unwrap()
+        };
+        let (guard, grown) = count(true);
+        assert_eq!(guard, Guard::Mprotect);
+        assert!(grown >= 150, "100 mprotect guards: {grown} new mappings");
+        let (guard, grown) = count(false);
+        if guard == Guard::Madvise {
+            assert!(grown < 20, "100 madvise guards: {grown} new mappings");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_mapping_budget_is_checked_before_mprotect_guards_run_out() {
+        std::thread::spawn(|| {
+            force_mprotect_guards(true);
+            assert_eq!(guard_kind().unwrap(), Guard::Mprotect);
+            check_stack_budget(1000).unwrap();
+            let error = check_stack_budget(100_000).unwrap_err();
+            assert!(matches!(error, shared::Error::Limit { .. }), "{error:?}");
+            let text = error.to_string();
+            assert!(text.contains("vm.max_map_count"), "{text}");
+            assert!(text.contains("Use at most"), "{text}");
+            force_mprotect_guards(false);
+            if guard_kind().unwrap() == Guard::Madvise {
+                check_stack_budget(1_000_000).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

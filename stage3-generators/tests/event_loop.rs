@@ -1,0 +1,266 @@
+//! The four players together, against the embedded slow server and servers that
+//! misbehave on purpose.
+//!
+//! `cargo test -p stage3-generators --test event_loop`
+#![cfg(not(miri))]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shared::protocol::DecodeError;
+use shared::server::SlowServer;
+use shared::testkit::{Misbehaviour, RogueServer, refused_addr};
+use shared::{Config, Error};
+use stage3_generators::event_loop::EventLoop;
+use stage3_generators::task::Task;
+use stage3_generators::{Options, run, run_with, sleep_bench, sleep_bench_probed};
+
+#[test]
+fn ten_requests_are_verified_and_run_concurrently() {
+    let server = SlowServer::start(Duration::from_millis(200)).unwrap();
+    let report = run(&Config::new(server.addr(), 10)).unwrap();
+    assert_eq!(report.verified(), 10);
+    // One after another they would take 2 s.
+    assert!(report.total() < Duration::from_millis(1500), "{report}");
+    let stats = server.stats();
+    // Not `answered`: that counter moves just after the write the client may have read.
+    assert_eq!((stats.accepted, stats.errors), (10, 0));
+    assert_eq!(stats.peak_open, 10, "all ten connections were open at once");
+    // The article's order: ids 9 down to 0 are sent, answers may come in any order.
+    let mut ids: Vec<u64> = report.responses().iter().map(|r| r.id).collect();
+    ids.sort();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_thousand_concurrent_requests_are_verified() {
+    let server = SlowServer::start(Duration::from_millis(300)).unwrap();
+    let report = run(&Config::new(server.addr(), 1000)).unwrap();
+    assert_eq!(report.verified(), 1000);
+    assert!(report.total() < Duration::from_secs(10), "{report}");
+    assert!(
+        server.stats().peak_open >= 500,
+        "most connections overlapped: {:?}",
+        server.stats()
+    );
+}
+
+#[test]
+fn a_refused_connection_is_a_connect_error() {
+    let addr = refused_addr();
+    let error = run(&Config::new(addr, 3)).unwrap_err();
+    assert!(
+        matches!(&error, Error::Connect { addr: a, .. } if *a == addr),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("connection refused"), "{error}");
+}
+
+fn against(misbehaviour: Misbehaviour) -> Error {
+    let server = RogueServer::start(misbehaviour).unwrap();
+    let config = Config {
+        timeout: Duration::from_millis(500),
+        ..Config::new(server.addr(), 3)
+    };
+    let started = Instant::now();
+    let error = run_with(&config, &Options::default()).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{misbehaviour:?}"
+    );
+    error
+}
+
+#[test]
+fn garbage_from_the_server_fails_the_report() {
+    let error = against(Misbehaviour::WrongId);
+    assert!(matches!(error, Error::WrongResponse { .. }), "{error:?}");
+    let error = against(Misbehaviour::ErrorLine);
+    assert!(error.to_string().contains("got `ERROR go away`"), "{error}");
+    let error = against(Misbehaviour::InvalidUtf8);
+    assert!(error.to_string().contains("invalid utf-8"), "{error}");
+    let error = against(Misbehaviour::CloseMidLine);
+    assert!(
+        error.to_string().contains("connection closed mid-line"),
+        "{error}"
+    );
+    // A hang-up is an EOF or, when our request was still unread, a reset.
+    let error = against(Misbehaviour::Hangup);
+    assert!(
+        matches!(
+            error,
+            Error::Io { .. }
+                | Error::Decode {
+                    source: DecodeError::ClosedMidLine,
+                    ..
+                }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_silent_server_times_out_instead_of_hanging() {
+    let error = against(Misbehaviour::Silent);
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("timed out: request 2 got no answer within 0.5 s"),
+        "{error}"
+    );
+}
+
+#[test]
+fn sleep_bench_runs_exactly_the_jobs_asked_for() {
+    let run = sleep_bench_probed(1000, 100, Duration::from_millis(2), || {}).unwrap();
+    assert_eq!(run.jobs, 1000);
+    assert_eq!(run.workers, 100);
+    // Ten rounds of 2 ms at least; far less than 1000 sleeps one after another (2 s).
+    assert!(run.elapsed >= Duration::from_millis(20), "{run:?}");
+    assert!(run.elapsed < Duration::from_millis(1000), "{run:?}");
+
+    let run = sleep_bench_probed(7, 100, Duration::from_millis(1), || {}).unwrap();
+    assert_eq!((run.jobs, run.workers), (7, 7), "no idle workers");
+    assert!(sleep_bench(0, 10, Duration::from_millis(1)).is_ok());
+}
+
+#[test]
+fn the_probe_runs_while_every_worker_is_alive() {
+    let seen = Rc::new(Cell::new(None));
+    let jobs_done = Rc::new(RefCell::new(Vec::new()));
+    let (s, j) = (seen.clone(), jobs_done.clone());
+    let run = sleep_bench_probed(50, 50, Duration::from_millis(5), move || {
+        s.set(Some(Instant::now()));
+        j.borrow_mut().push(());
+    })
+    .unwrap();
+    assert_eq!(run.jobs, 50);
+    assert_eq!(jobs_done.borrow().len(), 1, "the probe runs once");
+    assert!(seen.get().is_some());
+}
+
+#[test]
+fn a_task_waits_for_another_tasks_result_and_timers_keep_order() {
+    let event_loop = EventLoop::new(false).unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let mut sleepers = Vec::new();
+    for (name, ms) in [("c", 300), ("a", 100), ("b", 200), ("a2", 100)] {
+        let order = order.clone();
+        sleepers.push(
+            Task::spawn(&event_loop, name, move |co| {
+                co.sleep(Duration::from_millis(ms));
+                order.borrow_mut().push(name);
+                ms
+            })
+            .unwrap(),
+        );
+    }
+    let total = Task::spawn(&event_loop, "sum", move |co| {
+        sleepers.iter().map(|t| co.wait(t.result())).sum::<u64>()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let sum = event_loop
+        .run_until_complete(total.result(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sum, 700);
+    // Equal deadlines fire in the order the timers were set (the sequence number).
+    assert_eq!(*order.borrow(), ["a", "a2", "b", "c"]);
+    // Concurrent sleeps: about 300 ms, not 700.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+}
+
+#[test]
+fn a_future_that_nothing_will_complete_is_an_error_not_a_hang() {
+    let event_loop = EventLoop::new(false).unwrap();
+    let never = event_loop.create_future::<()>("never");
+    let error = event_loop
+        .run_until_complete(&never, Duration::from_secs(60))
+        .unwrap_err();
+    assert!(error.to_string().contains("can never complete"), "{error}");
+}
+
+/// Counts its drops, like a socket that must be closed.
+struct Noisy(Rc<Cell<u32>>);
+impl Drop for Noisy {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn closing_the_loop_drops_what_waiting_tasks_hold() {
+    let event_loop = EventLoop::new(false).unwrap();
+    let drops = Rc::new(Cell::new(0));
+    let held = Noisy(drops.clone());
+    let sleeper = Task::spawn(&event_loop, "sleeper", move |co| {
+        let _held = held;
+        co.sleep(Duration::from_secs(3600));
+    })
+    .unwrap();
+    let error = event_loop
+        .run_until_complete(sleeper.result(), Duration::from_millis(20))
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert_eq!(drops.get(), 0, "still suspended");
+    event_loop.close();
+    drop(sleeper);
+    assert_eq!(
+        drops.get(),
+        1,
+        "closing the loop unwound the suspended task"
+    );
+}
+
+#[test]
+fn the_binary_traces_the_articles_sequence() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stage3-generators"))
+        .args(["--requests", "2", "--delay-ms", "100", "--trace"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // The article's sequence, in order, for the task of request 1.
+    let steps = [
+        "task `request 1` created (its result: future ",
+        "first step scheduled",
+        "task `request 1` resumed",
+        "task `request 1` yielded future",
+        "registers its step as a done-callback",
+        "loop waits in poll",
+        "(readable) is ready",
+        "(readable) set_result: 1 callback(s) scheduled",
+        "task `request 1` complete",
+        "2/2 responses verified in ",
+    ];
+    let mut rest = &stdout[..];
+    for step in steps {
+        let at = rest
+            .find(step)
+            .unwrap_or_else(|| panic!("`{step}` missing or out of order in:\n{stdout}"));
+        rest = &rest[at + step.len()..];
+    }
+}
+
+#[test]
+fn the_mprotect_fallback_runs_the_same_workload() {
+    let server = SlowServer::start(Duration::from_millis(50)).unwrap();
+    let addr = server.addr();
+    // A fresh thread: the forced fallback applies to its own stack pool only.
+    let report = std::thread::spawn(move || {
+        stage3_generators::stack::force_mprotect_guards(true);
+        assert_eq!(
+            stage3_generators::stack::guard_kind().unwrap(),
+            stage3_generators::stack::Guard::Mprotect
+        );
+        run(&Config::new(addr, 200)).map(|report| report.verified())
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    assert_eq!(report, 200);
+}

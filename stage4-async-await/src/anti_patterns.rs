@@ -1,0 +1,256 @@
+//! The article's section 5, made measurable: four ways to get async wrong, each next to
+//! the right way, returning what a reader would measure. The examples print them:
+//!
+//! ```text
+//! cargo run --release -p stage4-async-await --example blocking_call
+//! cargo run --release -p stage4-async-await --example nested_block_on
+//! cargo run --release -p stage4-async-await --example sequential_awaits
+//! cargo run --release -p stage4-async-await --example busy_polling
+//! ```
+//!
+//! The tests assert on the same functions, so the figures in the book are the ones CI
+//! checks the shape of.
+
+use std::cell::{Cell, RefCell};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use shared::Error;
+
+use crate::client::make_tcp_request;
+use crate::{EventLoop, SlowPoll, block_on, join_all, sleep, spawn, spawn_blocking};
+
+/// What happened to a heartbeat task that should tick every `period`.
+#[derive(Debug, Clone)]
+pub struct Stall {
+    /// The heartbeat's period.
+    pub period: Duration,
+    /// The longest time between two ticks: the longest the loop was unavailable.
+    pub longest_gap: Duration,
+    /// The runtime's slow-poll warnings, in order.
+    pub warnings: Vec<SlowPoll>,
+}
+
+/// How a task waits, for [`blocking_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// `std::thread::sleep`: the whole thread, so the whole loop, sleeps.
+    ThreadSleep,
+    /// A request over blocking `std::net` sockets to the slow server at this address.
+    BlockingSocket(SocketAddr),
+    /// The runtime's `sleep(..).await`: only this task waits.
+    AsyncSleep,
+    /// `std::thread::sleep` moved to a thread of its own with `spawn_blocking`, awaited.
+    SpawnBlocking,
+}
+
+// ANCHOR: blocking_call
+/// Anti-pattern 1: a blocking call inside a task. A heartbeat task ticks every 20 ms
+/// while another task waits `wait` for `duration`; the result says how long the
+/// heartbeat was stalled and what the runtime warned (threshold: `threshold`).
+pub fn blocking_call(wait: Wait, duration: Duration, threshold: Duration) -> Result<Stall, Error> {
+    let period = Duration::from_millis(20);
+    let warnings = Rc::new(RefCell::new(Vec::new()));
+    let record = Rc::clone(&warnings);
+    let event_loop = EventLoop::new()
+        .map_err(|e| Error::io("creating the event loop", e))?
+        .slow_poll_threshold(threshold)
+        .on_slow_poll(move |slow| {
+            eprintln!("{slow}");
+            record.borrow_mut().push(*slow);
+        });
+    let longest_gap = event_loop.block_on(async move {
+        let running = Rc::new(Cell::new(true));
+        let heartbeat = spawn({
+            let running = Rc::clone(&running);
+            async move {
+                let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+                while running.get() {
+                    sleep(period).await;
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                longest
+            }
+        });
+        sleep(2 * period).await; // let the heartbeat find its rhythm
+        let waiter = spawn(async move {
+            match wait {
+                Wait::ThreadSleep => std::thread::sleep(duration), // blocks the loop
+                Wait::BlockingSocket(addr) => blocking_request(addr, duration)?, // so does this
+                Wait::AsyncSleep => sleep(duration).await,         // the right way
+                // The other right way, for a call that cannot be made async:
+                Wait::SpawnBlocking => spawn_blocking(move || std::thread::sleep(duration)).await?,
+            }
+            Ok::<(), Error>(())
+        });
+        waiter.await??;
+        sleep(2 * period).await;
+        running.set(false);
+        Ok::<Duration, Error>(heartbeat.await?)
+    })?;
+    let warnings = Rc::into_inner(warnings)
+        .map(RefCell::into_inner)
+        .unwrap_or_default();
+    Ok(Stall {
+        period,
+        longest_gap,
+        warnings,
+    })
+}
+// ANCHOR_END: blocking_call
+
+/// One request with std's blocking sockets, as stage 0 made it: fine on a thread of its
+/// own, a disaster inside a task.
+fn blocking_request(addr: SocketAddr, timeout: Duration) -> Result<(), Error> {
+    let io = |e| Error::io("blocking request", e);
+    let mut stream =
+        std::net::TcpStream::connect(addr).map_err(|source| Error::Connect { addr, source })?;
+    stream.set_read_timeout(Some(2 * timeout)).map_err(io)?;
+    stream
+        .write_all(shared::protocol::request(0).as_bytes())
+        .map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(io)?;
+    Ok(())
+}
+
+// ANCHOR: nested_block_on
+/// Anti-pattern 2: starting an event loop inside a running one. Returns the panic
+/// message our `block_on` refuses with, which reaches us through the task's JoinHandle.
+pub fn nested_block_on() -> String {
+    block_on(async {
+        let task = spawn(async {
+            // Wrong: a second loop inside this task's poll would freeze the first one.
+            block_on(sleep(Duration::from_millis(10)));
+            // Right: `sleep(Duration::from_millis(10)).await;`
+        });
+        match task.await {
+            Ok(()) => "no panic: the nested block_on ran".to_string(),
+            Err(error) => error.to_string(),
+        }
+    })
+}
+// ANCHOR_END: nested_block_on
+
+/// Wall times of the same requests made two ways.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// `for id in ids { make_tcp_request(..).await }`.
+    pub sequential: Duration,
+    /// `join_all(ids.map(make_tcp_request)).await`.
+    pub concurrent: Duration,
+}
+
+// ANCHOR: sequential_awaits
+/// Anti-pattern 3: awaiting in a loop where concurrency was wanted. Makes `requests`
+/// requests to the server at `addr`, one `.await` after another, then all at once.
+pub fn sequential_awaits(addr: SocketAddr, requests: u64) -> Result<Timings, Error> {
+    let limit = Duration::from_secs(60);
+    let event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
+    event_loop.block_on(async {
+        // Each .await waits for its answer before the next request is even sent.
+        let started = Instant::now();
+        for id in 0..requests {
+            make_tcp_request(addr, id, limit).await?;
+        }
+        let sequential = started.elapsed();
+
+        // The same futures, created first and awaited together: the article's gather.
+        let started = Instant::now();
+        let requests = (0..requests).map(|id| make_tcp_request(addr, id, limit));
+        for response in join_all(requests).await {
+            response?;
+        }
+        let concurrent = started.elapsed();
+        Ok(Timings {
+            sequential,
+            concurrent,
+        })
+    })
+}
+// ANCHOR_END: sequential_awaits
+
+/// CPU time two executors used for the same idle wait.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    /// How long the wait lasted.
+    pub wait: Duration,
+    /// CPU time of the busy-polling executor over the wait.
+    pub busy_polling: Duration,
+    /// Polls the busy-polling executor made.
+    pub busy_polls: u64,
+    /// CPU time of our executor over the same wait.
+    pub event_loop: Duration,
+}
+
+// ANCHOR: busy_block_on
+/// The executor of anti-pattern 4: no wakers at all. It polls the future again and
+/// again, and counts the polls, until the future is ready.
+pub fn busy_block_on<F: Future>(future: F) -> (F::Output, u64) {
+    let mut future = pin!(future);
+    // A waker that does nothing: nobody will tell us when to poll, so we always do.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return (output, polls);
+        }
+    }
+}
+// ANCHOR_END: busy_block_on
+
+// ANCHOR: busy_polling
+/// Anti-pattern 4: a busy-polling executor against ours, on the same idle wait: a
+/// futures-crate oneshot that another thread fills after `wait`.
+pub fn busy_polling(wait: Duration) -> CpuTimes {
+    let idle_wait = || {
+        let (sender, receiver) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            std::thread::sleep(wait);
+            let _ = sender.send(());
+        });
+        receiver
+    };
+
+    let before = thread_cpu_time();
+    let (_, busy_polls) = busy_block_on(idle_wait());
+    let busy_polling = thread_cpu_time().saturating_sub(before);
+
+    let before = thread_cpu_time();
+    let _ = block_on(idle_wait());
+    let event_loop = thread_cpu_time().saturating_sub(before);
+    CpuTimes {
+        wait,
+        busy_polling,
+        busy_polls,
+        event_loop,
+    }
+}
+// ANCHOR_END: busy_polling
+
+/// CPU time (user + system) the calling thread has used, from `getrusage(RUSAGE_THREAD)`
+/// (the whole process's elsewhere: the other threads here only sleep).
+pub fn thread_cpu_time() -> Duration {
+    #[cfg(target_os = "linux")]
+    let who = libc::RUSAGE_THREAD;
+    #[cfg(not(target_os = "linux"))]
+    let who = libc::RUSAGE_SELF;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is valid for writes of one `rusage`, which is all getrusage writes.
+    let status = unsafe { libc::getrusage(who, usage.as_mut_ptr()) };
+    if status != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage succeeded, so it filled `usage` (and it was zeroed before anyway).
+    let usage = unsafe { usage.assume_init() };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}

@@ -1,0 +1,296 @@
+//! Async TCP: [`TcpStream`] and [`TcpListener`], mio's non-blocking sockets made into
+//! futures.
+//!
+//! Every operation follows one pattern (`Io::poll_io`): try the system call; if it
+//! says `WouldBlock`, leave the task's waker with the reactor and return `Pending`; the
+//! reactor calls the waker when epoll reports the socket ready, and the task tries again.
+//! `Interrupted` is retried at once. Sockets are registered edge-triggered, so a
+//! `WouldBlock` is what guarantees the next event: never wait without seeing one.
+
+use std::future::poll_fn;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use shared::protocol::{DecodeError, LineDecoder};
+
+use crate::executor::{try_with_current, with_current};
+use crate::reactor::Direction;
+use crate::slab::Key;
+
+/// A mio socket registered with the current event loop.
+#[derive(Debug)]
+struct Io<S: mio::event::Source> {
+    source: S,
+    key: Key,
+    /// The loop the socket is registered with: it cannot move to another one.
+    loop_id: u32,
+}
+
+impl<S: mio::event::Source> Io<S> {
+    fn register(mut source: S, what: &str) -> io::Result<Io<S>> {
+        let (key, loop_id) = with_current(what, |event_loop| {
+            let key = event_loop.reactor.borrow_mut().register(&mut source);
+            key.map(|key| (key, event_loop.id))
+        })?;
+        Ok(Io {
+            source,
+            key,
+            loop_id,
+        })
+    }
+
+    // ANCHOR: poll_io
+    /// Runs `op` until it does not say `WouldBlock`; if it does, the task's waker waits
+    /// with the reactor for `direction`.
+    fn poll_io<T>(
+        &self,
+        cx: &mut Context<'_>,
+        direction: Direction,
+        mut op: impl FnMut(&S) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            match op(&self.source) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    let registered = with_current("socket I/O", |event_loop| {
+                        let here = event_loop.id == self.loop_id;
+                        if here {
+                            let mut reactor = event_loop.reactor.borrow_mut();
+                            reactor.set_waker(self.key, direction, cx.waker());
+                        }
+                        here
+                    });
+                    if !registered {
+                        return Poll::Ready(Err(io::Error::other(
+                            "socket used on another event loop than the one it was created on",
+                        )));
+                    }
+                    return Poll::Pending;
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+    // ANCHOR_END: poll_io
+}
+
+impl<S: mio::event::Source> Drop for Io<S> {
+    fn drop(&mut self) {
+        try_with_current(|event_loop| {
+            if event_loop.id == self.loop_id {
+                let mut reactor = event_loop.reactor.borrow_mut();
+                reactor.deregister(self.key, &mut self.source);
+            }
+        });
+    }
+}
+
+/// A TCP connection, the article's `reader, writer` pair in one value.
+#[derive(Debug)]
+pub struct TcpStream {
+    io: Io<mio::net::TcpStream>,
+}
+
+impl TcpStream {
+    // ANCHOR: connect
+    /// Connects to `addr` (the article's `asyncio.open_connection`).
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        // A non-blocking connect returns at once with the handshake under way.
+        let stream = TcpStream {
+            io: Io::register(mio::net::TcpStream::connect(addr)?, "TcpStream::connect")?,
+        };
+        // Writable means the handshake ended, one way or the other (see mio's
+        // `TcpStream::connect` docs): an error in SO_ERROR, or a peer address.
+        poll_fn(|cx| {
+            stream.io.poll_io(cx, Direction::Write, |socket| {
+                if let Some(error) = socket.take_error()? {
+                    return Err(error);
+                }
+                match socket.peer_addr() {
+                    Ok(_) => Ok(()),
+                    // Still connecting: a spurious wake-up, wait for the next event.
+                    Err(error) if error.kind() == io::ErrorKind::NotConnected => {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+        })
+        .await?;
+        Ok(stream)
+    }
+    // ANCHOR_END: connect
+
+    /// Wraps a connected std stream (it is made non-blocking).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream {
+            io: Io::register(mio::net::TcpStream::from_std(stream), "TcpStream::from_std")?,
+        })
+    }
+
+    /// Reads some bytes into `buf`; `Ok(0)` is end of stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    /// The poll function behind [`TcpStream::read`].
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io(cx, Direction::Read, |mut socket| socket.read(buf))
+    }
+
+    /// Writes some bytes of `buf`, returning how many.
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_write(cx, buf)).await
+    }
+
+    /// The poll function behind [`TcpStream::write`].
+    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io(cx, Direction::Write, |mut socket| socket.write(buf))
+    }
+
+    /// Writes all of `buf`, however many partial writes it takes.
+    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                written => buf = &buf[written..],
+            }
+        }
+        Ok(())
+    }
+
+    // ANCHOR: read_line
+    /// Reads the next protocol line through `decoder`: `Ok(None)` at a clean end of
+    /// stream, `Err` on a decode error or a connection closed mid-line.
+    pub async fn read_line(
+        &mut self,
+        decoder: &mut LineDecoder,
+    ) -> Result<Option<String>, LineError> {
+        let mut buf = [0u8; 1024];
+        loop {
+            if let Some(line) = decoder.next_line()? {
+                return Ok(Some(line));
+            }
+            match self.read(&mut buf).await? {
+                0 => {
+                    decoder.finish()?;
+                    return Ok(None);
+                }
+                read => decoder.push(&buf[..read]),
+            }
+        }
+    }
+    // ANCHOR_END: read_line
+
+    /// Shuts down the writing half: the peer reads end of stream.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.io.source.shutdown(std::net::Shutdown::Write)
+    }
+
+    /// The address of the peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source.peer_addr()
+    }
+}
+
+// The futures crate's I/O traits, so its adapters (`BufReader`, `lines`, `copy`) work on
+// our sockets: the same poll functions, behind its names.
+impl futures::io::AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        TcpStream::poll_read(&self, cx, buf)
+    }
+}
+
+impl futures::io::AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        TcpStream::poll_write(&self, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(())) // no buffer of ours: every write went to the kernel
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown_write())
+    }
+}
+
+/// Why [`TcpStream::read_line`] returned no line.
+#[derive(Debug)]
+pub enum LineError {
+    /// The socket failed.
+    Io(io::Error),
+    /// The bytes are not protocol lines.
+    Decode(DecodeError),
+}
+
+impl From<io::Error> for LineError {
+    fn from(error: io::Error) -> LineError {
+        LineError::Io(error)
+    }
+}
+
+impl From<DecodeError> for LineError {
+    fn from(error: DecodeError) -> LineError {
+        LineError::Decode(error)
+    }
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineError::Io(error) => error.fmt(f),
+            LineError::Decode(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
+
+/// A listening TCP socket.
+#[derive(Debug)]
+pub struct TcpListener {
+    io: Io<mio::net::TcpListener>,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (port 0 picks a free port). Call it inside `block_on`.
+    pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        Ok(TcpListener {
+            io: Io::register(mio::net::TcpListener::bind(addr)?, "TcpListener::bind")?,
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source.local_addr()
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = poll_fn(|cx| {
+            self.io
+                .poll_io(cx, Direction::Read, |listener| listener.accept())
+        })
+        .await?;
+        Ok((
+            TcpStream {
+                io: Io::register(stream, "TcpListener::accept")?,
+            },
+            peer,
+        ))
+    }
+}

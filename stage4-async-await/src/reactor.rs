@@ -1,0 +1,313 @@
+//! The reactor: it knows *when* a task can make progress, and wakes it.
+//!
+//! Two kinds of "when": a socket became readable or writable (mio's `Poll`, epoll on
+//! Linux), or a deadline passed (a timer queue). The executor asks it to wait, with
+//! `Reactor::wait`, only when no task is ready to run; the wait ends at the next I/O
+//! event, the earliest deadline, or a wake from another thread, whichever comes first.
+//!
+//! What stage 3's `EventLoop` did with callbacks, this does with [`Waker`]s: a future that
+//! cannot progress leaves its waker here, and the reactor calls it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+
+use crate::slab::{Key, Slab};
+
+/// The token of the `mio::Waker` through which other threads wake the loop.
+pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// Which readiness a future waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+// ANCHOR: source
+/// The wakers waiting on one socket: at most one reader and one writer (our `TcpStream`
+/// takes `&mut self` to read or write, so there is never a second one).
+#[derive(Debug, Default)]
+struct Source {
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+// ANCHOR_END: source
+
+/// mio's `Poll` with the wakers of every registered socket, and the timers.
+#[derive(Debug)]
+pub(crate) struct Reactor {
+    poll: Poll,
+    events: Events,
+    sources: Slab<Source>,
+    pub(crate) timers: Timers,
+}
+
+impl Reactor {
+    pub(crate) fn new() -> io::Result<Reactor> {
+        Ok(Reactor {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            sources: Slab::new(),
+            timers: Timers::new(),
+        })
+    }
+
+    pub(crate) fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
+    }
+
+    /// How many sockets are registered.
+    pub(crate) fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    // ANCHOR: register
+    /// Registers a socket for both directions, once, edge-triggered. A future that meets
+    /// `WouldBlock` then leaves its waker with [`Reactor::set_waker`].
+    pub(crate) fn register(&mut self, source: &mut impl mio::event::Source) -> io::Result<Key> {
+        let key = self.sources.insert(Source::default());
+        let token = Token(key.to_usize());
+        if let Err(error) =
+            self.poll
+                .registry()
+                .register(source, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            self.sources.remove(key);
+            return Err(error);
+        }
+        Ok(key)
+    }
+    // ANCHOR_END: register
+
+    pub(crate) fn deregister(&mut self, key: Key, source: &mut impl mio::event::Source) {
+        // Closing the socket right after removes it from epoll anyway; an error here
+        // changes nothing for the caller.
+        let _ = self.poll.registry().deregister(source);
+        self.sources.remove(key);
+    }
+
+    /// Leaves `waker` to be called when the socket `key` is ready in `direction`.
+    pub(crate) fn set_waker(&mut self, key: Key, direction: Direction, waker: &Waker) {
+        if let Some(source) = self.sources.get_mut(key) {
+            let slot = match direction {
+                Direction::Read => &mut source.reader,
+                Direction::Write => &mut source.writer,
+            };
+            match slot {
+                Some(old) if old.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+    }
+
+    // ANCHOR: wait
+    /// Waits for I/O events for at most `timeout` (`None`: until one arrives) and moves
+    /// the wakers of the sockets that became ready into `woken`. The caller wakes them
+    /// once this `Reactor` is no longer borrowed.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>, woken: &mut Vec<Waker>) {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            // A signal arrived: return, and let the executor look around and come back.
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
+            Err(error) => panic!("epoll_wait failed, the event loop cannot go on: {error}"),
+        }
+        for event in &self.events {
+            if event.token() == WAKER_TOKEN {
+                continue; // another thread woke us; its task is already in the ready queue
+            }
+            // A stale token (socket closed since) finds no source: nothing to wake.
+            let Some(source) = self.sources.get_mut(Key::from_usize(event.token().0)) else {
+                continue;
+            };
+            // Errors and hang-ups wake both sides: the next read or write reports them.
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                woken.extend(source.reader.take());
+            }
+            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                woken.extend(source.writer.take());
+            }
+        }
+    }
+    // ANCHOR_END: wait
+}
+
+// ANCHOR: timers
+/// Pending timers: `(deadline, sequence, key)` entries in two queues, and a slab of
+/// wakers.
+///
+/// The sequence number keeps timers with equal deadlines apart and fires them in the
+/// order they were set. Most programs set timers of one duration (a sleep, a timeout per
+/// request), so deadlines mostly arrive in order: those go to a FIFO queue, O(1) to push
+/// and to pop, and only the out-of-order ones pay a min-heap's O(log n).
+///
+/// Cancelling (dropping a `Sleep`) only empties the timer's slab slot; its queue entry is
+/// skipped when it surfaces. A million timers cost a million 24-byte entries and 24-byte
+/// slots, and no system call each: the reactor asks the OS for one wake-up, at the
+/// earliest deadline.
+#[derive(Debug)]
+pub(crate) struct Timers {
+    in_order: VecDeque<(u64, u64, Key)>,
+    heap: BinaryHeap<Reverse<(u64, u64, Key)>>,
+    wakers: Slab<Waker>,
+    next_sequence: u64,
+    /// Deadlines are kept as nanoseconds since `epoch`: 8 bytes instead of an `Instant`'s 16.
+    epoch: Instant,
+}
+
+impl Timers {
+    fn new() -> Timers {
+        Timers {
+            in_order: VecDeque::new(),
+            heap: BinaryHeap::new(),
+            wakers: Slab::new(),
+            next_sequence: 0,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Sets a timer that will wake `waker` at `deadline`.
+    pub(crate) fn insert(&mut self, deadline: Instant, waker: &Waker) -> Key {
+        let key = self.wakers.insert(waker.clone());
+        let entry = (self.nanos(deadline), self.next_sequence, key);
+        self.next_sequence += 1;
+        match self.in_order.back() {
+            Some(last) if entry < *last => self.heap.push(Reverse(entry)),
+            _ => self.in_order.push_back(entry),
+        }
+        // Lazily cancelled entries pile up when many timers are dropped long before
+        // their deadline (a `timeout` around fast requests): sweep them out now and then.
+        let entries = self.in_order.len() + self.heap.len();
+        if entries > 1024 && entries > 2 * self.wakers.len() {
+            let wakers = &self.wakers;
+            self.heap
+                .retain(|Reverse((_, _, key))| wakers.contains(*key));
+            self.in_order.retain(|(_, _, key)| wakers.contains(*key));
+        }
+        key
+    }
+    // ANCHOR_END: timers
+
+    fn nanos(&self, instant: Instant) -> u64 {
+        // 2^64 ns is 584 years: a later deadline saturates, which is the same in practice.
+        let since = instant.saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Updates the waker of a pending timer; `false` if it has fired or was cancelled.
+    pub(crate) fn update(&mut self, key: Key, waker: &Waker) -> bool {
+        match self.wakers.get_mut(key) {
+            Some(old) => {
+                if !old.will_wake(waker) {
+                    *old = waker.clone();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels a timer (nothing happens if it already fired).
+    pub(crate) fn cancel(&mut self, key: Key) {
+        self.wakers.remove(key);
+    }
+
+    /// The earliest entry, cancelled or not, and whether it is in the FIFO queue.
+    fn first(&self) -> Option<((u64, u64, Key), bool)> {
+        match (self.in_order.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) if b < a => Some((*b, false)),
+            (Some(a), _) => Some((*a, true)),
+            (None, Some(Reverse(b))) => Some((*b, false)),
+            (None, None) => None,
+        }
+    }
+
+    fn pop_first(&mut self, in_order: bool) {
+        if in_order {
+            self.in_order.pop_front();
+        } else {
+            self.heap.pop();
+        }
+    }
+
+    /// The earliest deadline of a timer still pending.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(((deadline, _, key), in_order)) = self.first() {
+            if self.wakers.contains(key) {
+                return Some(self.epoch + Duration::from_nanos(deadline));
+            }
+            self.pop_first(in_order); // cancelled
+        }
+        None
+    }
+
+    /// Removes and returns the waker of one timer whose deadline is `<= now`.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Waker> {
+        let now = self.nanos(now);
+        while let Some(((deadline, _, key), in_order)) = self.first() {
+            if deadline > now {
+                return None;
+            }
+            self.pop_first(in_order);
+            if let Some(waker) = self.wakers.remove(key) {
+                return Some(waker);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelled_timers_neither_fire_nor_set_the_deadline() {
+        let mut timers = Timers::new();
+        let now = Instant::now();
+        let waker = Waker::noop();
+        let early = timers.insert(now + Duration::from_millis(1), waker);
+        let late = timers.insert(now + Duration::from_millis(2), waker);
+        timers.cancel(early);
+        assert_eq!(timers.next_deadline(), Some(now + Duration::from_millis(2)));
+        assert!(timers.pop_expired(now + Duration::from_millis(1)).is_none());
+        assert!(timers.pop_expired(now + Duration::from_millis(2)).is_some());
+        assert!(!timers.update(late, waker), "a fired timer is gone");
+        assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn cancelled_entries_are_swept_from_the_heap() {
+        let mut timers = Timers::new();
+        let later = Instant::now() + Duration::from_secs(3600);
+        for _ in 0..10_000 {
+            let key = timers.insert(later, Waker::noop());
+            timers.cancel(key);
+        }
+        assert!(timers.in_order.len() + timers.heap.len() <= 2048);
+    }
+
+    #[test]
+    fn in_order_and_out_of_order_deadlines_fire_in_deadline_order() {
+        let mut timers = Timers::new();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // 5, 10, 10, 20 go to the FIFO queue; 7 and 1 to the heap.
+        let order = [5u64, 10, 7, 10, 1, 20];
+        for ms in order {
+            timers.insert(at(ms), Waker::noop());
+        }
+        assert_eq!((timers.in_order.len(), timers.heap.len()), (4, 2));
+        let mut fired = Vec::new();
+        for ms in 0..=20 {
+            while timers.pop_expired(at(ms)).is_some() {
+                fired.push(ms);
+            }
+        }
+        assert_eq!(fired, [1, 5, 7, 10, 10, 20]);
+    }
+}

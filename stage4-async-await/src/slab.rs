@@ -1,0 +1,158 @@
+//! A slab: a `Vec` of slots reused through a free list, addressed by a [`Key`] that
+//! carries a generation, so a stale key (a waker of a finished task, a timer already
+//! fired) can never reach the slot's next occupant.
+//!
+//! The executor keeps its tasks here, the reactor its sockets and its timers.
+
+/// Where a value lives in a [`Slab`]: its slot and the slot's generation at insertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Key {
+    index: u32,
+    generation: u32,
+}
+
+impl Key {
+    /// Packs the key into one `usize` (for a mio `Token`).
+    pub(crate) fn to_usize(self) -> usize {
+        ((self.generation as usize) << 32) | self.index as usize
+    }
+
+    /// The inverse of [`Key::to_usize`].
+    pub(crate) fn from_usize(packed: usize) -> Key {
+        Key {
+            index: packed as u32,
+            generation: (packed >> 32) as u32,
+        }
+    }
+
+    /// A key no slab ever hands out.
+    pub(crate) const NONE: Key = Key {
+        index: u32::MAX,
+        generation: u32::MAX,
+    };
+}
+
+#[derive(Debug)]
+struct Slot<T> {
+    generation: u32,
+    value: Option<T>,
+}
+
+/// Values addressed by [`Key`]; `insert` reuses freed slots first.
+#[derive(Debug)]
+pub(crate) struct Slab<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Slab<T> {
+    pub(crate) fn new() -> Slab<T> {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// How many values it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The key the next [`Slab::insert`] will return.
+    pub(crate) fn next_key(&self) -> Key {
+        match self.free.last() {
+            Some(&index) => Key {
+                index,
+                generation: self.slots[index as usize].generation,
+            },
+            None => Key {
+                index: self.slots.len() as u32,
+                generation: 0,
+            },
+        }
+    }
+
+    pub(crate) fn insert(&mut self, value: T) -> Key {
+        self.len += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.value = Some(value);
+            return Key {
+                index,
+                generation: slot.generation,
+            };
+        }
+        let index = u32::try_from(self.slots.len()).expect("more than 4 billion slab entries");
+        assert!(index != u32::MAX, "more than 4 billion slab entries");
+        self.slots.push(Slot {
+            generation: 0,
+            value: Some(value),
+        });
+        Key {
+            index,
+            generation: 0,
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation == key.generation {
+            slot.value.as_mut()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn contains(&self, key: Key) -> bool {
+        self.slots
+            .get(key.index as usize)
+            .is_some_and(|slot| slot.generation == key.generation && slot.value.is_some())
+    }
+
+    pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        let value = slot.value.take()?;
+        // A new generation: every key to the old value is now stale.
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(key.index);
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Removes every value, for shutdown.
+    pub(crate) fn drain(&mut self) -> Vec<T> {
+        let mut values = Vec::with_capacity(self.len);
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(value) = slot.value.take() {
+                slot.generation = slot.generation.wrapping_add(1);
+                self.free.push(index as u32);
+                values.push(value);
+            }
+        }
+        self.len = 0;
+        values
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_key_misses_the_new_occupant() {
+        let mut slab = Slab::new();
+        let a = slab.insert("a");
+        assert_eq!(slab.remove(a), Some("a"));
+        let b = slab.insert("b");
+        assert_eq!(slab.get_mut(a), None);
+        assert_eq!(slab.remove(a), None);
+        assert_eq!(slab.get_mut(b), Some(&mut "b"));
+        assert_eq!(Key::from_usize(b.to_usize()), b);
+        assert_eq!(slab.len(), 1);
+    }
+}

@@ -1,0 +1,72 @@
+//! The anti-pattern examples' functions, with their effect asserted (generous bounds).
+
+use std::time::Duration;
+
+use shared::server::SlowServer;
+use stage4_async_await::anti_patterns::{
+    Wait, blocking_call, busy_polling, nested_block_on, sequential_awaits,
+};
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn a_blocking_call_stalls_the_heartbeat_and_is_named() {
+    let stall = blocking_call(Wait::ThreadSleep, 150 * MS, 50 * MS).unwrap();
+    assert!(stall.longest_gap >= 150 * MS, "{stall:?}");
+    assert_eq!(stall.warnings.len(), 1, "{stall:?}");
+    let warning = stall.warnings[0].to_string();
+    assert!(warning.contains("task 2, spawned at"), "{warning}");
+    assert!(warning.contains("src/anti_patterns.rs"), "{warning}");
+}
+
+#[test]
+fn a_blocking_socket_stalls_the_heartbeat_too() {
+    let server = SlowServer::start(150 * MS).unwrap();
+    let stall = blocking_call(Wait::BlockingSocket(server.addr()), 150 * MS, 50 * MS).unwrap();
+    assert!(stall.longest_gap >= 140 * MS, "{stall:?}");
+    assert_eq!(stall.warnings.len(), 1, "{stall:?}");
+}
+
+#[test]
+fn an_async_sleep_stalls_nothing() {
+    let stall = blocking_call(Wait::AsyncSleep, 150 * MS, 50 * MS).unwrap();
+    assert!(stall.warnings.is_empty(), "{stall:?}");
+    // The heartbeat period is 20 ms; a stalled one would show 150 ms.
+    assert!(stall.longest_gap < 100 * MS, "{stall:?}");
+}
+
+#[test]
+fn a_blocking_call_moved_to_spawn_blocking_stalls_nothing() {
+    let stall = blocking_call(Wait::SpawnBlocking, 150 * MS, 50 * MS).unwrap();
+    assert!(stall.warnings.is_empty(), "{stall:?}");
+    assert!(stall.longest_gap < 100 * MS, "{stall:?}");
+}
+
+#[test]
+fn a_nested_block_on_is_refused_with_advice() {
+    let message = nested_block_on();
+    assert!(
+        message.contains("from inside a running event loop"),
+        "{message}"
+    );
+    assert!(message.contains("`.await` the future instead"), "{message}");
+}
+
+#[test]
+fn sequential_awaits_add_up_and_join_all_does_not() {
+    let delay = 100 * MS;
+    let server = SlowServer::start(delay).unwrap();
+    let timings = sequential_awaits(server.addr(), 5).unwrap();
+    assert!(timings.sequential >= 5 * delay, "{timings:?}");
+    assert!(timings.concurrent >= delay, "{timings:?}");
+    assert!(timings.concurrent < 3 * delay, "{timings:?}");
+}
+
+#[test]
+fn busy_polling_burns_cpu_and_the_event_loop_does_not() {
+    let times = busy_polling(200 * MS);
+    // Generous: on a loaded machine the spinning thread gets less than a full core.
+    assert!(times.busy_polling >= 50 * MS, "{times:?}");
+    assert!(times.busy_polls > 1_000, "{times:?}");
+    assert!(times.event_loop < 20 * MS, "{times:?}");
+}
