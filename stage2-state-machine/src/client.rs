@@ -18,7 +18,7 @@ use std::task::Poll;
 use mio::event::{Event, Source};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use shared::protocol::{self, LineDecoder};
+use shared::protocol::{self, DecodeError, LineDecoder};
 use shared::{Error, Report};
 
 use crate::event_loop::{EventLoop, Handler};
@@ -190,7 +190,7 @@ fn send_request(
             Ok(n) => *sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Poll::Ready(Err(Error::io(format!("sending request {id}"), e))),
+            Err(e) => return Poll::Ready(Err(io_error(e, id, "sending"))),
         }
     }
     Poll::Ready(Ok(()))
@@ -203,41 +203,30 @@ fn receive_response(
     decoder: &mut LineDecoder,
     id: u64,
 ) -> Poll<Result<String, Error>> {
-    let mut buf = [0; 4096];
-    // mio is edge-triggered: read until WouldBlock, or this wake-up is the last.
+    // The answer may come in pieces: feed them to the decoder until a line is complete.
+    let mut buf = [0u8; 1024];
     loop {
+        match decoder.next_line() {
+            Ok(Some(line)) => return Poll::Ready(Ok(line)),
+            Ok(None) => {}
+            Err(source) => return Poll::Ready(Err(Error::Decode { id, source })),
+        }
         match stream.read(&mut buf) {
-            Ok(0) => return Poll::Ready(Err(closed_early(id, decoder))),
-            Ok(n) => {
-                decoder.push(&buf[..n]);
-                match decoder.next_line() {
-                    Ok(Some(line)) => return Poll::Ready(Ok(line)),
-                    Ok(None) => continue, // half a line so far: read on
-                    Err(source) => return Poll::Ready(Err(Error::Decode { id, source })),
-                }
+            Ok(0) => {
+                let source = DecodeError::ClosedMidLine;
+                return Poll::Ready(Err(Error::Decode { id, source }));
             }
-            // Nothing more for now, or the wake-up was spurious: wait for the next one.
+            Ok(n) => decoder.push(&buf[..n]),
+            // mio is edge-triggered: we read until WouldBlock, or this wake-up would be
+            // the last. Drained (or a spurious wake-up): wait for the next event.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let context = format!("reading the response to request {id}");
-                return Poll::Ready(Err(Error::io(context, e)));
-            }
+            Err(e) => return Poll::Ready(Err(io_error(e, id, "reading the answer to"))),
         }
     }
 }
 
-/// The error for a server that hung up before the whole line arrived.
-fn closed_early(id: u64, decoder: &LineDecoder) -> Error {
-    match decoder.finish() {
-        Err(source) => Error::Decode { id, source },
-        Ok(()) => Error::io(
-            format!("reading the response to request {id}"),
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection without answering",
-            ),
-        ),
-    }
+fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
+    Error::io(format!("{doing} request {id}"), error)
 }
 // ANCHOR_END: readiness
