@@ -182,6 +182,18 @@ impl Report {
             .collect()
     }
 
+    /// Records every request without an outcome as [`Error::Timeout`]: what a stage
+    /// that gave all its requests one deadline does when the deadline passes.
+    pub fn time_out_unanswered(&mut self, timeout: Duration) {
+        for id in self.unanswered() {
+            let what = format!(
+                "no answer to request {id} within {:.1} s",
+                timeout.as_secs_f64()
+            );
+            self.record(id, Err(Error::Timeout { what }));
+        }
+    }
+
     /// How many responses were expected.
     pub fn expected(&self) -> u64 {
         self.expected
@@ -284,6 +296,19 @@ mod tests {
         report.record(0, Ok("Request 0".into()));
         let error = report.finish().unwrap_err().to_string();
         assert!(error.contains("answered more than once"), "{error}");
+    }
+
+    #[test]
+    fn unanswered_requests_time_out_and_answered_ones_still_count() {
+        let mut report = report(3);
+        report.record(2, Ok("Request 2".into()));
+        report.time_out_unanswered(Duration::from_millis(1500));
+        let error = report.finish().unwrap_err().to_string();
+        assert!(error.contains("only 1/3 responses verified"), "{error}");
+        assert!(
+            error.contains("timed out: no answer to request 0 within 1.5 s"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -45,15 +45,7 @@ pub fn run(config: &Config) -> Result<Report, Error> {
         .ok_or_else(|| Error::Other("a request outlived the event loop".into()))?
         .into_inner();
     if !finished {
-        let what = |id| {
-            format!(
-                "no answer to request {id} within {:.1} s",
-                config.timeout.as_secs_f64()
-            )
-        };
-        for id in report.unanswered() {
-            report.record(id, Err(Error::Timeout { what: what(id) }));
-        }
+        report.time_out_unanswered(config.timeout);
     }
     report.finish()
 }

@@ -93,13 +93,7 @@ fn run_tasks(
     match event_loop.run_until_complete(all.result(), config.timeout) {
         // Requests still unanswered fail in the report; the answers we have still count.
         Err(Error::Timeout { .. }) => {
-            for (id, _) in tasks.iter().filter(|(_, task)| !task.result().done()) {
-                let limit = config.timeout.as_secs_f64();
-                let what = format!("request {id} got no answer within {limit:.1} s");
-                report
-                    .borrow_mut()
-                    .record(*id, Err(Error::Timeout { what }));
-            }
+            report.borrow_mut().time_out_unanswered(config.timeout);
             Ok(())
         }
         outcome => outcome,

@@ -107,7 +107,7 @@ fn a_silent_server_times_out_instead_of_hanging() {
     assert!(
         error
             .to_string()
-            .contains("timed out: request 2 got no answer within 0.5 s"),
+            .contains("timed out: no answer to request 0 within 0.5 s"),
         "{error}"
     );
 }
