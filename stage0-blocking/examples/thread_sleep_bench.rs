@@ -12,45 +12,33 @@
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
+use shared::bench::SleepBench;
 use shared::memory::resident_bytes;
 
 fn main() -> ExitCode {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|arg| arg.parse())
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
-    let [total, concurrency, sleep_ms] = args[..] else {
-        eprintln!("usage: thread_sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
-        return ExitCode::from(2);
-    };
-    let sleep = Duration::from_millis(sleep_ms);
-    let baseline = resident_bytes().unwrap_or(0);
-    let with_all_alive = AtomicU64::new(0);
-    let result = stage0_blocking::run_jobs(total, concurrency, |job| {
-        if concurrency >= total && job == total - 1 {
-            with_all_alive.store(resident_bytes().unwrap_or(0), Ordering::Relaxed);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = match SleepBench::parse("thread_sleep_bench", &args) {
+        Ok(bench) => bench,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
         }
-        std::thread::sleep(sleep);
+    };
+    let baseline = resident_bytes().unwrap_or(0);
+    let all_alive = AtomicU64::new(0);
+    let result = stage0_blocking::run_jobs(bench.total, bench.concurrency, |job| {
+        if bench.one_job_each() && job == bench.total - 1 {
+            all_alive.store(resident_bytes().unwrap_or(0), Ordering::Relaxed);
+        }
+        std::thread::sleep(bench.sleep);
     });
     match result {
         Ok(elapsed) => {
-            let rounds = total.div_ceil(concurrency.clamp(1, total.max(1)));
-            println!(
-                "{total} tasks of {sleep_ms} ms on {concurrency} threads: {:.3} s \
-                 (ideal {:.3} s)",
-                elapsed.as_secs_f64(),
-                (sleep * rounds as u32).as_secs_f64()
-            );
-            let resident = with_all_alive.load(Ordering::Relaxed);
-            if resident > baseline {
-                println!(
-                    "resident memory with all {total} threads alive: {:.1} MiB, {:.1} KiB per thread",
-                    (resident - baseline) as f64 / (1 << 20) as f64,
-                    (resident - baseline) as f64 / 1024.0 / total as f64
-                );
+            println!("{}", bench.time_line("threads", elapsed));
+            let all_alive = all_alive.load(Ordering::Relaxed);
+            if let Some(line) = bench.memory_line("threads", baseline, all_alive) {
+                println!("{line}");
             }
             ExitCode::SUCCESS
         }

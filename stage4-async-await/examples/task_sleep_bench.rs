@@ -16,46 +16,33 @@
 use std::cell::Cell;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
 
+use shared::bench::SleepBench;
 use shared::memory::resident_bytes;
 
 fn main() -> ExitCode {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|arg| arg.parse())
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
-    let [total, concurrency, sleep_ms] = args[..] else {
-        eprintln!("usage: task_sleep_bench TOTAL_TASKS CONCURRENCY SLEEP_MS");
-        return ExitCode::from(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = match SleepBench::parse("task_sleep_bench", &args) {
+        Ok(bench) => bench,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
     };
-    let sleep = Duration::from_millis(sleep_ms);
     let baseline = resident_bytes().unwrap_or(0);
-    let with_all_alive = Rc::new(Cell::new(0));
-    let sample = Rc::clone(&with_all_alive);
-    let result = stage4_async_await::run_jobs(total, concurrency, move |job| {
-        if concurrency >= total && job == total - 1 {
+    let all_alive = Rc::new(Cell::new(0));
+    let sample = Rc::clone(&all_alive);
+    let result = stage4_async_await::run_jobs(bench.total, bench.concurrency, move |job| {
+        if bench.one_job_each() && job == bench.total - 1 {
             sample.set(resident_bytes().unwrap_or(0));
         }
-        stage4_async_await::sleep(sleep)
+        stage4_async_await::sleep(bench.sleep)
     });
     match result {
         Ok(elapsed) => {
-            let rounds = total.div_ceil(concurrency.clamp(1, total.max(1)));
-            println!(
-                "{total} tasks of {sleep_ms} ms on {concurrency} async tasks, one thread: \
-                 {:.3} s (ideal {:.3} s)",
-                elapsed.as_secs_f64(),
-                (sleep * rounds as u32).as_secs_f64()
-            );
-            let resident = with_all_alive.get();
-            if resident > baseline {
-                println!(
-                    "resident memory with all {total} tasks alive: {:.1} MiB, {:.0} bytes per task",
-                    (resident - baseline) as f64 / (1 << 20) as f64,
-                    (resident - baseline) as f64 / total as f64
-                );
+            println!("{}", bench.time_line("async tasks, one thread", elapsed));
+            if let Some(line) = bench.memory_line("tasks", baseline, all_alive.get()) {
+                println!("{line}");
             }
             ExitCode::SUCCESS
         }
