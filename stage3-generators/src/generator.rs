@@ -102,10 +102,9 @@ impl<I, Y> Yielder<I, Y> {
     /// coroutine suspends its whole stack (what Python needs `yield from` for).
     pub fn suspend(&self, value: Y) -> I {
         self.yielded.set(Some(value));
-        // SAFETY: the yielder cannot leave the body (it is only lent by reference to a
-        // 'static closure, and is not `Sync`), so we are running on the generator's stack
-        // and `caller` is the stack pointer `resume` just saved, still alive because
-        // `resume` is waiting for us to come back.
+        // SAFETY: the yielder never leaves the body (lent by reference to a 'static closure,
+        // not `Sync`), so we run on the generator's stack, and `caller` is the stack pointer
+        // that `resume` just saved: alive, because `resume` waits for us to switch back.
         unsafe { switch::switch(self.coroutine.as_ptr(), self.caller.get()) };
         if self.cancelling.get() {
             // The generator is being dropped: unwind this stack so its locals drop.
