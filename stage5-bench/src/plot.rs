@@ -1,0 +1,247 @@
+//! The table as a picture: wall time against concurrency, both on log scales, one line
+//! per model and the physical floor below them.
+//!
+//! A plot this small does not need a plotting crate: it is a few dozen SVG elements,
+//! written by hand so that the file diffs cleanly when the figures change.
+
+use std::fmt::Write;
+
+/// One line of the plot.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// The legend, e.g. `async tasks` or `Python asyncio`.
+    pub name: String,
+    /// Drawn dashed (the reference rows).
+    pub dashed: bool,
+    /// `(concurrency, seconds)`; `None` for a cell that did not run, marked with a cross
+    /// at the top of the plot.
+    pub points: Vec<(u64, Option<f64>)>,
+}
+
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 440.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = WIDTH - 190.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = HEIGHT - 50.0;
+const COLORS: [&str; 6] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+
+/// An SVG of `series` and the `floor` (`(concurrency, seconds)`), titled `title`.
+pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
+    let xs = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .chain(floor.iter().map(|p| p.0))
+            .filter(|&x| x > 0)
+            .map(|x| x as f64)
+    };
+    let ys = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().filter_map(|p| p.1))
+            .chain(floor.iter().map(|p| p.1))
+            .filter(|&y| y > 0.0)
+    };
+    let decades = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| {
+            let v = v.log10();
+            (lo.min(v), hi.max(v))
+        });
+        if lo > hi {
+            return (0.0, 1.0); // nothing to plot
+        }
+        let (lo, hi) = (lo.floor(), hi.ceil());
+        (lo, if hi > lo { hi } else { lo + 1.0 })
+    };
+    let (x0, x1) = decades(&mut xs());
+    let (y0, y1) = decades(&mut ys());
+    let px = |x: f64| LEFT + (x.log10() - x0) / (x1 - x0) * (RIGHT - LEFT);
+    let py = |y: f64| BOTTOM - (y.log10() - y0) / (y1 - y0) * (BOTTOM - TOP);
+
+    let mut out = String::new();
+    let w = &mut out;
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        w,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        w,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
+        (LEFT + RIGHT) / 2.0,
+        escape(title)
+    );
+    // Decade grid lines with their labels.
+    for d in (x0 as i32)..=(x1 as i32) {
+        let x = px(10f64.powi(d));
+        let _ = writeln!(
+            w,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{BOTTOM}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            BOTTOM + 16.0,
+            count(10f64.powi(d))
+        );
+    }
+    for d in (y0 as i32)..=(y1 as i32) {
+        let y = py(10f64.powi(d));
+        let _ = writeln!(
+            w,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{RIGHT}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{} s</text>"##,
+            LEFT - 6.0,
+            y + 4.0,
+            decade(d)
+        );
+    }
+    let _ = writeln!(
+        w,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
+        RIGHT - LEFT,
+        BOTTOM - TOP
+    );
+    let _ = writeln!(
+        w,
+        r#"<text x="{}" y="{}" text-anchor="middle">concurrency (workers)</text>"#,
+        (LEFT + RIGHT) / 2.0,
+        HEIGHT - 12.0
+    );
+    let _ = writeln!(
+        w,
+        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">wall time</text>"#,
+        (TOP + BOTTOM) / 2.0,
+        (TOP + BOTTOM) / 2.0
+    );
+
+    let legend = |w: &mut String, row: usize, name: &str, color: &str, dash: &str| {
+        let y = TOP + 10.0 + 20.0 * row as f64;
+        let _ = writeln!(
+            w,
+            r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
+            RIGHT + 14.0,
+            RIGHT + 40.0,
+            RIGHT + 46.0,
+            y + 4.0,
+            escape(name)
+        );
+    };
+    let floor_points: Vec<String> = floor
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", px(x as f64), py(y)))
+        .collect();
+    let dotted = r#" stroke-dasharray="2 3""#;
+    let _ = writeln!(
+        w,
+        r#"<polyline points="{}" fill="none" stroke="black" stroke-width="2"{dotted}/>"#,
+        floor_points.join(" ")
+    );
+    legend(w, 0, "floor (ideal)", "black", dotted);
+
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let dash = if s.dashed {
+            r#" stroke-dasharray="7 4""#
+        } else {
+            ""
+        };
+        // A cell that did not run breaks the line, and gets a cross at the top.
+        for run in s.points.split(|p| p.1.is_none()) {
+            let points: Vec<String> = run
+                .iter()
+                .filter_map(|&(x, y)| Some(format!("{:.1},{:.1}", px(x as f64), py(y?))))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                w,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+                points.join(" ")
+            );
+            for point in &points {
+                let (x, y) = point.split_once(',').unwrap_or(("0", "0"));
+                let _ = writeln!(w, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
+            }
+        }
+        for &(x, _) in s.points.iter().filter(|p| p.1.is_none()) {
+            let (x, y) = (px(x as f64), TOP + 8.0 + 4.0 * i as f64);
+            let _ = writeln!(
+                w,
+                r#"<path d="M{:.1},{:.1} l8,8 m0,-8 l-8,8" stroke="{color}" stroke-width="2"><title>{} did not run</title></path>"#,
+                x - 4.0,
+                y - 4.0,
+                escape(&s.name)
+            );
+        }
+        legend(w, i + 1, &s.name, color, dash);
+    }
+    let _ = writeln!(
+        w,
+        r#"<text x="{}" y="{}" font-size="11">× did not run</text>"#,
+        RIGHT + 14.0,
+        TOP + 30.0 + 20.0 * series.len() as f64
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+/// `0.01`, `1`, `10`: ten to the `d`, without binary fractions showing.
+fn decade(d: i32) -> String {
+    let places = usize::try_from(-d).unwrap_or(0);
+    format!("{:.places$}", 10f64.powi(d))
+}
+
+/// `100`, `1k`, `10k`, `1M`.
+fn count(n: f64) -> String {
+    match n {
+        n if n >= 1e6 => format!("{}M", n / 1e6),
+        n if n >= 1e3 => format!("{}k", n / 1e3),
+        n => format!("{n}"),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_markers_and_a_cross_for_what_did_not_run() {
+        let series = [
+            Series {
+                name: "threads".into(),
+                dashed: false,
+                points: vec![(100, Some(10.1)), (1000, Some(1.03)), (100_000, None)],
+            },
+            Series {
+                name: "Python <asyncio>".into(),
+                dashed: true,
+                points: vec![(100, Some(10.5)), (100_000, Some(2.0))],
+            },
+        ];
+        let floor = [(100, 10.0), (1000, 1.0), (100_000, 0.01)];
+        let svg = svg("100000 sleeps of 10 ms", &series, &floor);
+        assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
+        assert_eq!(svg.matches("did not run</title>").count(), 1, "{svg}");
+        assert!(svg.contains("Python &lt;asyncio&gt;"));
+        for label in ["100k", "0.01 s", "10 s", "floor (ideal)"] {
+            assert!(svg.contains(label), "{label}: {svg}");
+        }
+        // Every coordinate is a number inside the picture.
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
+    #[test]
+    fn an_empty_plot_is_still_a_picture() {
+        let svg = svg("nothing", &[], &[]);
+        assert!(svg.contains("</svg>") && !svg.contains("NaN"));
+    }
+}

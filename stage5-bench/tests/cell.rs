@@ -1,0 +1,114 @@
+//! The table's cell mode, run as the table runs it: a child process per cell.
+//!
+//! Tiny configurations only (tens of 1 ms sleeps), so this takes seconds.
+
+use std::process::Command;
+use std::time::Duration;
+
+use shared::bench::SleepBench;
+use stage5_bench::Model;
+use stage5_bench::cell::{self, Outcome};
+use stage5_bench::python::{self, PyModel};
+
+fn cell(model: &str, total: u64, concurrency: u64, sleep_ms: u64) -> Outcome {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_table"));
+    command
+        .arg("--cell")
+        .arg(model)
+        .args([total, concurrency, sleep_ms].map(|n| n.to_string()));
+    cell::run_child(&mut command, Duration::from_secs(60))
+}
+
+#[test]
+fn every_model_runs_a_tiny_cell_and_its_line_parses() {
+    for model in Model::ALL {
+        // 40 jobs on 10 workers: four rounds of 5 ms, so at least 20 ms.
+        let Outcome::Ran(measured) = cell(model.key(), 40, 10, 5) else {
+            panic!("{}: {:?}", model.key(), cell(model.key(), 40, 10, 5));
+        };
+        assert!(
+            measured.elapsed >= Duration::from_millis(20),
+            "{model:?}: {measured:?}"
+        );
+        assert!(
+            measured.elapsed < Duration::from_secs(30),
+            "{model:?}: {measured:?}"
+        );
+        // Several jobs per worker: no memory figure, rather than a wrong one.
+        assert_eq!(measured.per_worker, None, "{model:?}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn one_job_each_gives_a_memory_figure_for_coroutines_and_tasks() {
+    for model in [Model::Coroutines, Model::AsyncTasks] {
+        let outcome = cell(model.key(), 2_000, 2_000, 20);
+        let Outcome::Ran(measured) = &outcome else {
+            panic!("{model:?}: {outcome:?}")
+        };
+        let bytes = measured
+            .per_worker
+            .unwrap_or_else(|| panic!("{model:?}: {outcome:?}"));
+        // A task is a few hundred bytes, a coroutine a stack page or two: never nothing,
+        // never its whole 64 KiB stack.
+        assert!(bytes > 16.0 && bytes < 64.0 * 1024.0, "{model:?}: {bytes}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn threads_past_the_mapping_limit_are_refused_in_their_cell() {
+    // A million threads need four million mappings: stage 0 refuses before spawning one.
+    let outcome = cell("threads", 1_000_000, 1_000_000, 10);
+    assert_eq!(
+        outcome.cell_text(),
+        "refused: vm.max_map_count",
+        "{outcome:?}"
+    );
+    let Outcome::Refused { detail, .. } = outcome else {
+        unreachable!()
+    };
+    assert!(detail.contains("1000000 threads"), "{detail}");
+    assert!(detail.contains("sysctl -w vm.max_map_count"), "{detail}");
+}
+
+#[test]
+fn a_bad_cell_says_so_instead_of_panicking() {
+    let outcome = cell("fibers", 10, 10, 1);
+    assert_eq!(outcome.cell_text(), "failed: usage", "{outcome:?}");
+}
+
+#[test]
+fn python_cells_run_when_python_is_there() {
+    let Some(version) = python::version() else {
+        eprintln!("python3 not found: skipping the reference cells");
+        return;
+    };
+    let bench = SleepBench {
+        total: 40,
+        concurrency: 10,
+        sleep: Duration::from_millis(5),
+    };
+    for model in [PyModel::Asyncio, PyModel::Threads] {
+        let outcome = python::run_cell(model, &bench, Duration::from_secs(60));
+        let seconds = outcome
+            .seconds()
+            .unwrap_or_else(|| panic!("{version} {model:?}: {outcome:?}"));
+        assert!(seconds >= 0.020, "{model:?}: {seconds}");
+    }
+    // Python's threads meet the same mapping limit, and say so.
+    let huge = SleepBench {
+        total: 1_000_000,
+        concurrency: 1_000_000,
+        sleep: Duration::from_millis(10),
+    };
+    let outcome = python::run_cell(PyModel::Threads, &huge, Duration::from_secs(60));
+    if cfg!(target_os = "linux") {
+        assert_eq!(
+            outcome.cell_text(),
+            "refused: vm.max_map_count",
+            "{outcome:?}"
+        );
+    }
+}
