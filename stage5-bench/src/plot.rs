@@ -57,7 +57,15 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
         (lo, if hi > lo { hi } else { lo + 1.0 })
     };
     let (x0, x1) = decades(&mut xs());
-    let (y0, y1) = decades(&mut ys());
+    // The y axis starts at a decade and ends a little above the slowest point, so that
+    // a 10.7 s cell does not stretch the plot up to 100 s.
+    let (y0, top) = decades(&mut ys());
+    let slowest = ys().fold(f64::MIN, f64::max);
+    let y1 = if slowest > 0.0 {
+        (slowest.log10() + 0.15).clamp(y0 + 1.0, top.max(y0 + 1.0))
+    } else {
+        top
+    };
     let px = |x: f64| LEFT + (x.log10() - x0) / (x1 - x0) * (RIGHT - LEFT);
     let py = |y: f64| BOTTOM - (y.log10() - y0) / (y1 - y0) * (BOTTOM - TOP);
 
@@ -85,7 +93,7 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
             count(10f64.powi(d))
         );
     }
-    for d in (y0 as i32)..=(y1 as i32) {
+    for d in (y0 as i32)..=(y1.floor() as i32) {
         let y = py(10f64.powi(d));
         let _ = writeln!(
             w,

@@ -191,6 +191,13 @@ fn done(outcome: Outcome) -> Outcome {
 
 // ANCHOR: print_tables
 fn print_tables(lines: &[Line]) {
+    println!(
+        "Each cell: TOTAL sleeps of 10 ms, taken from a shared counter by CONCURRENCY \
+         workers; the wall time of one run, in a fresh process. Floor: ceil(TOTAL / \
+         CONCURRENCY) rounds of 10 ms."
+    );
+    println!("Machine: {}.", machine());
+    println!();
     println!("| runtime | tasks | concurrency | threads | coroutines | async tasks | floor |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for line in lines {
@@ -293,6 +300,20 @@ fn write_plot(path: &Path, lines: &[Line], total: u64) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, plot::svg(&title, &series, &floor))
+}
+
+/// `2 CPUs, Linux 6.18.0, vm.max_map_count 65530`: what the figures depend on.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_string());
+    let mut text = format!("{cpus} CPUs, {}", std::env::consts::OS);
+    if let Ok(release) = read("/proc/sys/kernel/osrelease") {
+        text += &format!(" {release}");
+    }
+    if let Ok(max) = read("/proc/sys/vm/max_map_count") {
+        text += &format!(", vm.max_map_count {max}");
+    }
+    text
 }
 
 /// `100,000`.
