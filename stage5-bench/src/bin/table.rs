@@ -198,45 +198,55 @@ fn print_tables(lines: &[Line]) {
     );
     println!("Machine: {}.", machine());
     println!();
-    println!("| runtime | tasks | concurrency | threads | coroutines | async tasks | floor |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for line in lines {
-        let cells = line.cells.each_ref().map(|cell| match cell {
-            Some(outcome) => outcome.cell_text(),
-            None => "n/a".to_string(),
-        });
-        println!(
-            "| {} | {} | {} | {} | {} |",
-            line.runtime,
+    let size = |line: &Line| {
+        vec![
+            line.runtime.clone(),
             thousands(line.bench.total),
             thousands(line.bench.concurrency),
-            cells.join(" | "),
-            cell::seconds(line.bench.ideal())
-        );
-    }
+        ]
+    };
+    let times: Vec<Vec<String>> = lines
+        .iter()
+        .map(|line| {
+            let mut row = size(line);
+            row.extend(line.cells.iter().map(|cell| match cell {
+                Some(outcome) => outcome.cell_text(),
+                None => "n/a".to_string(),
+            }));
+            row.push(cell::seconds(line.bench.ideal()));
+            row
+        })
+        .collect();
+    let header = [
+        "runtime",
+        "tasks",
+        "concurrency",
+        "threads",
+        "coroutines",
+        "async tasks",
+    ];
+    print_markdown(&[&header[..], &["floor"]].concat(), &times);
     println!();
     println!("Resident memory per worker, sampled while every worker was alive:");
     println!();
-    println!("| runtime | tasks | concurrency | threads | coroutines | async tasks |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for line in lines.iter().filter(|line| line.bench.one_job_each()) {
-        let cells = line.cells.each_ref().map(|cell| match cell {
-            Some(Outcome::Ran(measured)) => match measured.per_worker {
-                Some(bytes) => cell::bytes(bytes),
-                None => "not all alive".to_string(),
-            },
-            Some(other) => other.cell_text(),
-            None => "n/a".to_string(),
-        });
-        println!(
-            "| {} | {} | {} | {} |",
-            line.runtime,
-            thousands(line.bench.total),
-            thousands(line.bench.concurrency),
-            cells.join(" | ")
-        );
-    }
-    // The whole reason for every cell that did not run, once per distinct reason.
+    let memory: Vec<Vec<String>> = lines
+        .iter()
+        .filter(|line| line.bench.one_job_each())
+        .map(|line| {
+            let mut row = size(line);
+            row.extend(line.cells.iter().map(|cell| match cell {
+                Some(Outcome::Ran(measured)) => match measured.per_worker {
+                    Some(bytes) => cell::bytes(bytes),
+                    None => "not all alive".to_string(),
+                },
+                Some(other) => other.cell_text(),
+                None => "n/a".to_string(),
+            }));
+            row
+        })
+        .collect();
+    print_markdown(&header, &memory);
+    // The whole reason for every cell that did not run.
     let mut notes: Vec<String> = Vec::new();
     for line in lines {
         for (model, cell) in ["threads", "coroutines", "async tasks"]
@@ -261,6 +271,41 @@ fn print_tables(lines: &[Line]) {
         for note in notes {
             println!("{note}");
         }
+    }
+}
+
+/// A markdown table whose columns line up in a terminal too: the first column to the
+/// left, the figures to the right.
+fn print_markdown(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| println!("| {} |", cells.join(" | "));
+    let pad = |i: usize, text: &str| match i {
+        0 => format!("{text:<w$}", w = widths[0]),
+        _ => format!("{text:>w$}", w = widths[i]),
+    };
+    line(header.iter().enumerate().map(|(i, h)| pad(i, h)).collect());
+    line(
+        widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| match i {
+                0 => "-".repeat(w),
+                _ => format!("{}:", "-".repeat(w - 1)),
+            })
+            .collect(),
+    );
+    for row in rows {
+        line(
+            row.iter()
+                .enumerate()
+                .map(|(i, cell)| pad(i, cell))
+                .collect(),
+        );
     }
 }
 // ANCHOR_END: print_tables
