@@ -37,8 +37,8 @@ pub enum Outcome {
     },
 }
 
-// ANCHOR: outcome_of
 impl Outcome {
+    // ANCHOR: outcome_of
     /// The outcome of [`Model::measure`](crate::Model::measure): an OS limit becomes a
     /// refused cell that names it, any other error a failed one.
     pub fn of(result: Result<Measured, Error>) -> Outcome {

@@ -82,6 +82,7 @@ impl Stage {
     // ANCHOR_END: stage_run
 }
 
+// ANCHOR: run_verified
 /// [`Stage::run`], and an error unless every request was answered with its own line.
 ///
 /// `Report::finish` already fails on a wrong or missing response; this checks the count
@@ -98,6 +99,7 @@ pub fn run_verified(stage: Stage, config: &Config) -> Result<Report, Error> {
     }
     Ok(report)
 }
+// ANCHOR_END: run_verified
 
 /// A concurrency model of the article's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +167,7 @@ impl Model {
     }
     // ANCHOR_END: sleep_bench
 
+    // ANCHOR: measure
     /// [`Model::sleep_bench`], with the resident memory per worker when every worker runs
     /// one job. Run it in a fresh process for that figure: memory an earlier run freed
     /// would be reused and hide the cost.
@@ -181,10 +184,10 @@ impl Model {
         let sleep = bench.sleep;
         match self {
             Model::Threads => {
-                // NB: unlike coroutines and tasks, a thread runs as soon as it is spawned,
-                // so the first threads may be done before the last one starts (10,000
-                // spawns take about a second). Count who is alive, and only report a
-                // figure that saw every thread.
+                // NB: unlike coroutines and tasks, a thread runs as soon as it is
+                // spawned, so the first threads may be done before the last one starts
+                // (10,000 spawns take about half a second here). Count who is alive, and
+                // only report a figure that saw every thread.
                 let (in_job, alive_then, rss) =
                     (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
                 let elapsed = stage0_blocking::run_jobs(bench.total, bench.concurrency, |job| {
@@ -240,4 +243,5 @@ impl Model {
             }
         }
     }
+    // ANCHOR_END: measure
 }
