@@ -112,15 +112,18 @@ fn table(args: &Args) -> ExitCode {
     for bench in &benches {
         let cells = Model::ALL.map(|model| {
             progress(&format!("{} {}", "Rust", model.label()), bench);
-            let mut command = match std::env::current_exe() {
-                Ok(exe) => Command::new(exe),
-                Err(error) => {
-                    eprintln!("error: cannot find this binary to run its cells: {error}");
-                    return None;
+            let outcome = match std::env::current_exe() {
+                Ok(exe) => {
+                    let mut command = Command::new(exe);
+                    command.args(["--cell", model.key()]).args(numbers(bench));
+                    cell::run_child(&mut command, timeout(bench))
                 }
+                Err(error) => Outcome::Failed {
+                    what: "spawn".into(),
+                    detail: format!("cannot find this binary to run the cell in: {error}"),
+                },
             };
-            command.args(["--cell", model.key()]).args(numbers(bench));
-            Some(done(cell::run_child(&mut command, timeout(bench))))
+            Some(done(outcome))
         });
         lines.push(Line {
             runtime: "Rust".into(),
