@@ -249,6 +249,13 @@ fn print_tables(lines: &[Line]) {
         })
         .collect();
     print_markdown(&header, &memory);
+    if memory.iter().flatten().any(|cell| cell == "not all alive") {
+        println!();
+        println!(
+            "not all alive: a thread runs as soon as it is spawned, and the first ones had \
+             finished their job before the last one started, so there is no honest figure."
+        );
+    }
     // The whole reason for every cell that did not run.
     let mut notes: Vec<String> = Vec::new();
     for line in lines {
