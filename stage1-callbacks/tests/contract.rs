@@ -8,33 +8,8 @@ use std::time::Duration;
 
 use shared::Config;
 use shared::server::SlowServer;
-use shared::testkit::contract;
-use stage1_callbacks::run;
 
-#[test]
-fn ten_requests_overlap() {
-    contract::ten_requests_overlap(run);
-}
-
-#[test]
-fn a_thousand_requests_overlap() {
-    contract::a_thousand_requests_overlap(run);
-}
-
-#[test]
-fn refused_is_a_connect_error() {
-    contract::refused_is_a_connect_error(run);
-}
-
-#[test]
-fn garbage_fails_the_report() {
-    contract::garbage_fails_the_report(run);
-}
-
-#[test]
-fn silence_times_out() {
-    contract::silence_times_out(run);
-}
+shared::contract_tests!(stage1_callbacks::run);
 
 #[test]
 fn a_timeout_spares_the_requests_that_were_answered() {
@@ -42,7 +17,7 @@ fn a_timeout_spares_the_requests_that_were_answered() {
     let server = SlowServer::start(Duration::from_millis(300)).expect("start the slow server");
     let mut config = Config::new(server.addr(), 3);
     config.timeout = Duration::from_secs(5);
-    let report = run(&config).expect("verified");
+    let report = stage1_callbacks::run(&config).expect("verified");
     assert_eq!(report.verified(), 3);
     assert!(
         report.total() < Duration::from_secs(3),

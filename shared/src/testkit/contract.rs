@@ -3,16 +3,11 @@
 //! Stages differ in how they wait; what they promise does not: every response arrives
 //! and matches its request, the requests really overlap, and a server that is not there,
 //! answers garbage or never answers gives a clear error instead of a pass or a hang. Each
-//! stage has `tests/contract.rs`, one line per promise:
+//! stage's `tests/contract.rs` turns them into one test each with
+//! [`contract_tests!`](crate::contract_tests):
 //!
-//! ```no_run
-//! # fn run(_: &shared::Config) -> Result<shared::Report, shared::Error> { unimplemented!() }
-//! use shared::testkit::contract;
-//!
-//! #[test]
-//! fn ten_requests_overlap() {
-//!     contract::ten_requests_overlap(run);
-//! }
+//! ```ignore
+//! shared::contract_tests!(stage1_callbacks::run);
 //! ```
 //!
 //! Every function panics, with what went wrong, when the stage breaks its promise.
@@ -152,4 +147,37 @@ pub fn silence_times_out(run: impl FnOnce(&Config) -> Result<Report, Error>) {
     let error = run(&config).expect_err("silence: no report");
     assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+}
+
+/// Defines one `#[test]` per promise of [`contract`](crate::testkit::contract) for a
+/// stage's `run`: `ten_requests_overlap`, `a_thousand_requests_overlap`,
+/// `refused_is_a_connect_error`, `garbage_fails_the_report` and `silence_times_out`.
+#[macro_export]
+macro_rules! contract_tests {
+    ($run:path) => {
+        #[test]
+        fn ten_requests_overlap() {
+            $crate::testkit::contract::ten_requests_overlap($run);
+        }
+
+        #[test]
+        fn a_thousand_requests_overlap() {
+            $crate::testkit::contract::a_thousand_requests_overlap($run);
+        }
+
+        #[test]
+        fn refused_is_a_connect_error() {
+            $crate::testkit::contract::refused_is_a_connect_error($run);
+        }
+
+        #[test]
+        fn garbage_fails_the_report() {
+            $crate::testkit::contract::garbage_fails_the_report($run);
+        }
+
+        #[test]
+        fn silence_times_out() {
+            $crate::testkit::contract::silence_times_out($run);
+        }
+    };
 }
