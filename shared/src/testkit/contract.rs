@@ -6,8 +6,11 @@
 //! stage's `tests/contract.rs` turns them into one test each with
 //! [`contract_tests!`](crate::contract_tests):
 //!
-//! ```ignore
-//! shared::contract_tests!(stage1_callbacks::run);
+//! ```no_run
+//! # fn run(_: &shared::Config) -> Result<shared::Report, shared::Error> { todo!() }
+//! // tests/contract.rs of a stage: `run` is the stage's `run`, e.g. `stage1_callbacks::run`.
+//! shared::contract_tests!(run);
+//! # fn main() {}
 //! ```
 //!
 //! Every function panics, with what went wrong, when the stage breaks its promise.
