@@ -7,7 +7,9 @@
 //! [`contract_tests!`](crate::contract_tests):
 //!
 //! ```no_run
-//! # fn run(_: &shared::Config) -> Result<shared::Report, shared::Error> { todo!() }
+//! # fn run(_: &shared::Config) -> Result<shared::Report, shared::Error> {
+//! #     Err(shared::Error::Other("a stage's run".into()))
+//! # }
 //! // tests/contract.rs of a stage: `run` is the stage's `run`, e.g. `stage1_callbacks::run`.
 //! shared::contract_tests!(run);
 //! # fn main() {}
