@@ -13,7 +13,7 @@
 //! - [`cli`]: `--addr`, `--delay-ms`, `--requests`, and the `main` every stage runs.
 //! - [`limits`]: file-descriptor and memory-mapping budgets, checked before work starts.
 //! - [`memory`]: resident memory, for bytes-per-task figures.
-//! - [`bench`]: the article's sleep benchmark, as each stage's example runs it.
+//! - [`bench`](mod@bench): the article's sleep benchmark, as each stage's example runs it.
 //! - [`testkit`]: servers that misbehave on purpose, for the stages' tests.
 //!
 //! The standalone server: `cargo run -p shared --bin slow-server -- --listen

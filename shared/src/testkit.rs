@@ -1,9 +1,11 @@
-//! Servers that misbehave on purpose, for the stages' tests.
+//! Servers that misbehave on purpose, and the [`contract`] every stage's tests check.
 //!
 //! A client is only as trustworthy as its handling of a bad server. Each stage's tests
 //! point its `run` at one of these and check that the report fails with the right error
 //! instead of passing. Blocking std networking, a thread per connection: simple on purpose,
 //! because this is not what the stages are about.
+
+pub mod contract;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,7 +1,6 @@
 //! Stage 0 against the embedded slow server and against servers that misbehave.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,11 +8,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shared::server::SlowServer;
-use shared::testkit::{Misbehaviour, RogueServer, refused_addr};
+use shared::testkit::refused_addr;
 use shared::{Config, Error};
-use stage0_blocking::{run_jobs, run_sequential, run_threads, sleep_bench};
-
-const DELAY: Duration = Duration::from_millis(200);
+use stage0_blocking::{run_jobs, run_sequential, sleep_bench};
 
 #[test]
 fn sequential_mode_verifies_every_response_one_after_another() {
@@ -30,66 +27,6 @@ fn sequential_mode_verifies_every_response_one_after_another() {
         let gap = pair[1].at - pair[0].at;
         assert!(gap >= Duration::from_millis(50), "{gap:?} between answers");
     }
-}
-
-#[test]
-fn threads_mode_waits_for_all_requests_at_once() {
-    let server = SlowServer::start(DELAY).unwrap();
-    let report = run_threads(&Config::new(server.addr(), 10)).unwrap();
-    assert_eq!(report.verified(), 10);
-    // In a row, ten requests would take 10 x 200 ms = 2 s.
-    assert!(report.total() < 5 * DELAY, "not concurrent: {report}");
-    assert!(server.stats().peak_open >= 2, "{:?}", server.stats());
-}
-
-#[test]
-fn threads_mode_handles_a_thousand_requests() {
-    shared::limits::check_connections(2_000).unwrap();
-    let server = SlowServer::start(DELAY).unwrap();
-    let report = run_threads(&Config::new(server.addr(), 1_000)).unwrap();
-    assert_eq!(report.verified(), 1_000);
-    // Accepts are counted before any answer goes out, so this cannot race the server.
-    assert_eq!(server.stats().accepted, 1_000);
-}
-
-#[test]
-fn connection_refused_is_a_clear_error() {
-    let config = Config::new(refused_addr(), 3);
-    for result in [run_sequential(&config), run_threads(&config)] {
-        match result {
-            Err(Error::Connect { source, .. }) => {
-                assert_eq!(source.kind(), io::ErrorKind::ConnectionRefused);
-            }
-            other => panic!("expected a refused connection, got {other:?}"),
-        }
-    }
-}
-
-#[test]
-fn a_server_that_answers_garbage_fails_the_report() {
-    for misbehaviour in [
-        Misbehaviour::WrongId,
-        Misbehaviour::ErrorLine,
-        Misbehaviour::InvalidUtf8,
-        Misbehaviour::CloseMidLine,
-        Misbehaviour::Hangup,
-    ] {
-        let rogue = RogueServer::start(misbehaviour).unwrap();
-        let result = run_threads(&Config::new(rogue.addr(), 3));
-        assert!(result.is_err(), "{misbehaviour:?} passed: {result:?}");
-    }
-}
-
-#[test]
-fn a_server_that_never_answers_times_out() {
-    let rogue = RogueServer::start(Misbehaviour::Silent).unwrap();
-    let mut config = Config::new(rogue.addr(), 2);
-    config.timeout = Duration::from_millis(300);
-    let start = Instant::now();
-    let error = run_threads(&config).unwrap_err();
-    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
-    assert!(error.to_string().contains("timed out"), "{error}");
-    assert!(start.elapsed() < Duration::from_secs(10));
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! - Below each stack sits a guard page. `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+)
 //!   makes it fault without splitting the mapping; older kernels refuse it with `EINVAL`
 //!   and we fall back to `mprotect(PROT_NONE)`, which splits the mapping in two per
-//!   stack, so `vm.max_map_count` (65,530 by default) caps live coroutines near 32,000.
+//!   stack, so `vm.max_map_count` (65,530 by default) caps live coroutines near 32,600.
 //! - Rust probes every page of a large stack frame in order, so an overflow always
 //!   touches the guard page before anything below it. A `SIGSEGV` handler on the
 //!   alternate signal stack recognises the running coroutine's guard page and says

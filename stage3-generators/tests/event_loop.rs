@@ -1,5 +1,5 @@
-//! The four players together, against the embedded slow server and servers that
-//! misbehave on purpose.
+//! The four players together, against the embedded slow server. The contract every stage
+//! keeps (verified reports, refused, garbage, silence) is in `tests/contract.rs`.
 //!
 //! `cargo test -p stage3-generators --test event_loop`
 #![cfg(not(miri))]
@@ -8,109 +8,11 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shared::protocol::DecodeError;
 use shared::server::SlowServer;
-use shared::testkit::{Misbehaviour, RogueServer, refused_addr};
 use shared::{Config, Error};
 use stage3_generators::event_loop::EventLoop;
 use stage3_generators::task::Task;
-use stage3_generators::{Options, run, run_with, sleep_bench, sleep_bench_probed};
-
-#[test]
-fn ten_requests_are_verified_and_run_concurrently() {
-    let server = SlowServer::start(Duration::from_millis(200)).unwrap();
-    let report = run(&Config::new(server.addr(), 10)).unwrap();
-    assert_eq!(report.verified(), 10);
-    // One after another they would take 2 s.
-    assert!(report.total() < Duration::from_millis(1500), "{report}");
-    let stats = server.stats();
-    // Not `answered`: that counter moves just after the write the client may have read.
-    assert_eq!((stats.accepted, stats.errors), (10, 0));
-    assert_eq!(stats.peak_open, 10, "all ten connections were open at once");
-    // The article's order: ids 9 down to 0 are sent, answers may come in any order.
-    let mut ids: Vec<u64> = report.responses().iter().map(|r| r.id).collect();
-    ids.sort();
-    assert_eq!(ids, (0..10).collect::<Vec<_>>());
-}
-
-#[test]
-fn a_thousand_concurrent_requests_are_verified() {
-    let server = SlowServer::start(Duration::from_millis(300)).unwrap();
-    let report = run(&Config::new(server.addr(), 1000)).unwrap();
-    assert_eq!(report.verified(), 1000);
-    assert!(report.total() < Duration::from_secs(10), "{report}");
-    assert!(
-        server.stats().peak_open >= 500,
-        "most connections overlapped: {:?}",
-        server.stats()
-    );
-}
-
-#[test]
-fn a_refused_connection_is_a_connect_error() {
-    let addr = refused_addr();
-    let error = run(&Config::new(addr, 3)).unwrap_err();
-    assert!(
-        matches!(&error, Error::Connect { addr: a, .. } if *a == addr),
-        "{error:?}"
-    );
-    assert!(error.to_string().contains("connection refused"), "{error}");
-}
-
-fn against(misbehaviour: Misbehaviour) -> Error {
-    let server = RogueServer::start(misbehaviour).unwrap();
-    let config = Config {
-        timeout: Duration::from_millis(500),
-        ..Config::new(server.addr(), 3)
-    };
-    let started = Instant::now();
-    let error = run_with(&config, &Options::default()).unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{misbehaviour:?}"
-    );
-    error
-}
-
-#[test]
-fn garbage_from_the_server_fails_the_report() {
-    let error = against(Misbehaviour::WrongId);
-    assert!(matches!(error, Error::WrongResponse { .. }), "{error:?}");
-    let error = against(Misbehaviour::ErrorLine);
-    assert!(error.to_string().contains("got `ERROR go away`"), "{error}");
-    let error = against(Misbehaviour::InvalidUtf8);
-    assert!(error.to_string().contains("invalid utf-8"), "{error}");
-    let error = against(Misbehaviour::CloseMidLine);
-    assert!(
-        error.to_string().contains("connection closed mid-line"),
-        "{error}"
-    );
-    // A hang-up is an EOF or, when our request was still unread, a reset.
-    let error = against(Misbehaviour::Hangup);
-    assert!(
-        matches!(
-            error,
-            Error::Io { .. }
-                | Error::Decode {
-                    source: DecodeError::ClosedMidLine,
-                    ..
-                }
-        ),
-        "{error:?}"
-    );
-}
-
-#[test]
-fn a_silent_server_times_out_instead_of_hanging() {
-    let error = against(Misbehaviour::Silent);
-    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
-    assert!(
-        error
-            .to_string()
-            .contains("timed out: no answer to request 0 within 0.5 s"),
-        "{error}"
-    );
-}
+use stage3_generators::{run, sleep_bench, sleep_bench_probed};
 
 #[test]
 fn sleep_bench_runs_exactly_the_jobs_asked_for() {

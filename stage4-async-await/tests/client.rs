@@ -1,77 +1,11 @@
 //! Stage 4's client against the embedded slow server and against servers that misbehave.
 
-use std::io;
 use std::time::{Duration, Instant};
 
-use shared::server::SlowServer;
 use shared::testkit::{Misbehaviour, RogueServer, refused_addr};
 use shared::{Config, Error};
 use stage4_async_await::client::make_tcp_request;
 use stage4_async_await::{block_on, run, timeout};
-
-const DELAY: Duration = Duration::from_millis(200);
-
-#[test]
-fn ten_requests_are_verified_and_run_concurrently() {
-    let server = SlowServer::start(DELAY).unwrap();
-    let report = run(&Config::new(server.addr(), 10)).unwrap();
-    assert_eq!(report.verified(), 10);
-    // In a row, ten requests would take 10 x 200 ms = 2 s.
-    assert!(report.total() < 5 * DELAY, "not concurrent: {report}");
-    assert!(server.stats().peak_open >= 2, "{:?}", server.stats());
-    assert_eq!(server.stats().answered, 10);
-}
-
-#[test]
-fn a_thousand_requests_on_one_thread() {
-    shared::limits::check_connections(2_000).unwrap();
-    let server = SlowServer::start(DELAY).unwrap();
-    let report = run(&Config::new(server.addr(), 1_000)).unwrap();
-    assert_eq!(report.verified(), 1_000);
-    assert_eq!(server.stats().answered, 1_000);
-    // A thousand requests in a row would take 200 s; one thread waits for all at once.
-    assert!(report.total() < 20 * DELAY, "not concurrent: {report}");
-    assert!(server.stats().peak_open >= 100, "{:?}", server.stats());
-}
-
-#[test]
-fn connection_refused_is_a_clear_error() {
-    match run(&Config::new(refused_addr(), 3)) {
-        Err(Error::Connect { source, .. }) => {
-            assert_eq!(source.kind(), io::ErrorKind::ConnectionRefused);
-        }
-        other => panic!("expected a refused connection, got {other:?}"),
-    }
-}
-
-#[test]
-fn garbage_from_the_server_fails_the_report() {
-    for misbehaviour in [
-        Misbehaviour::WrongId,
-        Misbehaviour::ErrorLine,
-        Misbehaviour::InvalidUtf8,
-        Misbehaviour::CloseMidLine,
-        Misbehaviour::Hangup,
-    ] {
-        let server = RogueServer::start(misbehaviour).unwrap();
-        let error = run(&Config::new(server.addr(), 3)).unwrap_err();
-        let text = error.to_string();
-        match misbehaviour {
-            Misbehaviour::WrongId => {
-                assert!(matches!(error, Error::WrongResponse { .. }), "{error:?}")
-            }
-            Misbehaviour::ErrorLine => assert!(text.contains("ERROR go away"), "{text}"),
-            Misbehaviour::InvalidUtf8 => assert!(text.contains("invalid utf-8"), "{text}"),
-            Misbehaviour::CloseMidLine | Misbehaviour::Hangup => {
-                assert!(
-                    matches!(error, Error::Decode { .. } | Error::Io { .. }),
-                    "{error:?}"
-                )
-            }
-            Misbehaviour::Silent => unreachable!(),
-        }
-    }
-}
 
 #[test]
 fn a_silent_server_times_out() {

@@ -20,7 +20,7 @@ use super::{Entry, StackPointer};
 /// `benches/switch_variants.rs`).
 ///
 /// NB: the MXCSR and x87 control words are callee-saved too, but Rust code never changes
-/// them, so we do not pay for saving them (65 to 75 ns per round trip here).
+/// them, so we do not pay for saving them (64 to 76 ns per round trip here).
 ///
 /// # Safety
 ///

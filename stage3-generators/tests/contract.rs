@@ -1,0 +1,8 @@
+//! Stage 3's `run` keeps the contract of every stage (`shared::testkit::contract`):
+//! every response verified, requests overlapping on one thread, and a clear error for a
+//! server that is not there, answers garbage or never answers.
+//!
+//! Run them: `cargo test -p stage3-generators`.
+#![cfg(not(miri))]
+
+shared::contract_tests!(stage3_generators::run);

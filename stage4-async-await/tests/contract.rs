@@ -1,0 +1,7 @@
+//! Stage 4's `run` keeps the contract of every stage (`shared::testkit::contract`):
+//! every response verified, requests overlapping on one thread, and a clear error for a
+//! server that is not there, answers garbage or never answers.
+//!
+//! Run them: `cargo test -p stage4-async-await`.
+
+shared::contract_tests!(stage4_async_await::run);
