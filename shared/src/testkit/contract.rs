@@ -186,3 +186,43 @@ macro_rules! contract_tests {
         }
     };
 }
+
+/// The promise of stages 1 to 4: `run` makes fifty requests from the calling thread and
+/// starts no thread. Linux only (it counts `/proc/self/task`); elsewhere it checks just
+/// the report.
+///
+/// Call it from a test binary of its own (`tests/one_thread.rs`), so that no other
+/// test's threads come and go while it counts.
+pub fn spawns_no_thread(run: impl FnOnce(&Config) -> Result<Report, Error>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::thread;
+
+    /// Threads of this process now, where the OS tells.
+    fn threads() -> Option<usize> {
+        Some(std::fs::read_dir("/proc/self/task").ok()?.count())
+    }
+
+    let server = SlowServer::start(DELAY).expect("start the slow server");
+    // A watcher samples the thread count while `run` works.
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (done, peak) = (Arc::clone(&done), Arc::clone(&peak));
+        thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                peak.fetch_max(threads().unwrap_or(0), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(20));
+    let before = threads(); // the test thread, the server, the watcher, the harness
+    let report = run(&Config::new(server.addr(), 50)).expect("a verified report");
+    done.store(true, Ordering::Release);
+    watcher.join().expect("the watcher thread");
+    assert_eq!(report.verified(), 50);
+    if let Some(before) = before {
+        assert_eq!(peak.load(Ordering::Relaxed), before, "run started a thread");
+    }
+}
