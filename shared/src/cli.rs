@@ -80,21 +80,31 @@ pub fn run(
     args: &Args,
     run_stage: impl FnOnce(&Config) -> Result<Report, Error>,
 ) -> Result<Report, Error> {
+    run_with_in_flight(args, args.requests, run_stage)
+}
+
+/// [`run`] for a stage that keeps at most `in_flight` requests open at once (stage 0's
+/// sequential mode: one), so the fd check asks for no more sockets than it will hold.
+pub fn run_with_in_flight(
+    args: &Args,
+    in_flight: u64,
+    run_stage: impl FnOnce(&Config) -> Result<Report, Error>,
+) -> Result<Report, Error> {
     let _server;
     let addr = match &args.addr {
         Some(addr) => {
-            limits::check_connections(args.requests)?;
+            limits::check_connections(in_flight)?;
             let addr = resolve(addr)?;
-            println!("{} requests to the slow server at {addr}", args.requests);
+            crate::say!("{} requests to the slow server at {addr}", args.requests);
             addr
         }
         None => {
             // Both ends of every connection live in this process.
-            limits::check_connections(2 * args.requests)?;
+            limits::check_connections(2 * in_flight)?;
             let delay = Duration::from_millis(args.delay_ms);
             let server = SlowServer::start(delay)
                 .map_err(|e| Error::io("starting the embedded slow server", e))?;
-            println!(
+            crate::say!(
                 "{} requests to the embedded slow server at {} (delay {} ms)",
                 args.requests,
                 server.addr(),
@@ -111,8 +121,29 @@ pub fn run(
         timeout: args.timeout(),
     };
     let report = run_stage(&config)?;
-    println!("{report}");
+    crate::say!("{report}");
     Ok(report)
+}
+
+/// Prints a line on stdout, as `println!` does, except that a stdout nobody reads any
+/// more (`cargo run -p stage0-blocking | head`) ends the output quietly instead of
+/// panicking. Rust ignores `SIGPIPE`, so the write fails with `EPIPE`; we do not restore
+/// the signal, because the servers and clients rely on `EPIPE` to notice a peer that left.
+#[macro_export]
+macro_rules! say {
+    () => {
+        $crate::cli::say_line(::std::format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(::std::format_args!($($arg)*))
+    };
+}
+
+/// What [`say!`](crate::say) calls.
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    // Nobody reading is not an error worth stopping the work for.
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// Prints an error as one line on stderr and picks the exit code.

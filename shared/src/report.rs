@@ -108,7 +108,7 @@ impl Report {
                 match outcome {
                     Ok(line) if line == expected_response(id) => {
                         if self.progress {
-                            println!("[{:>8.3} s] {line}", at.as_secs_f64());
+                            crate::say!("[{:>8.3} s] {line}", at.as_secs_f64());
                         }
                         self.responses.push(Response { id, line, at });
                         None

@@ -25,14 +25,19 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = shared::cli::run(&args.common, |config| {
+    // One at a time holds one connection, however many requests there are.
+    let in_flight = match args.mode {
+        Mode::Threads => args.common.requests,
+        Mode::Sequential => 1,
+    };
+    let result = shared::cli::run_with_in_flight(&args.common, in_flight, |config| {
         stage0_blocking::run_mode(config, args.mode)
     });
     if let (Ok(report), Mode::Threads) = (&result, args.mode) {
         // The quickest answer is one request's latency with nothing queued before it.
         if let Some(one) = report.responses().iter().map(|r| r.at).min() {
             let n = report.verified();
-            println!(
+            shared::say!(
                 "one at a time (--mode sequential) they would take about {n} x {:.3} s = {:.1} s",
                 one.as_secs_f64(),
                 one.as_secs_f64() * n as f64

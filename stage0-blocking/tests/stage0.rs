@@ -127,3 +127,26 @@ fn more_threads_than_the_mapping_budget_are_refused_before_any_starts() {
     assert!(text.contains("vm.max_map_count"), "{text}");
     assert!(text.contains("Use at most"), "{text}");
 }
+
+#[test]
+fn a_reader_that_stops_reading_does_not_crash_the_binary() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    // `cargo run -p stage0-blocking | head -1`: stdout closes after the first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stage0-blocking"))
+        .args(["--delay-ms", "100", "--requests", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("20 requests"), "{first}");
+    // The reader is gone: every later line hits a closed pipe.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+}

@@ -258,7 +258,7 @@ impl LoopState {
 
     pub(crate) fn trace(&self, args: fmt::Arguments<'_>) {
         if let Some(start) = self.trace_start {
-            println!("[{:>8.3} s] {args}", start.elapsed().as_secs_f64());
+            shared::say!("[{:>8.3} s] {args}", start.elapsed().as_secs_f64());
         }
     }
 

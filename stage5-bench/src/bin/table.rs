@@ -62,11 +62,13 @@ fn run_cell(args: &[String]) -> ExitCode {
         .map_or(("", &[][..]), |(k, n)| (k.as_str(), n));
     let parsed = SleepBench::parse("table --cell MODEL", numbers);
     let (Some(model), Ok(bench)) = (Model::from_key(key), parsed) else {
-        println!("failed usage: table --cell threads|coroutines|tasks TOTAL CONCURRENCY SLEEP_MS");
+        shared::say!(
+            "failed usage: table --cell threads|coroutines|tasks TOTAL CONCURRENCY SLEEP_MS"
+        );
         return ExitCode::from(2);
     };
     let outcome = Outcome::of(model.measure(&bench));
-    println!("{outcome}");
+    shared::say!("{outcome}");
     match outcome {
         // A refusal is a result worth a cell, not a failure of the cell.
         Outcome::Ran(_) | Outcome::Refused { .. } => ExitCode::SUCCESS,
@@ -194,13 +196,13 @@ fn done(outcome: Outcome) -> Outcome {
 
 // ANCHOR: print_tables
 fn print_tables(lines: &[Line]) {
-    println!(
+    shared::say!(
         "Each cell: TOTAL sleeps of 10 ms, taken from a shared counter by CONCURRENCY \
          workers; the wall time of one run, in a fresh process. Floor: ceil(TOTAL / \
          CONCURRENCY) rounds of 10 ms."
     );
-    println!("Machine: {}.", machine());
-    println!();
+    shared::say!("Machine: {}.", machine());
+    shared::say!();
     let size = |line: &Line| {
         vec![
             line.runtime.clone(),
@@ -229,9 +231,9 @@ fn print_tables(lines: &[Line]) {
         "async tasks",
     ];
     print_markdown(&[&header[..], &["floor"]].concat(), &times);
-    println!();
-    println!("Resident memory per worker, sampled while every worker was alive:");
-    println!();
+    shared::say!();
+    shared::say!("Resident memory per worker, sampled while every worker was alive:");
+    shared::say!();
     let memory: Vec<Vec<String>> = lines
         .iter()
         .filter(|line| line.bench.one_job_each())
@@ -250,8 +252,8 @@ fn print_tables(lines: &[Line]) {
         .collect();
     print_markdown(&header, &memory);
     if memory.iter().flatten().any(|cell| cell == "not all alive") {
-        println!();
-        println!(
+        shared::say!();
+        shared::say!(
             "not all alive: a thread runs as soon as it is spawned, and the first ones had \
              finished their job before the last one started, so there is no honest figure."
         );
@@ -275,11 +277,11 @@ fn print_tables(lines: &[Line]) {
         }
     }
     if !notes.is_empty() {
-        println!();
-        println!("Cells that did not run:");
-        println!();
+        shared::say!();
+        shared::say!("Cells that did not run:");
+        shared::say!();
         for note in notes {
-            println!("{note}");
+            shared::say!("{note}");
         }
     }
 }
@@ -293,7 +295,7 @@ fn print_markdown(header: &[&str], rows: &[Vec<String>]) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| println!("| {} |", cells.join(" | "));
+    let line = |cells: Vec<String>| shared::say!("| {} |", cells.join(" | "));
     let pad = |i: usize, text: &str| match i {
         0 => format!("{text:<w$}", w = widths[0]),
         _ => format!("{text:>w$}", w = widths[i]),
