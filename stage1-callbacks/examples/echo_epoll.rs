@@ -2,7 +2,7 @@
 //!
 //! Over `echo_select`, the kernel keeps the list of watched sockets and returns only the
 //! ready ones. The loop itself is `stage1_callbacks::os::epoll::serve`; this file only
-//! binds a port.
+//! picks it.
 //!
 //! Run it: `cargo run -p stage1-callbacks --example echo_epoll [-- --listen ADDR]`,
 //! then `nc 127.0.0.1 PORT` in a few terminals; Ctrl-C stops it. Linux only.
@@ -19,33 +19,8 @@ struct Cli {
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
-    use std::net::TcpListener;
-    use std::sync::atomic::AtomicBool;
-
     let cli = <Cli as clap::Parser>::parse();
-    let listener = match TcpListener::bind(&cli.listen) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", cli.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Ok(addr) = listener.local_addr() {
-        println!(
-            "echo server (epoll) on {addr}: try `nc {} {}`",
-            addr.ip(),
-            addr.port()
-        );
-    }
-    // Nothing sets it: Ctrl-C ends the process, and the OS closes every socket.
-    static STOP: AtomicBool = AtomicBool::new(false);
-    match stage1_callbacks::os::epoll::serve(listener, &STOP) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: epoll failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    stage1_callbacks::echo::example_main("epoll", &cli.listen, stage1_callbacks::os::epoll::serve)
 }
 
 #[cfg(not(target_os = "linux"))]

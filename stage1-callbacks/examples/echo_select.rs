@@ -1,14 +1,12 @@
 //! The echo server of article 3.2 on raw `select(2)`: one thread, every client.
 //!
 //! Over stage 0's thread per connection, one loop asks the kernel which sockets are ready.
-//! The loop itself is `stage1_callbacks::os::select::serve`; this file only binds a port.
+//! The loop itself is `stage1_callbacks::os::select::serve`; this file only picks it.
 //!
 //! Run it: `cargo run -p stage1-callbacks --example echo_select [-- --listen ADDR]`,
 //! then `nc 127.0.0.1 PORT` in a few terminals; Ctrl-C stops it.
 
-use std::net::TcpListener;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 
 #[derive(clap::Parser)]
 /// An echo server on select(2): every line you send comes back
@@ -20,27 +18,5 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
-    let listener = match TcpListener::bind(&cli.listen) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", cli.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Ok(addr) = listener.local_addr() {
-        println!(
-            "echo server (select) on {addr}: try `nc {} {}`",
-            addr.ip(),
-            addr.port()
-        );
-    }
-    // Nothing sets it: Ctrl-C ends the process, and the OS closes every socket.
-    static STOP: AtomicBool = AtomicBool::new(false);
-    match stage1_callbacks::os::select::serve(listener, &STOP) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: select failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    stage1_callbacks::echo::example_main("select", &cli.listen, stage1_callbacks::os::select::serve)
 }

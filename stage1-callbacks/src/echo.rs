@@ -127,3 +127,37 @@ fn echo(stream: &mut TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 // ANCHOR_END: on_client
+
+/// The `main` of the three echo examples (`echo_select`, `echo_epoll`, `echo_server`),
+/// which differ only in the loop that serves: binds `listen`, says where to point `nc`,
+/// and runs `serve` until the process is stopped. `name` says which loop, e.g. `"select"`.
+pub fn example_main(
+    name: &str,
+    listen: &str,
+    serve: fn(std::net::TcpListener, &AtomicBool) -> io::Result<()>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let listener = match std::net::TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        shared::say!(
+            "echo server ({name}) on {addr}: try `nc {} {}`",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    // Nothing sets it: Ctrl-C ends the process, and the OS closes every socket.
+    static STOP: AtomicBool = AtomicBool::new(false);
+    match serve(listener, &STOP) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the {name} loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
