@@ -158,10 +158,13 @@ pub fn sleep_bench_probed(
             }
         })?;
         // Only a bug could hang a benchmark of sleeps; even then, it must end.
-        let rounds = u32::try_from(total_tasks.div_ceil(workers)).unwrap_or(u32::MAX);
-        let timeout = sleep
-            .saturating_mul(rounds)
-            .saturating_add(Duration::from_secs(600));
+        let floor = shared::bench::SleepBench {
+            total: total_tasks,
+            concurrency: workers,
+            sleep,
+        }
+        .ideal();
+        let timeout = floor.saturating_add(Duration::from_secs(600));
         event_loop.run_until_complete(all.result(), timeout)
     })();
     let elapsed = started.elapsed();
