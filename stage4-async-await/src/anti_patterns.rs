@@ -234,23 +234,24 @@ pub fn busy_polling(wait: Duration) -> CpuTimes {
 }
 // ANCHOR_END: busy_polling
 
-/// CPU time (user + system) the calling thread has used, from `getrusage(RUSAGE_THREAD)`
-/// (the whole process's elsewhere: the other threads here only sleep).
+/// CPU time (user + system) the calling thread has used: `CLOCK_THREAD_CPUTIME_ID`,
+/// which Linux and macOS both have (`getrusage(RUSAGE_THREAD)` is Linux only, and
+/// `RUSAGE_SELF` would count the other threads of a test run too).
 pub fn thread_cpu_time() -> Duration {
-    #[cfg(target_os = "linux")]
-    let who = libc::RUSAGE_THREAD;
-    #[cfg(not(target_os = "linux"))]
-    let who = libc::RUSAGE_SELF;
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` is valid for writes of one `rusage`, which is all getrusage writes.
-    let status = unsafe { libc::getrusage(who, usage.as_mut_ptr()) };
-    if status != 0 {
-        return Duration::ZERO;
-    }
-    // SAFETY: getrusage succeeded, so it filled `usage` (and it was zeroed before anyway).
-    let usage = unsafe { usage.assume_init() };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    time(usage.ru_utime) + time(usage.ru_stime)
+    // SAFETY: `time` is valid for writes of one `timespec`, which is all it writes.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    assert_eq!(
+        status,
+        0,
+        "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed: {}",
+        std::io::Error::last_os_error()
+    );
+    Duration::new(
+        time.tv_sec.max(0) as u64,
+        time.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }

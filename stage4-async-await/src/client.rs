@@ -38,7 +38,7 @@ pub async fn make_tcp_request(
 }
 
 async fn exchange(addr: SocketAddr, id: u64) -> Result<String, Error> {
-    let mut stream = TcpStream::connect(addr)
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| Error::Connect { addr, source })?;
 

@@ -276,15 +276,28 @@ impl EventLoop {
         let inner = &inner.0;
         inner.clock.set(Instant::now());
         let mut future = pin!(future);
+        // The main future is a task like the others, under the key no task has: it
+        // waits its turn in the ready queue, so tasks woken before it (timers that
+        // expired earlier) run before it, even if it is about to return.
         let main_waker = Arc::new(TaskWaker {
             key: Key::NONE,
-            scheduled: AtomicBool::new(true), // polled first without being woken
+            scheduled: AtomicBool::new(true), // queued just below
             shared: Arc::clone(&inner.shared),
         });
+        inner.shared.push(Key::NONE);
         let mut batch = Vec::new();
         let mut woken = Vec::new();
         loop {
-            if main_waker.scheduled.swap(false, Ordering::AcqRel) {
+            // Run every task that is ready now, in the order they were woken; tasks they
+            // wake run in the next round, after the reactor had its turn, so I/O and
+            // timers are never starved.
+            inner.take_ready(&mut batch);
+            for key in batch.drain(..) {
+                if key != Key::NONE {
+                    inner.poll_task(key);
+                    continue;
+                }
+                main_waker.scheduled.store(false, Ordering::Release);
                 let waker = Waker::from(Arc::clone(&main_waker));
                 let poll = inner.timed(main, || {
                     future.as_mut().poll(&mut Context::from_waker(&waker))
@@ -293,16 +306,7 @@ impl EventLoop {
                     return output;
                 }
             }
-            // Run every task that is ready now; tasks they wake run in the next round,
-            // after the reactor had its turn, so I/O and timers are never starved.
-            inner.take_ready(&mut batch);
-            for key in batch.drain(..) {
-                if key == Key::NONE {
-                    continue; // the main future: its flag is already set
-                }
-                inner.poll_task(key);
-            }
-            inner.turn_reactor(&main_waker, &mut woken);
+            inner.turn_reactor(&mut woken);
         }
     }
     // ANCHOR_END: block_on
@@ -353,16 +357,38 @@ impl Enter {
 
 impl Drop for Enter {
     fn drop(&mut self) {
+        // Whatever unwinds from here, the thread must not stay marked as running a loop:
+        // every later `block_on` on it would be refused.
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                CURRENT.with_borrow_mut(|current| *current = None);
+            }
+        }
+        let _leave = Leave;
         // Cancel leftover tasks while the loop is still current: their destructors may
-        // deregister sockets or cancel timers. Dropping one may spawn another, hence the loop.
+        // deregister sockets or cancel timers. Dropping one may spawn another, hence the
+        // loop. A destructor that panics does not stop the others from running; its
+        // panic is raised again once all are dropped.
+        let mut first_panic = None;
         loop {
             let tasks = self.0.tasks.borrow_mut().drain();
             if tasks.is_empty() {
                 break;
             }
-            drop(tasks);
+            for task in tasks {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(task))) {
+                    first_panic.get_or_insert(payload);
+                }
+            }
         }
-        CURRENT.with_borrow_mut(|current| *current = None);
+        drop(_leave);
+        // Already unwinding (the main future panicked): a second panic would abort.
+        if let Some(payload) = first_panic
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(payload);
+        }
     }
 }
 
@@ -449,7 +475,7 @@ impl Inner {
     // ANCHOR: turn_reactor
     /// Fires expired timers and collects I/O events. Blocks only if no task is ready,
     /// and then only until the earliest deadline.
-    fn turn_reactor(&self, main: &TaskWaker, woken: &mut Vec<Waker>) {
+    fn turn_reactor(&self, woken: &mut Vec<Waker>) {
         let now = Instant::now();
         self.fire_timers(now);
         let mut reactor = self.reactor.borrow_mut();
@@ -459,7 +485,7 @@ impl Inner {
                 .ready
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let idle = ready.tasks.is_empty() && !main.scheduled.load(Ordering::Acquire);
+            let idle = ready.tasks.is_empty();
             // From here on a wake from another thread must interrupt the wait.
             ready.sleeping = idle;
             idle

@@ -29,12 +29,63 @@ pub(crate) enum Direction {
 }
 
 // ANCHOR: source
-/// The wakers waiting on one socket: at most one reader and one writer (our `TcpStream`
-/// takes `&mut self` to read or write, so there is never a second one).
+/// The tasks waiting on one socket, per direction. Several may wait at once (two tasks
+/// accepting on one listener, or reading one stream through `&TcpStream`): readiness
+/// wakes all of them, and each tries its system call again.
 #[derive(Debug, Default)]
 struct Source {
-    reader: Option<Waker>,
-    writer: Option<Waker>,
+    readers: Waiters,
+    writers: Waiters,
+}
+
+/// The wakers waiting for one direction of one socket.
+///
+/// NB: tokio and smol keep one waker for their `poll_*` functions ("only the most recent
+/// waker is woken"); we keep one per task there too, so that no caller is forgotten.
+#[derive(Debug, Default)]
+struct Waiters {
+    /// Left by futures (`read`, `write`, `accept`, `connect`): each entry carries the
+    /// future's number, and a dropped future takes its entry out.
+    futures: Vec<(u64, Waker)>,
+    /// Left by the `poll_*` functions, which have no future whose drop could tell us
+    /// that nobody waits any more: one entry per waker, until the next event.
+    polls: Vec<Waker>,
+    /// Numbers the next future's entry.
+    next: u64,
+}
+
+impl Waiters {
+    fn wait(&mut self, waiter: Option<&mut Option<u64>>, waker: &Waker) {
+        let Some(waiter) = waiter else {
+            if !self.polls.iter().any(|old| old.will_wake(waker)) {
+                self.polls.push(waker.clone());
+            }
+            return;
+        };
+        // Still here from its last poll: only the waker may have changed.
+        if let Some(id) = *waiter
+            && let Some((_, old)) = self.futures.iter_mut().find(|(entry, _)| *entry == id)
+        {
+            if !old.will_wake(waker) {
+                *old = waker.clone();
+            }
+            return;
+        }
+        let id = self.next;
+        self.next += 1;
+        self.futures.push((id, waker.clone()));
+        *waiter = Some(id);
+    }
+
+    fn cancel(&mut self, id: u64) {
+        self.futures.retain(|(entry, _)| *entry != id);
+    }
+
+    /// Everyone waiting: an event wakes them all, and each tries again.
+    fn wake_all(&mut self, woken: &mut Vec<Waker>) {
+        woken.extend(self.futures.drain(..).map(|(_, waker)| waker));
+        woken.append(&mut self.polls);
+    }
 }
 // ANCHOR_END: source
 
@@ -91,18 +142,37 @@ impl Reactor {
         self.sources.remove(key);
     }
 
+    // ANCHOR: set_waker
     /// Leaves `waker` to be called when the socket `key` is ready in `direction`.
-    pub(crate) fn set_waker(&mut self, key: Key, direction: Direction, waker: &Waker) {
+    /// `waiter` is the waiting future's entry (`None` for a `poll_*` function): set on
+    /// the first call, reused on the next ones, handed to [`Reactor::cancel_wait`] when
+    /// the future is dropped.
+    pub(crate) fn set_waker(
+        &mut self,
+        key: Key,
+        direction: Direction,
+        waiter: Option<&mut Option<u64>>,
+        waker: &Waker,
+    ) {
         if let Some(source) = self.sources.get_mut(key) {
-            let slot = match direction {
-                Direction::Read => &mut source.reader,
-                Direction::Write => &mut source.writer,
-            };
-            match slot {
-                Some(old) if old.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
-            }
+            source.waiters(direction).wait(waiter, waker);
         }
+    }
+
+    /// Takes a dropped future's entry out: its task no longer waits here.
+    pub(crate) fn cancel_wait(&mut self, key: Key, direction: Direction, waiter: u64) {
+        if let Some(source) = self.sources.get_mut(key) {
+            source.waiters(direction).cancel(waiter);
+        }
+    }
+    // ANCHOR_END: set_waker
+
+    /// How many wakers wait on `key` in `direction` (futures', `poll_*` callers').
+    #[cfg(test)]
+    pub(crate) fn waiting(&mut self, key: Key, direction: Direction) -> (usize, usize) {
+        let source = self.sources.get_mut(key).expect("a registered socket");
+        let waiters = source.waiters(direction);
+        (waiters.futures.len(), waiters.polls.len())
     }
 
     // ANCHOR: wait
@@ -126,14 +196,23 @@ impl Reactor {
             };
             // Errors and hang-ups wake both sides: the next read or write reports them.
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                woken.extend(source.reader.take());
+                source.readers.wake_all(woken);
             }
             if event.is_writable() || event.is_write_closed() || event.is_error() {
-                woken.extend(source.writer.take());
+                source.writers.wake_all(woken);
             }
         }
     }
     // ANCHOR_END: wait
+}
+
+impl Source {
+    fn waiters(&mut self, direction: Direction) -> &mut Waiters {
+        match direction {
+            Direction::Read => &mut self.readers,
+            Direction::Write => &mut self.writers,
+        }
+    }
 }
 
 // ANCHOR: timers
