@@ -150,19 +150,18 @@ pub struct Timings {
 /// Anti-pattern 3: awaiting in a loop where concurrency was wanted. Makes `requests`
 /// requests to the server at `addr`, one `.await` after another, then all at once.
 pub fn sequential_awaits(addr: SocketAddr, requests: u64) -> Result<Timings, Error> {
-    let limit = Duration::from_secs(60);
     let event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
     event_loop.block_on(async {
         // Each .await waits for its answer before the next request is even sent.
         let started = Instant::now();
         for id in 0..requests {
-            make_tcp_request(addr, id, limit).await?;
+            make_tcp_request(addr, id).await?;
         }
         let sequential = started.elapsed();
 
         // The same futures, created first and awaited together: the article's gather.
         let started = Instant::now();
-        let requests = (0..requests).map(|id| make_tcp_request(addr, id, limit));
+        let requests = (0..requests).map(|id| make_tcp_request(addr, id));
         for response in join_all(requests).await {
             response?;
         }

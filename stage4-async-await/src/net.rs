@@ -62,6 +62,8 @@ impl<S: mio::event::Source> Io<S> {
                             let mut reactor = event_loop.reactor.borrow_mut();
                             let waiter = waiter.as_deref_mut();
                             reactor.set_waker(self.key, direction, waiter, cx.waker());
+                            let socket = self.key;
+                            event_loop.trace_waker(format_args!("socket {socket} {direction}"));
                         }
                         here
                     });
@@ -134,6 +136,22 @@ impl<S: mio::event::Source> Drop for Io<S> {
     }
 }
 
+/// Writable means the handshake ended, one way or the other (see mio's
+/// `TcpStream::connect` docs): an error in `SO_ERROR`, or a peer address.
+fn connected(socket: &mio::net::TcpStream) -> io::Result<()> {
+    if let Some(error) = socket.take_error()? {
+        return Err(error);
+    }
+    match socket.peer_addr() {
+        Ok(_) => Ok(()),
+        // Still connecting: a spurious wake-up, wait for the next event.
+        Err(error) if error.kind() == io::ErrorKind::NotConnected => {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// A TCP connection, the article's `reader, writer` pair in one value.
 #[derive(Debug)]
 pub struct TcpStream {
@@ -144,31 +162,26 @@ impl TcpStream {
     // ANCHOR: connect
     /// Connects to `addr` (the article's `asyncio.open_connection`).
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-        // A non-blocking connect returns at once with the handshake under way.
-        let stream = TcpStream {
-            io: Io::register(mio::net::TcpStream::connect(addr)?, "TcpStream::connect")?,
-        };
-        // Writable means the handshake ended, one way or the other (see mio's
-        // `TcpStream::connect` docs): an error in SO_ERROR, or a peer address.
+        let stream = TcpStream::start_connect(addr)?;
         let mut waiter = Waiter::new(&stream.io, Direction::Write);
-        poll_fn(|cx| {
-            waiter.poll(cx, |socket| {
-                if let Some(error) = socket.take_error()? {
-                    return Err(error);
-                }
-                match socket.peer_addr() {
-                    Ok(_) => Ok(()),
-                    // Still connecting: a spurious wake-up, wait for the next event.
-                    Err(error) if error.kind() == io::ErrorKind::NotConnected => {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    Err(error) => Err(error),
-                }
-            })
-        })
-        .await?;
+        poll_fn(|cx| waiter.poll(cx, connected)).await?;
         drop(waiter);
         Ok(stream)
+    }
+
+    /// Starts connecting to `addr` and returns at once, with the handshake under way:
+    /// [`TcpStream::poll_connect`] says when it is over. (What `connect` does, for a
+    /// future written by hand.)
+    pub fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        Ok(TcpStream {
+            io: Io::register(mio::net::TcpStream::connect(addr)?, "TcpStream::connect")?,
+        })
+    }
+
+    /// `Ready(Ok(()))` once the handshake that [`TcpStream::start_connect`] began has
+    /// succeeded, `Ready(Err(..))` if it failed.
+    pub fn poll_connect(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_io(cx, Direction::Write, None, connected)
     }
     // ANCHOR_END: connect
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::slab::{Key, Slab};
+use crate::trace::{Step, Trace};
 
 /// The token of the `mio::Waker` through which other threads wake the loop.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -26,6 +27,15 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 pub(crate) enum Direction {
     Read,
     Write,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Read => "readable",
+            Direction::Write => "writable",
+        })
+    }
 }
 
 // ANCHOR: source
@@ -96,6 +106,8 @@ pub(crate) struct Reactor {
     events: Events,
     sources: Slab<Source>,
     pub(crate) timers: Timers,
+    /// `--trace`: say which sockets woke how many tasks.
+    pub(crate) trace: Trace,
 }
 
 impl Reactor {
@@ -105,6 +117,7 @@ impl Reactor {
             events: Events::with_capacity(1024),
             sources: Slab::new(),
             timers: Timers::new(),
+            trace: Trace::default(),
         })
     }
 
@@ -191,15 +204,23 @@ impl Reactor {
                 continue; // another thread woke us; its task is already in the ready queue
             }
             // A stale token (socket closed since) finds no source: nothing to wake.
-            let Some(source) = self.sources.get_mut(Key::from_usize(event.token().0)) else {
+            let key = Key::from_usize(event.token().0);
+            let Some(source) = self.sources.get_mut(key) else {
                 continue;
             };
             // Errors and hang-ups wake both sides: the next read or write reports them.
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                source.readers.wake_all(woken);
-            }
-            if event.is_writable() || event.is_write_closed() || event.is_error() {
-                source.writers.wake_all(woken);
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+            for (direction, ready) in [(Direction::Read, readable), (Direction::Write, writable)] {
+                if ready {
+                    let before = woken.len();
+                    source.waiters(direction).wake_all(woken);
+                    let waiters = woken.len() - before;
+                    self.trace.say(
+                        Step::Event,
+                        format_args!("socket {key} {direction}: wakes {waiters} waiter(s)"),
+                    );
+                }
             }
         }
     }
@@ -324,8 +345,8 @@ impl Timers {
         None
     }
 
-    /// Removes and returns the waker of one timer whose deadline is `<= now`.
-    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Waker> {
+    /// Removes one timer whose deadline is `<= now`; returns its key and its waker.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(Key, Waker)> {
         let now = self.nanos(now);
         while let Some(((deadline, _, key), in_order)) = self.first() {
             if deadline > now {
@@ -333,10 +354,15 @@ impl Timers {
             }
             self.pop_first(in_order);
             if let Some(waker) = self.wakers.remove(key) {
-                return Some(waker);
+                return Some((key, waker));
             }
         }
         None
+    }
+
+    /// How many timers are pending.
+    pub(crate) fn len(&self) -> usize {
+        self.wakers.len()
     }
 }
 

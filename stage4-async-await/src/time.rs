@@ -61,11 +61,16 @@ impl Future for Sleep {
                 }
                 return None;
             }
-            Some(match timer {
+            let key = match timer {
                 // Already set: only the waker may have changed.
-                Some((_, key)) if timers.update(key, cx.waker()) => (event_loop.id, key),
-                _ => (event_loop.id, timers.insert(deadline, cx.waker())),
-            })
+                Some((_, key)) if timers.update(key, cx.waker()) => key,
+                _ => timers.insert(deadline, cx.waker()),
+            };
+            if event_loop.trace().is_on() {
+                let due = event_loop.trace().seconds(deadline);
+                event_loop.trace_waker(format_args!("timer {key} due at {due:.3} s"));
+            }
+            Some((event_loop.id, key))
         });
         self.timer = set;
         if set.is_none() {
