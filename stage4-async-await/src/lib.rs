@@ -78,33 +78,33 @@ pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
         .map_err(|e| Error::io("creating the event loop", e))?
         .trace(options.trace);
     let report = Rc::new(RefCell::new(Report::start(config)));
-    // When block_on returns, the tasks still running (after a timeout) are cancelled:
-    // their sockets close.
+    // block_on cancels the tasks still running (after a timeout or an error): their
+    // sockets close.
     event_loop.block_on(run_tasks(config, &report))?;
     let report = Rc::try_unwrap(report)
         .map_err(|_| Error::Other("a task outlived its event loop".into()))?;
     report.into_inner().finish()
 }
 
-/// One task per request, all spawned at once, and the main future waits for all of them.
+/// One task per request, and the main future waits for all of them.
 async fn run_tasks(config: &Config, report: &Rc<RefCell<Report>>) -> Result<(), Error> {
-    // Tasks are 'static: each gets its own copy of the config and a handle on the
-    // report. One thread, so an Rc<RefCell> is enough: no Mutex.
-    let tasks: Vec<JoinHandle<()>> = request_ids(config.requests)
-        .map(|id| {
-            let (config, report) = (config.clone(), Rc::clone(report));
-            spawn(async move {
-                client::consume_response(&config, id, |id, response| {
-                    report.borrow_mut().record(id, response);
-                })
-                .await;
+    let mut tasks = Vec::new();
+    for id in request_ids(config.requests) {
+        let (report, config) = (report.clone(), config.clone());
+        let task = spawn(async move {
+            client::consume_response(&config, id, |id, response| {
+                report.borrow_mut().record(id, response);
             })
-        })
-        .collect();
-    // Python: `asyncio.gather(*tasks)`. NB: one deadline for the whole run rather than a
-    // timer per request: all requests start at once, so it is the same limit.
+            .await;
+        });
+        tasks.push(task);
+    }
+    // Python: `asyncio.gather(*tasks)`, a future that waits for each of the others.
+    // NB: one deadline for the whole run rather than a timer per request: all requests
+    // start at once, so it is the same limit, and the loop stays small.
     match timeout(config.timeout, join_all(tasks)).await {
-        Ok(joined) => joined.into_iter().try_for_each(|task| Ok(task?)), // a panic in a task
+        // Only a panic in a task ends up in a JoinError.
+        Ok(joined) => joined.into_iter().try_for_each(|task| Ok(task?)),
         // Requests still unanswered fail in the report; the answers we have still count.
         Err(_elapsed) => {
             report.borrow_mut().time_out_unanswered(config.timeout);
