@@ -80,8 +80,10 @@ fn sequential_awaits_add_up_and_join_all_does_not() {
 #[test]
 fn busy_polling_burns_cpu_and_the_event_loop_does_not() {
     let times = busy_polling(200 * MS);
-    // Generous: on a loaded machine the spinning thread gets less than a full core.
-    assert!(times.busy_polling >= 50 * MS, "{times:?}");
+    // Generous: on a loaded machine the spinning thread gets far less than a full core
+    // (a quarter of one at a load of 8 on 2 cores), but it spins whenever it runs.
+    assert!(times.busy_polling >= 10 * MS, "{times:?}");
     assert!(times.busy_polls > 1_000, "{times:?}");
     assert!(times.event_loop < 20 * MS, "{times:?}");
+    assert!(times.busy_polling > 5 * times.event_loop, "{times:?}");
 }
