@@ -721,3 +721,22 @@ fn after_a_stall_tasks_whose_timers_expired_first_run_before_block_on_returns() 
     expected.sort_by_key(|i| (i % 20, *i));
     assert_eq!(ran, expected);
 }
+
+#[test]
+fn a_panicking_main_future_and_a_panicking_destructor_still_leave_the_thread_clean() {
+    // Unwinding from the main future drops the tasks; one destructor panics on the way.
+    // That second panic is caught (two at once would abort the process); the first goes on.
+    let payload = catch_unwind(|| {
+        block_on(async {
+            drop(spawn(async {
+                let _bomb = PanicsOnDrop;
+                sleep(Duration::from_secs(3600)).await;
+            }));
+            yield_now().await;
+            panic!("the main future panicked");
+        })
+    })
+    .unwrap_err();
+    assert_eq!(panic_message(payload), "the main future panicked");
+    assert_eq!(block_on(async { 9 }), 9);
+}
