@@ -31,7 +31,7 @@ use crate::reactor::{Reactor, WAKER_TOKEN};
 use crate::slab::{Key, Slab};
 use crate::slow_poll::{SlowPoll, SlowPolls};
 use crate::task::{Name, Task, TaskFuture, TaskInfo, TaskWaker};
-use crate::trace::{Step, Trace};
+use crate::trace::{Step, Trace, Waiting};
 
 // ANCHOR: ready_queue
 /// What the wakers share with the loop, across threads: the ready queue, and the
@@ -432,18 +432,14 @@ impl Inner {
         Some(self.tasks.try_borrow().ok()?.get(key)?.id)
     }
 
-    /// Traces that the running task left its waker with the reactor, on `what`.
-    pub(crate) fn trace_waker(&self, what: fmt::Arguments<'_>) {
+    /// Traces that the running task left its waker with the reactor.
+    pub(crate) fn trace_waker(&self, on: Waiting) {
         if self.trace.is_on() {
             let task = Name(self.running.get().and_then(|info| info.id));
+            let what = on.describe(self.trace);
             self.trace
                 .say(Step::Waker, format_args!("{task} on {what}"));
         }
-    }
-
-    /// The trace of this loop.
-    pub(crate) fn trace(&self) -> Trace {
-        self.trace
     }
 
     // ANCHOR: turn_reactor

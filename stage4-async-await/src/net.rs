@@ -18,6 +18,7 @@ use shared::protocol::{DecodeError, LineDecoder};
 use crate::executor::{try_with_current, with_current};
 use crate::reactor::Direction;
 use crate::slab::Key;
+use crate::trace::Waiting;
 
 /// A mio socket registered with the current event loop.
 #[derive(Debug)]
@@ -62,8 +63,7 @@ impl<S: mio::event::Source> Io<S> {
                             let mut reactor = event_loop.reactor.borrow_mut();
                             let waiter = waiter.as_deref_mut();
                             reactor.set_waker(self.key, direction, waiter, cx.waker());
-                            let socket = self.key;
-                            event_loop.trace_waker(format_args!("socket {socket} {direction}"));
+                            event_loop.trace_waker(Waiting::Socket(self.key, direction));
                         }
                         here
                     });

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 
 use crate::executor::{try_with_current, with_current};
 use crate::slab::Key;
+use crate::trace::Waiting;
 
 /// Waits until `duration` has passed (the article's `asyncio.sleep`).
 pub fn sleep(duration: Duration) -> Sleep {
@@ -66,10 +67,7 @@ impl Future for Sleep {
                 Some((_, key)) if timers.update(key, cx.waker()) => key,
                 _ => timers.insert(deadline, cx.waker()),
             };
-            if event_loop.trace().is_on() {
-                let due = event_loop.trace().seconds(deadline);
-                event_loop.trace_waker(format_args!("timer {key} due at {due:.3} s"));
-            }
+            event_loop.trace_waker(Waiting::Timer(key, deadline));
             Some((event_loop.id, key))
         });
         self.timer = set;

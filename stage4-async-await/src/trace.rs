@@ -31,6 +31,9 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::reactor::Direction;
+use crate::slab::Key;
+
 /// Where trace lines go: nowhere, or stdout, timed from `start`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Trace {
@@ -77,13 +80,6 @@ impl Trace {
         self.start.is_some()
     }
 
-    /// Seconds since the trace started, for deadlines shown in a line.
-    pub(crate) fn seconds(self, at: Instant) -> f64 {
-        self.start.map_or(0.0, |start| {
-            at.saturating_duration_since(start).as_secs_f64()
-        })
-    }
-
     pub(crate) fn say(self, step: Step, what: fmt::Arguments<'_>) {
         if let Some(start) = self.start {
             shared::say!(
@@ -91,6 +87,29 @@ impl Trace {
                 start.elapsed().as_secs_f64(),
                 step.as_str()
             );
+        }
+    }
+}
+
+/// What a task's waker was left with, for a `waker` line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Waiting {
+    /// A socket, for one direction.
+    Socket(Key, Direction),
+    /// A timer, and its deadline.
+    Timer(Key, Instant),
+}
+
+impl Waiting {
+    /// `socket 3 readable`, or `timer 0 due at 60.000 s` (seconds on the trace's clock).
+    pub(crate) fn describe(self, trace: Trace) -> String {
+        match self {
+            Waiting::Socket(key, direction) => format!("socket {key} {direction}"),
+            Waiting::Timer(key, deadline) => {
+                let start = trace.start.unwrap_or(deadline);
+                let due = deadline.saturating_duration_since(start).as_secs_f64();
+                format!("timer {key} due at {due:.3} s")
+            }
         }
     }
 }
