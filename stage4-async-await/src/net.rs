@@ -136,6 +136,7 @@ impl<S: mio::event::Source> Drop for Io<S> {
     }
 }
 
+// ANCHOR: connected
 /// Writable means the handshake ended, one way or the other (see mio's
 /// `TcpStream::connect` docs): an error in `SO_ERROR`, or a peer address.
 fn connected(socket: &mio::net::TcpStream) -> io::Result<()> {
@@ -151,6 +152,7 @@ fn connected(socket: &mio::net::TcpStream) -> io::Result<()> {
         Err(error) => Err(error),
     }
 }
+// ANCHOR_END: connected
 
 /// A TCP connection, the article's `reader, writer` pair in one value.
 #[derive(Debug)]
