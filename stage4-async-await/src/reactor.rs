@@ -197,7 +197,9 @@ impl Reactor {
             Ok(()) => {}
             // A signal arrived: return, and let the executor look around and come back.
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
-            Err(error) => panic!("epoll_wait failed, the event loop cannot go on: {error}"),
+            Err(error) => panic!(
+                "waiting for events (epoll_wait or kevent) failed, the event loop cannot go on: {error}"
+            ),
         }
         for event in &self.events {
             if event.token() == WAKER_TOKEN {
