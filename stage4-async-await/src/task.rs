@@ -4,10 +4,11 @@
 //! Read stage 3's `task.rs` first. There a `Task` resumed a generator, and when the
 //! generator yielded a future, the task registered its next step as that future's
 //! done-callback. Here the compiler wrote the generator (the task's `Future`), the next
-//! step is one more `poll`, and the done-callback is a [`Waker`](std::task::Waker): whoever the future
+//! step is one more `poll`, and the done-callback is a [`Waker`]: whoever the future
 //! waits on (a socket, a timer, another task) calls it, and the task is queued again.
 //!
 //! [`JoinHandle`]: crate::JoinHandle
+//! [`Waker`]: std::task::Waker
 
 use std::fmt;
 use std::future::Future;
