@@ -198,7 +198,8 @@ impl Reactor {
             // A signal arrived: return, and let the executor look around and come back.
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
             Err(error) => panic!(
-                "waiting for events (epoll_wait or kevent) failed, the event loop cannot go on: {error}"
+                "waiting for events (epoll_wait or kevent) failed, the event loop cannot go \
+                 on: {error}"
             ),
         }
         for event in &self.events {

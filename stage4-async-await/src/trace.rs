@@ -16,14 +16,14 @@
 //!
 //! | Step | Rest of the line | What happened |
 //! | --- | --- | --- |
-//! | `spawn` | `task N` | a task was spawned (tasks are numbered from 1 in spawn order) |
-//! | `poll` | `task N` or `main` | the executor polls a task (`main`: the `block_on` future) |
-//! | `waker` | `task N on socket S readable`, `... writable`, `... on timer T due at X s` | the poll left its waker with the reactor |
+//! | `spawn` | `task N` | a task was spawned (numbered from 1, in spawn order) |
+//! | `poll` | `task N`, or `main` | the executor polls it (`main`: `block_on`'s future) |
+//! | `waker` | `task N on socket S readable` (or `writable`), `task N on timer T due at X s` | the poll left its waker with the reactor |
 //! | `pending` | `task N` | the poll returned `Poll::Pending` |
 //! | `ready` | `task N` | the poll returned `Poll::Ready`: the task is done |
-//! | `reactor` | `waits ...` or `checks ...` | the loop asks the OS for events, blocking or not |
+//! | `reactor` | `waits ...`, `checks ...` | the loop asks the OS for events, blocking or not |
 //! | `event` | `socket S readable: wakes K waiter(s)`, `timer T due: wakes 1 waiter` | the reactor calls the wakers left there |
-//! | `wake` | `task N` | a waker queued its task (it is polled again in the next round) |
+//! | `wake` | `task N` | a waker queued its task: it is polled in the next round |
 //!
 //! The other lines are the demo's own: its responses as they arrive (`[   0.219 s]
 //! Request 1`), and the report.
