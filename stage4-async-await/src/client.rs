@@ -1,48 +1,30 @@
-//! Stage 4's client: the article's `make_tcp_request`, as an `async fn`.
+//! The article's client, as an `async fn`: `make_tcp_request` reads top to bottom like
+//! the blocking client of stage 0, yet every wait suspends only its own task.
 //!
-//! Put this file next to the previous stage's: the same steps in the same order, each
-//! blocking call now an `.await`. Where stage 0 parked a whole thread, `.await` returns
-//! `Pending` up to the executor, which runs other tasks until the reactor says this one
-//! can go on. Next to stage 3's, the difference is who writes the state machine: stage 3
-//! kept a stack per coroutine; here the compiler turns this function into an enum that
-//! holds just the variables alive across an `.await`.
+//! Diff this file against stage 3's: the `co` handle is gone, and so are the loops that
+//! suspended on `WouldBlock`: each wait is an `.await` now. The task's own stack is gone
+//! too: the compiler turns this function into an enum that keeps only the variables alive
+//! across an `.await` ([`crate::desugared`] writes that enum by hand).
+//!
+//! `cargo run -p stage4-async-await -- --delay-ms 200 --trace`
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use shared::protocol::{DecodeError, LineDecoder, request};
 use shared::{Config, Error};
 
 use crate::net::TcpStream;
-use crate::time;
 
 // ANCHOR: make_tcp_request
-/// Sends `Request {id}` and returns the line the server answers with.
-pub async fn make_tcp_request(
-    addr: SocketAddr,
-    id: u64,
-    timeout: Duration,
-) -> Result<String, Error> {
-    // NB: one deadline for the whole exchange, not one per socket call: when it passes,
-    // the exchange's future is dropped, and with it the socket.
-    match time::timeout(timeout, exchange(addr, id)).await {
-        Ok(response) => response,
-        Err(_elapsed) => Err(Error::Timeout {
-            what: format!(
-                "no answer to request {id} within {:.1} s",
-                timeout.as_secs_f64()
-            ),
-        }),
-    }
-}
+/// Sends `Request {id}` to `addr` and returns the line the server answers.
+pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error> {
+    let connect_error = |source| Error::Connect { addr, source };
+    // A non-blocking connect returns at once; the socket becomes writable once the
+    // handshake is over (or has failed), and `connect` waits for that.
+    let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
 
-async fn exchange(addr: SocketAddr, id: u64) -> Result<String, Error> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| Error::Connect { addr, source })?;
-
-    // write_all loops over partial writes for us.
+    // `write_all` loops over partial writes, and waits while the send buffer is full.
     stream
         .write_all(request(id).as_bytes())
         .await
@@ -58,7 +40,7 @@ async fn exchange(addr: SocketAddr, id: u64) -> Result<String, Error> {
         if let Some(line) = line {
             return Ok(line);
         }
-        // `read` retries `Interrupted` itself, and waits for readiness on `WouldBlock`.
+        // Drained: `read` waits until more bytes arrive (and retries `Interrupted`).
         match stream.read(&mut buf).await {
             Ok(0) => {
                 let source = DecodeError::ClosedMidLine;
@@ -77,12 +59,14 @@ fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
 
 // ANCHOR: consume_response
 /// The article's `consume_response`: one request, its outcome handed to `record`.
+/// Calling `make_tcp_request` takes an `.await`, where stage 3 needed none: a future
+/// can only suspend where the compiler sees it.
 pub async fn consume_response(
     config: &Config,
     id: u64,
     record: impl FnOnce(u64, Result<String, Error>),
 ) {
-    let response = make_tcp_request(config.addr, id, config.timeout).await;
+    let response = make_tcp_request(config.addr, id).await;
     record(id, response);
 }
 // ANCHOR_END: consume_response

@@ -8,42 +8,40 @@
 //!
 //! - [`EventLoop::block_on`] (or the free [`block_on`]) runs a future to completion on
 //!   this thread, together with every task it [`spawn`]s.
-//! - [`spawn`] starts a task and returns a [`JoinHandle`], itself a future of the task's
-//!   result. Dropping the handle detaches the task; a panic in the task reaches the
-//!   joiner as a [`JoinError`] and the other tasks keep running.
-//! - A waker is an `Arc` implementing [`std::task::Wake`]: it may be cloned, stored,
-//!   called many times, after its task finished, or from another thread; a wake from
-//!   another thread interrupts the reactor's wait through a `mio::Waker`.
-//! - A poll that takes longer than a threshold (100 ms by default) prints a warning
-//!   naming the task: something blocked the loop (see the anti-patterns chapter).
+//! - [`spawn`] starts a [task](crate::task) and returns a [`JoinHandle`], itself a future
+//!   of the task's result.
+//! - A waker may be cloned, stored, called many times, after its task finished, or from
+//!   another thread; a wake from another thread interrupts the reactor's wait through a
+//!   `mio::Waker`.
+//! - Every poll is timed: a [slow poll](crate::slow_poll) means something blocked the loop.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use pin_project_lite::pin_project;
-
+use crate::join_handle::{JoinError, JoinHandle, join_pair};
 use crate::reactor::{Reactor, WAKER_TOKEN};
 use crate::slab::{Key, Slab};
-
-/// How long one poll may take before the loop warns that a task blocked it.
-pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(100);
+use crate::slow_poll::{SlowPoll, SlowPolls};
+use crate::task::{Name, Task, TaskFuture, TaskInfo, TaskWaker};
+use crate::trace::{Step, Trace, Waiting};
 
 // ANCHOR: ready_queue
 /// What the wakers share with the loop, across threads: the ready queue, and the
 /// `mio::Waker` that interrupts the loop when it sleeps in `epoll_wait`.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     ready: Mutex<ReadyQueue>,
     waker: mio::Waker,
+    /// `--trace`: wakes say which task they queue.
+    pub(crate) trace: Trace,
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +52,7 @@ struct ReadyQueue {
 }
 
 impl Shared {
-    fn push(&self, key: Key) {
+    pub(crate) fn push(&self, key: Key) {
         let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
         ready.tasks.push(key);
         let interrupt = std::mem::replace(&mut ready.sleeping, false);
@@ -66,86 +64,27 @@ impl Shared {
         }
     }
 }
-
-/// A task's waker. `scheduled` is true while the task sits in the ready queue, so a task
-/// woken a thousand times before it runs is queued once.
-#[derive(Debug)]
-struct TaskWaker {
-    key: Key,
-    scheduled: AtomicBool,
-    shared: Arc<Shared>,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.shared.push(self.key);
-        }
-    }
-}
 // ANCHOR_END: ready_queue
 
-// ANCHOR: task
-/// A spawned task: its future, boxed so that tasks of every type fit in one slab, and
-/// its waker, made once and reused for every poll.
-struct Task {
-    /// `None` while the task is being polled (it is out of the slab for that time, so the
-    /// task itself may spawn others).
-    future: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    waker: Arc<TaskWaker>,
-    id: u64,
-    spawned_at: &'static Location<'static>,
-}
-// ANCHOR_END: task
-
-/// Which task is running, for warnings and panic messages.
-#[derive(Debug, Clone, Copy)]
-pub struct TaskInfo {
-    /// The task's number, in spawn order from 1; `None` for the future given to `block_on`.
-    pub id: Option<u64>,
-    /// Where `spawn` (or `block_on`) was called.
-    pub spawned_at: &'static Location<'static>,
-}
-
-impl fmt::Display for TaskInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.id {
-            Some(id) => write!(f, "task {id}, spawned at {},", self.spawned_at),
-            None => write!(f, "the block_on future at {}", self.spawned_at),
+impl Shared {
+    /// Traces a wake that queues the task `key` (the task is named when the wake comes
+    /// from the loop's own thread, where its number is known).
+    pub(crate) fn trace_wake(&self, key: Key) {
+        let id = try_with_current(|inner| {
+            let here = std::ptr::eq(Arc::as_ptr(&inner.shared), self);
+            here.then(|| inner.task_id(key)).flatten()
+        });
+        match (key == Key::NONE, id.flatten()) {
+            (true, _) => self.trace.say(Step::Wake, format_args!("{}", Name(None))),
+            (false, Some(id)) => self
+                .trace
+                .say(Step::Wake, format_args!("{}", Name(Some(id)))),
+            (false, None) => self
+                .trace
+                .say(Step::Wake, format_args!("a task, from another thread")),
         }
     }
 }
-
-/// A poll that took longer than the loop's threshold: every other task waited that long.
-#[derive(Debug, Clone, Copy)]
-pub struct SlowPoll {
-    /// The task whose poll it was.
-    pub task: TaskInfo,
-    /// How long the poll took.
-    pub took: Duration,
-    /// The threshold it crossed.
-    pub threshold: Duration,
-}
-
-impl fmt::Display for SlowPoll {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "warning: {} blocked the event loop for {} ms in one poll (threshold {} ms); \
-             is there a blocking call (std::thread::sleep, std::net, heavy computation) \
-             in async code?",
-            self.task,
-            self.took.as_millis(),
-            self.threshold.as_millis()
-        )
-    }
-}
-
-type SlowPollHook = Box<dyn Fn(&SlowPoll)>;
 
 /// The loop's state, reachable from futures on its thread through `CURRENT`.
 pub(crate) struct Inner {
@@ -159,8 +98,8 @@ pub(crate) struct Inner {
     /// The loop's clock: when the last poll or the last reactor turn ended. Reading the
     /// real clock costs ~25 ns; a million timers make that count.
     clock: Cell<Instant>,
-    slow_poll_threshold: Duration,
-    on_slow_poll: Option<SlowPollHook>,
+    slow_polls: SlowPolls,
+    trace: Trace,
 }
 
 static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(0);
@@ -214,7 +153,7 @@ pub struct EventLoop {
 impl fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventLoop")
-            .field("slow_poll_threshold", &self.inner.slow_poll_threshold)
+            .field("slow_poll_threshold", &self.inner.slow_polls.threshold)
             .finish_non_exhaustive()
     }
 }
@@ -230,14 +169,15 @@ impl EventLoop {
                 shared: Arc::new(Shared {
                     ready: Mutex::new(ReadyQueue::default()),
                     waker,
+                    trace: Trace::default(),
                 }),
                 tasks: RefCell::new(Slab::new()),
                 reactor: RefCell::new(reactor),
                 next_id: Cell::new(1),
                 running: Cell::new(None),
                 clock: Cell::new(Instant::now()),
-                slow_poll_threshold: DEFAULT_SLOW_POLL_THRESHOLD,
-                on_slow_poll: None,
+                slow_polls: SlowPolls::new(),
+                trace: Trace::default(),
             },
         })
     }
@@ -245,13 +185,30 @@ impl EventLoop {
     /// Warn about polls longer than `threshold` (default 100 ms, like asyncio's
     /// `slow_callback_duration` in debug mode). `Duration::MAX` turns the warning off.
     pub fn slow_poll_threshold(mut self, threshold: Duration) -> EventLoop {
-        self.inner.slow_poll_threshold = threshold;
+        self.inner.slow_polls.threshold = threshold;
         self
     }
 
     /// Call `hook` for each slow poll instead of printing the warning on stderr.
     pub fn on_slow_poll(mut self, hook: impl Fn(&SlowPoll) + 'static) -> EventLoop {
-        self.inner.on_slow_poll = Some(Box::new(hook));
+        self.inner.slow_polls.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Print each step of the executor and the reactor on stdout (`--trace`; the
+    /// [`trace`](crate::trace) module describes the lines).
+    pub fn trace(mut self, on: bool) -> EventLoop {
+        let trace = if on {
+            Trace::starting_now()
+        } else {
+            Trace::default()
+        };
+        self.inner.trace = trace;
+        self.inner.reactor.get_mut().trace = trace;
+        // No waker exists before `block_on`: the loop is the only owner.
+        if let Some(shared) = Arc::get_mut(&mut self.inner.shared) {
+            shared.trace = trace;
+        }
         self
     }
 
@@ -276,33 +233,37 @@ impl EventLoop {
         let inner = &inner.0;
         inner.clock.set(Instant::now());
         let mut future = pin!(future);
+        // The main future is a task like the others, under the key no task has: it
+        // waits its turn in the ready queue, so tasks woken before it (timers that
+        // expired earlier) run before it, even if it is about to return.
         let main_waker = Arc::new(TaskWaker {
             key: Key::NONE,
-            scheduled: AtomicBool::new(true), // polled first without being woken
+            scheduled: AtomicBool::new(true), // queued just below
             shared: Arc::clone(&inner.shared),
         });
+        inner.shared.push(Key::NONE);
         let mut batch = Vec::new();
         let mut woken = Vec::new();
         loop {
-            if main_waker.scheduled.swap(false, Ordering::AcqRel) {
+            // Run every task that is ready now, in the order they were woken; tasks they
+            // wake run in the next round, after the reactor had its turn, so I/O and
+            // timers are never starved.
+            inner.take_ready(&mut batch);
+            for key in batch.drain(..) {
+                if key != Key::NONE {
+                    inner.poll_task(key);
+                    continue;
+                }
+                main_waker.scheduled.store(false, Ordering::Release);
                 let waker = Waker::from(Arc::clone(&main_waker));
-                let poll = inner.timed(main, || {
+                let poll = inner.poll_timed(main, || {
                     future.as_mut().poll(&mut Context::from_waker(&waker))
                 });
                 if let Poll::Ready(output) = poll {
                     return output;
                 }
             }
-            // Run every task that is ready now; tasks they wake run in the next round,
-            // after the reactor had its turn, so I/O and timers are never starved.
-            inner.take_ready(&mut batch);
-            for key in batch.drain(..) {
-                if key == Key::NONE {
-                    continue; // the main future: its flag is already set
-                }
-                inner.poll_task(key);
-            }
-            inner.turn_reactor(&main_waker, &mut woken);
+            inner.turn_reactor(&mut woken);
         }
     }
     // ANCHOR_END: block_on
@@ -353,16 +314,38 @@ impl Enter {
 
 impl Drop for Enter {
     fn drop(&mut self) {
+        // Whatever unwinds from here, the thread must not stay marked as running a loop:
+        // every later `block_on` on it would be refused.
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                CURRENT.with_borrow_mut(|current| *current = None);
+            }
+        }
+        let _leave = Leave;
         // Cancel leftover tasks while the loop is still current: their destructors may
-        // deregister sockets or cancel timers. Dropping one may spawn another, hence the loop.
+        // deregister sockets or cancel timers. Dropping one may spawn another, hence the
+        // loop. A destructor that panics does not stop the others from running; its
+        // panic is raised again once all are dropped.
+        let mut first_panic = None;
         loop {
             let tasks = self.0.tasks.borrow_mut().drain();
             if tasks.is_empty() {
                 break;
             }
-            drop(tasks);
+            for task in tasks {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(task))) {
+                    first_panic.get_or_insert(payload);
+                }
+            }
         }
-        CURRENT.with_borrow_mut(|current| *current = None);
+        drop(_leave);
+        // Already unwinding (the main future panicked): a second panic would abort.
+        if let Some(payload) = first_panic
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(payload);
+        }
     }
 }
 
@@ -396,7 +379,7 @@ impl Inner {
         // so it is polled again and no wake-up is lost.
         waker.scheduled.swap(false, Ordering::AcqRel);
         let task_waker = Waker::from(Arc::clone(&waker));
-        let poll = self.timed(info, || {
+        let poll = self.poll_timed(info, || {
             future.as_mut().poll(&mut Context::from_waker(&task_waker))
         });
         match poll {
@@ -423,33 +406,46 @@ impl Inner {
     }
 
     /// Polls through `poll`, timing it against the slow-poll threshold.
-    fn timed<T>(&self, info: TaskInfo, poll: impl FnOnce() -> T) -> T {
+    fn poll_timed<T>(&self, info: TaskInfo, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
+        let name = Name(info.id);
+        self.trace.say(Step::Poll, format_args!("{name}"));
         let previous = self.running.replace(Some(info));
         // One clock read per poll: the end of this poll is the start of the next.
         let started = self.clock.get();
         let result = poll();
         let ended = Instant::now();
         self.clock.set(ended);
-        let took = ended.saturating_duration_since(started);
         self.running.set(previous);
-        if took >= self.slow_poll_threshold {
-            let slow = SlowPoll {
-                task: info,
-                took,
-                threshold: self.slow_poll_threshold,
-            };
-            match &self.on_slow_poll {
-                Some(hook) => hook(&slow),
-                None => eprintln!("{slow}"),
-            }
-        }
+        let step = if result.is_ready() {
+            Step::Ready
+        } else {
+            Step::Pending
+        };
+        self.trace.say(step, format_args!("{name}"));
+        self.slow_polls
+            .check(info, ended.saturating_duration_since(started));
         result
+    }
+
+    /// The number of the task under `key`, if it is still there.
+    fn task_id(&self, key: Key) -> Option<u64> {
+        Some(self.tasks.try_borrow().ok()?.get(key)?.id)
+    }
+
+    /// Traces that the running task left its waker with the reactor.
+    pub(crate) fn trace_waker(&self, on: Waiting) {
+        if self.trace.is_on() {
+            let task = Name(self.running.get().and_then(|info| info.id));
+            let what = on.describe(self.trace);
+            self.trace
+                .say(Step::Waker, format_args!("{task} on {what}"));
+        }
     }
 
     // ANCHOR: turn_reactor
     /// Fires expired timers and collects I/O events. Blocks only if no task is ready,
     /// and then only until the earliest deadline.
-    fn turn_reactor(&self, main: &TaskWaker, woken: &mut Vec<Waker>) {
+    fn turn_reactor(&self, woken: &mut Vec<Waker>) {
         let now = Instant::now();
         self.fire_timers(now);
         let mut reactor = self.reactor.borrow_mut();
@@ -459,7 +455,7 @@ impl Inner {
                 .ready
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let idle = ready.tasks.is_empty() && !main.scheduled.load(Ordering::Acquire);
+            let idle = ready.tasks.is_empty();
             // From here on a wake from another thread must interrupt the wait.
             ready.sleeping = idle;
             idle
@@ -474,6 +470,9 @@ impl Inner {
         };
         // With work waiting and no socket registered there is nothing to ask the OS.
         if timeout != Some(Duration::ZERO) || reactor.sources() > 0 {
+            if self.trace.is_on() {
+                trace_wait(self.trace, &reactor, timeout);
+            }
             reactor.wait(timeout, woken);
         }
         drop(reactor);
@@ -496,11 +495,13 @@ impl Inner {
     fn fire_timers(&self, now: Instant) {
         loop {
             // One timer at a time: the waker runs with the reactor not borrowed.
-            let waker = self.reactor.borrow_mut().timers.pop_expired(now);
-            match waker {
-                Some(waker) => waker.wake(),
-                None => break,
-            }
+            let expired = self.reactor.borrow_mut().timers.pop_expired(now);
+            let Some((key, waker)) = expired else {
+                break;
+            };
+            self.trace
+                .say(Step::Event, format_args!("timer {key} due: wakes 1 waiter"));
+            waker.wake();
         }
     }
 
@@ -509,13 +510,12 @@ impl Inner {
         future: impl Future<Output = T> + 'static,
         spawned_at: &'static Location<'static>,
     ) -> JoinHandle<T> {
-        let state = Rc::new(Cell::new(JoinState::Running(None)));
-        let task = TaskFuture {
-            future,
-            completion: Completion(Rc::clone(&state)),
-        };
+        let (handle, completion) = join_pair();
+        let task = TaskFuture { future, completion };
         let id = self.next_id.get();
         self.next_id.set(id + 1);
+        self.trace
+            .say(Step::Spawn, format_args!("{}", Name(Some(id))));
         let mut tasks = self.tasks.borrow_mut();
         let key = tasks.next_key();
         let waker = Arc::new(TaskWaker {
@@ -532,7 +532,31 @@ impl Inner {
         debug_assert_eq!(inserted, key);
         drop(tasks);
         self.shared.push(key);
-        JoinHandle { state }
+        handle
+    }
+}
+
+/// Traces the reactor's turn: how long it may block, on how many sockets and timers.
+fn trace_wait(trace: Trace, reactor: &Reactor, timeout: Option<Duration>) {
+    let (sockets, timers) = (reactor.sources(), reactor.timers.len());
+    match timeout {
+        Some(Duration::ZERO) => trace.say(
+            Step::Reactor,
+            format_args!(
+                "checks without waiting: tasks are ready ({sockets} socket(s), {timers} timer(s))"
+            ),
+        ),
+        Some(timeout) => trace.say(
+            Step::Reactor,
+            format_args!(
+                "waits {} ms at most ({sockets} socket(s), {timers} timer(s))",
+                timeout.as_millis()
+            ),
+        ),
+        None => trace.say(
+            Step::Reactor,
+            format_args!("waits for an event ({sockets} socket(s), {timers} timer(s))"),
+        ),
     }
 }
 
@@ -597,177 +621,4 @@ pub async fn yield_now() {
         }
     })
     .await;
-}
-
-// ANCHOR: task_future
-pin_project! {
-    /// What a spawned task runs: the user's future, then the hand-over of its output.
-    struct TaskFuture<F: Future> {
-        #[pin]
-        future: F,
-        completion: Completion<F::Output>,
-    }
-}
-
-impl<F: Future> Future for TaskFuture<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        // A panic ends this task only: it is caught here, at the task's edge, and handed
-        // to the JoinHandle; the loop and the other tasks go on.
-        match catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => {
-                this.completion.complete(Ok(output));
-                Poll::Ready(())
-            }
-            Err(payload) => {
-                this.completion.complete(Err(JoinError::panicked(payload)));
-                Poll::Ready(())
-            }
-        }
-    }
-}
-// ANCHOR_END: task_future
-
-// ANCHOR: join_handle
-/// The result of a spawned task, as a future: the article's `Task` is awaitable the same
-/// way. Output: `Ok(value)`, or a [`JoinError`] if the task panicked or was cancelled.
-#[must_use = "a JoinHandle does nothing unless awaited; dropping it detaches the task"]
-pub struct JoinHandle<T> {
-    state: Rc<Cell<JoinState<T>>>,
-}
-
-/// Where a task's result is: shared by the task and its `JoinHandle`, one thread only.
-enum JoinState<T> {
-    /// The task runs; the waker of whoever awaits the handle, once someone does.
-    Running(Option<Waker>),
-    /// The task is done; the result waits for the handle.
-    Finished(Result<T, JoinError>),
-    /// The handle has returned the result.
-    Taken,
-}
-
-impl<T> Future for JoinHandle<T> {
-    type Output = Result<T, JoinError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.state.replace(JoinState::Taken) {
-            JoinState::Finished(outcome) => Poll::Ready(outcome),
-            // Replace rather than keep the first waker: the joiner may have moved to
-            // another task (a JoinHandle inside a `select`, say).
-            JoinState::Running(_) => {
-                self.state.set(JoinState::Running(Some(cx.waker().clone())));
-                Poll::Pending
-            }
-            JoinState::Taken => panic!("JoinHandle polled after it returned its result"),
-        }
-    }
-}
-// ANCHOR_END: join_handle
-
-impl<T> JoinHandle<T> {
-    /// Whether the task has finished (its result may be waiting in the handle).
-    pub fn is_finished(&self) -> bool {
-        let state = self.state.replace(JoinState::Taken);
-        let finished = !matches!(state, JoinState::Running(_));
-        self.state.set(state);
-        finished
-    }
-}
-
-impl<T> fmt::Debug for JoinHandle<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle")
-            .field("finished", &self.is_finished())
-            .finish()
-    }
-}
-
-/// Hands the task's outcome to its `JoinHandle`; if the task is dropped before it
-/// finished (its loop stopped), the handle gets [`JoinError::Cancelled`].
-struct Completion<T>(Rc<Cell<JoinState<T>>>);
-
-impl<T> Completion<T> {
-    fn complete(&self, outcome: Result<T, JoinError>) {
-        if let JoinState::Running(Some(joiner)) = self.0.replace(JoinState::Finished(outcome)) {
-            joiner.wake();
-        }
-    }
-}
-
-impl<T> Drop for Completion<T> {
-    fn drop(&mut self) {
-        match self.0.replace(JoinState::Taken) {
-            JoinState::Running(joiner) => {
-                self.0.set(JoinState::Finished(Err(JoinError::Cancelled)));
-                if let Some(joiner) = joiner {
-                    joiner.wake();
-                }
-            }
-            done => self.0.set(done),
-        }
-    }
-}
-
-/// Why a task has no result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum JoinError {
-    /// The task panicked; the panic message (or `Box<dyn Any>` for other payloads). A
-    /// `Box<str>`, not a `String`, keeps every task's join state 8 bytes smaller.
-    Panicked(Box<str>),
-    /// The task was dropped before it finished, because its event loop stopped.
-    Cancelled,
-    /// [`spawn_blocking`] could not start a thread; what the OS said.
-    NoThread(Box<str>),
-}
-
-impl JoinError {
-    fn panicked(payload: Box<dyn Any + Send>) -> JoinError {
-        let message: Box<str> = if let Some(text) = payload.downcast_ref::<&str>() {
-            (*text).into()
-        } else if let Some(text) = payload.downcast_ref::<String>() {
-            text.as_str().into()
-        } else {
-            "Box<dyn Any>".into()
-        };
-        JoinError::Panicked(message)
-    }
-}
-
-impl fmt::Display for JoinError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::Panicked(message) => write!(f, "task panicked: {message}"),
-            JoinError::Cancelled => {
-                f.write_str("task cancelled: its event loop stopped before it finished")
-            }
-            JoinError::NoThread(error) => {
-                write!(f, "spawn_blocking could not start a thread: {error}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for JoinError {}
-
-impl From<JoinError> for shared::Error {
-    fn from(error: JoinError) -> shared::Error {
-        shared::Error::Other(error.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The book's per-task table counts on these; a change should be a decision.
-    #[test]
-    fn the_parts_of_a_task_stay_small() {
-        assert!(std::mem::size_of::<Task>() <= 40);
-        assert!(std::mem::size_of::<TaskWaker>() <= 24);
-        assert!(std::mem::size_of::<JoinState<()>>() <= 24);
-    }
 }

@@ -1,7 +1,10 @@
 //! Stage 4 on the command line: the article's requests as async tasks on one thread.
 //!
+//! Over stage 3, nothing here changes but the `run` it calls: the stage is in the library.
+//!
 //! ```text
 //! cargo run -p stage4-async-await                                  # ten requests, ~5 s
+//! cargo run -p stage4-async-await -- --requests 2 --delay-ms 200 --trace
 //! cargo run --release -p stage4-async-await -- --requests 9000 --delay-ms 100
 //! ```
 
@@ -15,9 +18,17 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: shared::cli::Args,
+
+    /// Print each step: task spawned, polled, its waker left with the reactor, Pending,
+    /// the reactor's wait, the event that wakes it, the task polled again
+    #[arg(long)]
+    trace: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    shared::cli::exit(shared::cli::run(&args.common, stage4_async_await::run))
+    let options = stage4_async_await::Options { trace: args.trace };
+    shared::cli::exit(shared::cli::run(&args.common, |config| {
+        stage4_async_await::run_with(config, &options)
+    }))
 }

@@ -18,6 +18,7 @@ use shared::protocol::{DecodeError, LineDecoder};
 use crate::executor::{try_with_current, with_current};
 use crate::reactor::Direction;
 use crate::slab::Key;
+use crate::trace::Waiting;
 
 /// A mio socket registered with the current event loop.
 #[derive(Debug)]
@@ -43,11 +44,13 @@ impl<S: mio::event::Source> Io<S> {
 
     // ANCHOR: poll_io
     /// Runs `op` until it does not say `WouldBlock`; if it does, the task's waker waits
-    /// with the reactor for `direction`.
+    /// with the reactor for `direction` (in the entry `waiter` of a future, or as a
+    /// `poll_*` caller's when `waiter` is `None`).
     fn poll_io<T>(
         &self,
         cx: &mut Context<'_>,
         direction: Direction,
+        mut waiter: Option<&mut Option<u64>>,
         mut op: impl FnMut(&S) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         loop {
@@ -58,7 +61,9 @@ impl<S: mio::event::Source> Io<S> {
                         let here = event_loop.id == self.loop_id;
                         if here {
                             let mut reactor = event_loop.reactor.borrow_mut();
-                            reactor.set_waker(self.key, direction, cx.waker());
+                            let waiter = waiter.as_deref_mut();
+                            reactor.set_waker(self.key, direction, waiter, cx.waker());
+                            event_loop.trace_waker(Waiting::Socket(self.key, direction));
                         }
                         here
                     });
@@ -76,6 +81,50 @@ impl<S: mio::event::Source> Io<S> {
     // ANCHOR_END: poll_io
 }
 
+// ANCHOR: waiter
+/// One future's wait on one direction of a socket. Many may wait on the same socket at
+/// once; dropping one (a `timeout` that gave up, a `select` that chose another branch)
+/// takes its waker off the socket's list, so the list only holds tasks that still wait.
+struct Waiter<'a, S: mio::event::Source> {
+    io: &'a Io<S>,
+    direction: Direction,
+    /// Its entry in the reactor's list, once it has waited.
+    entry: Option<u64>,
+}
+
+impl<'a, S: mio::event::Source> Waiter<'a, S> {
+    fn new(io: &'a Io<S>, direction: Direction) -> Self {
+        Waiter {
+            io,
+            direction,
+            entry: None,
+        }
+    }
+
+    fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnMut(&S) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        self.io
+            .poll_io(cx, self.direction, Some(&mut self.entry), op)
+    }
+}
+
+impl<S: mio::event::Source> Drop for Waiter<'_, S> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry {
+            try_with_current(|event_loop| {
+                if event_loop.id == self.io.loop_id {
+                    let mut reactor = event_loop.reactor.borrow_mut();
+                    reactor.cancel_wait(self.io.key, self.direction, entry);
+                }
+            });
+        }
+    }
+}
+// ANCHOR_END: waiter
+
 impl<S: mio::event::Source> Drop for Io<S> {
     fn drop(&mut self) {
         try_with_current(|event_loop| {
@@ -87,6 +136,24 @@ impl<S: mio::event::Source> Drop for Io<S> {
     }
 }
 
+// ANCHOR: connected
+/// Writable means the handshake ended, one way or the other (see mio's
+/// `TcpStream::connect` docs): an error in `SO_ERROR`, or a peer address.
+fn connected(socket: &mio::net::TcpStream) -> io::Result<()> {
+    if let Some(error) = socket.take_error()? {
+        return Err(error);
+    }
+    match socket.peer_addr() {
+        Ok(_) => Ok(()),
+        // Still connecting: a spurious wake-up, wait for the next event.
+        Err(error) if error.kind() == io::ErrorKind::NotConnected => {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Err(error) => Err(error),
+    }
+}
+// ANCHOR_END: connected
+
 /// A TCP connection, the article's `reader, writer` pair in one value.
 #[derive(Debug)]
 pub struct TcpStream {
@@ -97,29 +164,26 @@ impl TcpStream {
     // ANCHOR: connect
     /// Connects to `addr` (the article's `asyncio.open_connection`).
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-        // A non-blocking connect returns at once with the handshake under way.
-        let stream = TcpStream {
-            io: Io::register(mio::net::TcpStream::connect(addr)?, "TcpStream::connect")?,
-        };
-        // Writable means the handshake ended, one way or the other (see mio's
-        // `TcpStream::connect` docs): an error in SO_ERROR, or a peer address.
-        poll_fn(|cx| {
-            stream.io.poll_io(cx, Direction::Write, |socket| {
-                if let Some(error) = socket.take_error()? {
-                    return Err(error);
-                }
-                match socket.peer_addr() {
-                    Ok(_) => Ok(()),
-                    // Still connecting: a spurious wake-up, wait for the next event.
-                    Err(error) if error.kind() == io::ErrorKind::NotConnected => {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    Err(error) => Err(error),
-                }
-            })
-        })
-        .await?;
+        let stream = TcpStream::start_connect(addr)?;
+        let mut waiter = Waiter::new(&stream.io, Direction::Write);
+        poll_fn(|cx| waiter.poll(cx, connected)).await?;
+        drop(waiter);
         Ok(stream)
+    }
+
+    /// Starts connecting to `addr` and returns at once, with the handshake under way:
+    /// [`TcpStream::poll_connect`] says when it is over. (What `connect` does, for a
+    /// future written by hand.)
+    pub fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        Ok(TcpStream {
+            io: Io::register(mio::net::TcpStream::connect(addr)?, "TcpStream::connect")?,
+        })
+    }
+
+    /// `Ready(Ok(()))` once the handshake that [`TcpStream::start_connect`] began has
+    /// succeeded, `Ready(Err(..))` if it failed.
+    pub fn poll_connect(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_io(cx, Direction::Write, None, connected)
     }
     // ANCHOR_END: connect
 
@@ -131,30 +195,34 @@ impl TcpStream {
         })
     }
 
-    /// Reads some bytes into `buf`; `Ok(0)` is end of stream.
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_read(cx, buf)).await
+    /// Reads some bytes into `buf`; `Ok(0)` is end of stream. Takes `&self`: several
+    /// tasks may read one stream (each read gets whatever bytes are there).
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut waiter = Waiter::new(&self.io, Direction::Read);
+        poll_fn(|cx| waiter.poll(cx, |mut socket| socket.read(buf))).await
     }
 
-    /// The poll function behind [`TcpStream::read`].
+    /// [`TcpStream::read`] as a poll function (for `futures::io::AsyncRead`). Every task
+    /// that gets `Pending` here is woken at the next event, then it must poll again.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         self.io
-            .poll_io(cx, Direction::Read, |mut socket| socket.read(buf))
+            .poll_io(cx, Direction::Read, None, |mut socket| socket.read(buf))
     }
 
     /// Writes some bytes of `buf`, returning how many.
-    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_write(cx, buf)).await
+    pub async fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut waiter = Waiter::new(&self.io, Direction::Write);
+        poll_fn(|cx| waiter.poll(cx, |mut socket| socket.write(buf))).await
     }
 
-    /// The poll function behind [`TcpStream::write`].
+    /// [`TcpStream::write`] as a poll function (for `futures::io::AsyncWrite`).
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.io
-            .poll_io(cx, Direction::Write, |mut socket| socket.write(buf))
+            .poll_io(cx, Direction::Write, None, |mut socket| socket.write(buf))
     }
 
     /// Writes all of `buf`, however many partial writes it takes.
-    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             match self.write(buf).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
@@ -167,10 +235,7 @@ impl TcpStream {
     // ANCHOR: read_line
     /// Reads the next protocol line through `decoder`: `Ok(None)` at a clean end of
     /// stream, `Err` on a decode error or a connection closed mid-line.
-    pub async fn read_line(
-        &mut self,
-        decoder: &mut LineDecoder,
-    ) -> Result<Option<String>, LineError> {
+    pub async fn read_line(&self, decoder: &mut LineDecoder) -> Result<Option<String>, LineError> {
         let mut buf = [0u8; 1024];
         loop {
             if let Some(line) = decoder.next_line()? {
@@ -279,18 +344,95 @@ impl TcpListener {
         self.io.source.local_addr()
     }
 
-    /// Waits for the next connection.
+    /// Waits for the next connection. Several tasks may accept on one listener at once:
+    /// each new connection wakes them all, and each tries to take one.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) = poll_fn(|cx| {
-            self.io
-                .poll_io(cx, Direction::Read, |listener| listener.accept())
-        })
-        .await?;
+        let mut waiter = Waiter::new(&self.io, Direction::Read);
+        let (stream, peer) = poll_fn(|cx| waiter.poll(cx, |listener| listener.accept())).await?;
         Ok((
             TcpStream {
                 io: Io::register(stream, "TcpListener::accept")?,
             },
             peer,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::rc::Rc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{block_on, join_all, spawn, timeout, yield_now};
+
+    fn waiting<S: mio::event::Source>(io: &Io<S>, direction: Direction) -> (usize, usize) {
+        with_current("test", |event_loop| {
+            event_loop.reactor.borrow_mut().waiting(io.key, direction)
+        })
+    }
+
+    #[test]
+    fn dropped_futures_take_their_wakers_off_the_socket() {
+        block_on(async {
+            let listener = Rc::new(TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+            // A hundred tasks give up accepting: nothing of them may stay on the listener.
+            let quitters = (0..100).map(|_| {
+                let listener = Rc::clone(&listener);
+                spawn(async move {
+                    let accept = timeout(Duration::from_millis(5), listener.accept()).await;
+                    assert!(accept.is_err());
+                })
+            });
+            let waiting_at_once = {
+                let quitters: Vec<_> = quitters.collect();
+                yield_now().await;
+                let at_once = waiting(&listener.io, Direction::Read);
+                for result in join_all(quitters).await {
+                    result.unwrap();
+                }
+                at_once
+            };
+            assert_eq!(waiting_at_once, (100, 0));
+            assert_eq!(waiting(&listener.io, Direction::Read), (0, 0));
+        });
+    }
+
+    #[test]
+    fn a_task_polling_again_and_again_waits_once() {
+        block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let mut polls = 0;
+            let mut buf = [0u8; 8];
+            // The same task, a thousand spurious polls: one entry each way, not a thousand.
+            poll_fn(|cx| {
+                for _ in 0..1000 {
+                    assert!(client.poll_read(cx, &mut buf).is_pending());
+                }
+                polls += 1;
+                if polls == 1 {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            assert_eq!(waiting(&client.io, Direction::Read), (0, 1));
+            let mut read = std::pin::pin!(client.read(&mut buf));
+            poll_fn(|cx| {
+                for _ in 0..1000 {
+                    assert!(read.as_mut().poll(cx).is_pending());
+                }
+                Poll::Ready(())
+            })
+            .await;
+            assert_eq!(waiting(&client.io, Direction::Read), (1, 1));
+        });
     }
 }

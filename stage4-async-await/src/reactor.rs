@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::slab::{Key, Slab};
+use crate::trace::{Step, Trace};
 
 /// The token of the `mio::Waker` through which other threads wake the loop.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -28,13 +29,73 @@ pub(crate) enum Direction {
     Write,
 }
 
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Read => "readable",
+            Direction::Write => "writable",
+        })
+    }
+}
+
 // ANCHOR: source
-/// The wakers waiting on one socket: at most one reader and one writer (our `TcpStream`
-/// takes `&mut self` to read or write, so there is never a second one).
+/// The tasks waiting on one socket, per direction. Several may wait at once (two tasks
+/// accepting on one listener, or reading one stream through `&TcpStream`): readiness
+/// wakes all of them, and each tries its system call again.
 #[derive(Debug, Default)]
 struct Source {
-    reader: Option<Waker>,
-    writer: Option<Waker>,
+    readers: Waiters,
+    writers: Waiters,
+}
+
+/// The wakers waiting for one direction of one socket.
+///
+/// NB: tokio and smol keep one waker for their `poll_*` functions ("only the most recent
+/// waker is woken"); we keep one per task there too, so that no caller is forgotten.
+#[derive(Debug, Default)]
+struct Waiters {
+    /// Left by futures (`read`, `write`, `accept`, `connect`): each entry carries the
+    /// future's number, and a dropped future takes its entry out.
+    futures: Vec<(u64, Waker)>,
+    /// Left by the `poll_*` functions, which have no future whose drop could tell us
+    /// that nobody waits any more: one entry per waker, until the next event.
+    polls: Vec<Waker>,
+    /// Numbers the next future's entry.
+    next: u64,
+}
+
+impl Waiters {
+    fn wait(&mut self, waiter: Option<&mut Option<u64>>, waker: &Waker) {
+        let Some(waiter) = waiter else {
+            if !self.polls.iter().any(|old| old.will_wake(waker)) {
+                self.polls.push(waker.clone());
+            }
+            return;
+        };
+        // Still here from its last poll: only the waker may have changed.
+        if let Some(id) = *waiter
+            && let Some((_, old)) = self.futures.iter_mut().find(|(entry, _)| *entry == id)
+        {
+            if !old.will_wake(waker) {
+                *old = waker.clone();
+            }
+            return;
+        }
+        let id = self.next;
+        self.next += 1;
+        self.futures.push((id, waker.clone()));
+        *waiter = Some(id);
+    }
+
+    fn cancel(&mut self, id: u64) {
+        self.futures.retain(|(entry, _)| *entry != id);
+    }
+
+    /// Everyone waiting: an event wakes them all, and each tries again.
+    fn wake_all(&mut self, woken: &mut Vec<Waker>) {
+        woken.extend(self.futures.drain(..).map(|(_, waker)| waker));
+        woken.append(&mut self.polls);
+    }
 }
 // ANCHOR_END: source
 
@@ -45,6 +106,8 @@ pub(crate) struct Reactor {
     events: Events,
     sources: Slab<Source>,
     pub(crate) timers: Timers,
+    /// `--trace`: say which sockets woke how many tasks.
+    pub(crate) trace: Trace,
 }
 
 impl Reactor {
@@ -54,6 +117,7 @@ impl Reactor {
             events: Events::with_capacity(1024),
             sources: Slab::new(),
             timers: Timers::new(),
+            trace: Trace::default(),
         })
     }
 
@@ -91,18 +155,37 @@ impl Reactor {
         self.sources.remove(key);
     }
 
+    // ANCHOR: set_waker
     /// Leaves `waker` to be called when the socket `key` is ready in `direction`.
-    pub(crate) fn set_waker(&mut self, key: Key, direction: Direction, waker: &Waker) {
+    /// `waiter` is the waiting future's entry (`None` for a `poll_*` function): set on
+    /// the first call, reused on the next ones, handed to [`Reactor::cancel_wait`] when
+    /// the future is dropped.
+    pub(crate) fn set_waker(
+        &mut self,
+        key: Key,
+        direction: Direction,
+        waiter: Option<&mut Option<u64>>,
+        waker: &Waker,
+    ) {
         if let Some(source) = self.sources.get_mut(key) {
-            let slot = match direction {
-                Direction::Read => &mut source.reader,
-                Direction::Write => &mut source.writer,
-            };
-            match slot {
-                Some(old) if old.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
-            }
+            source.waiters(direction).wait(waiter, waker);
         }
+    }
+
+    /// Takes a dropped future's entry out: its task no longer waits here.
+    pub(crate) fn cancel_wait(&mut self, key: Key, direction: Direction, waiter: u64) {
+        if let Some(source) = self.sources.get_mut(key) {
+            source.waiters(direction).cancel(waiter);
+        }
+    }
+    // ANCHOR_END: set_waker
+
+    /// How many wakers wait on `key` in `direction` (futures', `poll_*` callers').
+    #[cfg(test)]
+    pub(crate) fn waiting(&mut self, key: Key, direction: Direction) -> (usize, usize) {
+        let source = self.sources.get_mut(key).expect("a registered socket");
+        let waiters = source.waiters(direction);
+        (waiters.futures.len(), waiters.polls.len())
     }
 
     // ANCHOR: wait
@@ -114,26 +197,46 @@ impl Reactor {
             Ok(()) => {}
             // A signal arrived: return, and let the executor look around and come back.
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
-            Err(error) => panic!("epoll_wait failed, the event loop cannot go on: {error}"),
+            Err(error) => panic!(
+                "waiting for events (epoll_wait or kevent) failed, the event loop cannot go \
+                 on: {error}"
+            ),
         }
         for event in &self.events {
             if event.token() == WAKER_TOKEN {
                 continue; // another thread woke us; its task is already in the ready queue
             }
             // A stale token (socket closed since) finds no source: nothing to wake.
-            let Some(source) = self.sources.get_mut(Key::from_usize(event.token().0)) else {
+            let key = Key::from_usize(event.token().0);
+            let Some(source) = self.sources.get_mut(key) else {
                 continue;
             };
             // Errors and hang-ups wake both sides: the next read or write reports them.
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                woken.extend(source.reader.take());
-            }
-            if event.is_writable() || event.is_write_closed() || event.is_error() {
-                woken.extend(source.writer.take());
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+            for (direction, ready) in [(Direction::Read, readable), (Direction::Write, writable)] {
+                if ready {
+                    let before = woken.len();
+                    source.waiters(direction).wake_all(woken);
+                    let waiters = woken.len() - before;
+                    self.trace.say(
+                        Step::Event,
+                        format_args!("socket {key} {direction}: wakes {waiters} waiter(s)"),
+                    );
+                }
             }
         }
     }
     // ANCHOR_END: wait
+}
+
+impl Source {
+    fn waiters(&mut self, direction: Direction) -> &mut Waiters {
+        match direction {
+            Direction::Read => &mut self.readers,
+            Direction::Write => &mut self.writers,
+        }
+    }
 }
 
 // ANCHOR: timers
@@ -245,8 +348,8 @@ impl Timers {
         None
     }
 
-    /// Removes and returns the waker of one timer whose deadline is `<= now`.
-    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Waker> {
+    /// Removes one timer whose deadline is `<= now`; returns its key and its waker.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(Key, Waker)> {
         let now = self.nanos(now);
         while let Some(((deadline, _, key), in_order)) = self.first() {
             if deadline > now {
@@ -254,10 +357,15 @@ impl Timers {
             }
             self.pop_first(in_order);
             if let Some(waker) = self.wakers.remove(key) {
-                return Some(waker);
+                return Some((key, waker));
             }
         }
         None
+    }
+
+    /// How many timers are pending.
+    pub(crate) fn len(&self) -> usize {
+        self.wakers.len()
     }
 }
 

@@ -32,6 +32,16 @@ impl Key {
     };
 }
 
+/// `3`, or `3/1` for the slot's second occupant: how `--trace` names sockets and timers.
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.generation {
+            0 => write!(f, "{}", self.index),
+            generation => write!(f, "{}/{generation}", self.index),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Slot<T> {
     generation: u32,
@@ -94,6 +104,14 @@ impl<T> Slab<T> {
             index,
             generation: 0,
         }
+    }
+
+    pub(crate) fn get(&self, key: Key) -> Option<&T> {
+        let slot = self.slots.get(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        slot.value.as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 
 use crate::executor::{try_with_current, with_current};
 use crate::slab::Key;
+use crate::trace::Waiting;
 
 /// Waits until `duration` has passed (the article's `asyncio.sleep`).
 pub fn sleep(duration: Duration) -> Sleep {
@@ -61,11 +62,13 @@ impl Future for Sleep {
                 }
                 return None;
             }
-            Some(match timer {
+            let key = match timer {
                 // Already set: only the waker may have changed.
-                Some((_, key)) if timers.update(key, cx.waker()) => (event_loop.id, key),
-                _ => (event_loop.id, timers.insert(deadline, cx.waker())),
-            })
+                Some((_, key)) if timers.update(key, cx.waker()) => key,
+                _ => timers.insert(deadline, cx.waker()),
+            };
+            event_loop.trace_waker(Waiting::Timer(key, deadline));
+            Some((event_loop.id, key))
         });
         self.timer = set;
         if set.is_none() {

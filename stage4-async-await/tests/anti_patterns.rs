@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use shared::server::SlowServer;
+use stage4_async_await::SlowPoll;
 use stage4_async_await::anti_patterns::{
-    Wait, blocking_call, busy_polling, nested_block_on, sequential_awaits,
+    Stall, Wait, blocking_call, busy_polling, nested_block_on, sequential_awaits,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -13,10 +14,24 @@ const MS: Duration = Duration::from_millis(1);
 fn a_blocking_call_stalls_the_heartbeat_and_is_named() {
     let stall = blocking_call(Wait::ThreadSleep, 150 * MS, 50 * MS).unwrap();
     assert!(stall.longest_gap >= 150 * MS, "{stall:?}");
-    assert_eq!(stall.warnings.len(), 1, "{stall:?}");
-    let warning = stall.warnings[0].to_string();
+    // At least one warning names the blocking task (a loaded machine may add others).
+    let warning = blocker_warning(&stall).to_string();
     assert!(warning.contains("task 2, spawned at"), "{warning}");
     assert!(warning.contains("src/anti_patterns.rs"), "{warning}");
+}
+
+/// The warning about task 2, the one that waits, for at least the 150 ms it blocked.
+fn blocker_warning(stall: &Stall) -> &SlowPoll {
+    let warning = stall.warnings.iter().find(|slow| slow.task.id == Some(2));
+    let warning = warning.unwrap_or_else(|| panic!("no warning names task 2: {stall:?}"));
+    assert!(warning.took >= 140 * MS, "{warning:?}");
+    warning
+}
+
+/// Whether a poll blocked the loop for as long as the wait: a task that waits the right
+/// way never does, however loaded the machine (a 50 ms preemption may still be warned).
+fn no_poll_blocked_for_the_wait(stall: &Stall) -> bool {
+    stall.warnings.iter().all(|slow| slow.took < 150 * MS)
 }
 
 #[test]
@@ -24,13 +39,13 @@ fn a_blocking_socket_stalls_the_heartbeat_too() {
     let server = SlowServer::start(150 * MS).unwrap();
     let stall = blocking_call(Wait::BlockingSocket(server.addr()), 150 * MS, 50 * MS).unwrap();
     assert!(stall.longest_gap >= 140 * MS, "{stall:?}");
-    assert_eq!(stall.warnings.len(), 1, "{stall:?}");
+    blocker_warning(&stall);
 }
 
 #[test]
 fn an_async_sleep_stalls_nothing() {
     let stall = blocking_call(Wait::AsyncSleep, 150 * MS, 50 * MS).unwrap();
-    assert!(stall.warnings.is_empty(), "{stall:?}");
+    assert!(no_poll_blocked_for_the_wait(&stall), "{stall:?}");
     // The heartbeat period is 20 ms; a stalled one would show 150 ms.
     assert!(stall.longest_gap < 100 * MS, "{stall:?}");
 }
@@ -38,7 +53,7 @@ fn an_async_sleep_stalls_nothing() {
 #[test]
 fn a_blocking_call_moved_to_spawn_blocking_stalls_nothing() {
     let stall = blocking_call(Wait::SpawnBlocking, 150 * MS, 50 * MS).unwrap();
-    assert!(stall.warnings.is_empty(), "{stall:?}");
+    assert!(no_poll_blocked_for_the_wait(&stall), "{stall:?}");
     assert!(stall.longest_gap < 100 * MS, "{stall:?}");
 }
 
@@ -65,8 +80,10 @@ fn sequential_awaits_add_up_and_join_all_does_not() {
 #[test]
 fn busy_polling_burns_cpu_and_the_event_loop_does_not() {
     let times = busy_polling(200 * MS);
-    // Generous: on a loaded machine the spinning thread gets less than a full core.
-    assert!(times.busy_polling >= 50 * MS, "{times:?}");
+    // Generous: on a loaded machine the spinning thread gets far less than a full core
+    // (a quarter of one at a load of 8 on 2 cores), but it spins whenever it runs.
+    assert!(times.busy_polling >= 10 * MS, "{times:?}");
     assert!(times.busy_polls > 1_000, "{times:?}");
     assert!(times.event_loop < 20 * MS, "{times:?}");
+    assert!(times.busy_polling > 5 * times.event_loop, "{times:?}");
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use stage4_async_await::anti_patterns::thread_cpu_time;
 use stage4_async_await::net::{TcpListener, TcpStream};
 use stage4_async_await::{
     DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, block_on, join_all, sleep, spawn,
@@ -227,11 +228,14 @@ fn a_blocking_poll_triggers_the_slow_poll_warning() {
             // Blocking the thread inside a task: a warning naming the task.
             spawn(async { thread::sleep(60 * MS) }).await.unwrap();
         });
+    // NB: not "exactly one warning": on a loaded machine any poll can be descheduled
+    // for 30 ms. What must hold: the blocking task is named, for at least its 60 ms.
     let warnings = warnings.borrow();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    let slow = warnings[0];
-    assert_eq!(slow.task.id, Some(2));
-    assert!(slow.took >= 60 * MS);
+    let slow = warnings
+        .iter()
+        .find(|slow| slow.task.id == Some(2))
+        .unwrap_or_else(|| panic!("no warning names task 2: {warnings:?}"));
+    assert!(slow.took >= 60 * MS, "{slow:?}");
     let text = slow.to_string();
     assert!(text.contains("task 2, spawned at "), "{text}");
     assert!(text.contains("tests/runtime.rs:"), "{text}");
@@ -247,17 +251,6 @@ fn an_idle_loop_with_a_pending_timer_burns_no_cpu() {
     assert!(wall >= 300 * MS);
     // A spinning loop would use about 300 ms.
     assert!(cpu < 50 * MS, "{cpu:?} of CPU for a {wall:?} sleep");
-}
-
-fn thread_cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a complete rusage into the pointer it is given.
-    let usage = unsafe {
-        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()), 0);
-        usage.assume_init()
-    };
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 #[test]
@@ -300,7 +293,7 @@ fn a_listener_and_a_stream_talk() {
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let server = spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
             let mut decoder = shared::LineDecoder::new();
             while let Some(line) = stream.read_line(&mut decoder).await.unwrap() {
                 stream
@@ -309,7 +302,7 @@ fn a_listener_and_a_stream_talk() {
                     .unwrap();
             }
         });
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
         // Two thousand lines in one write_all: the server reads them in pieces, lines
         // split across reads, and echoes each (25 KB: well within the socket buffers,
         // since this client writes everything before it reads).
@@ -534,4 +527,216 @@ fn wakes_racing_in_from_many_threads_are_never_lost() {
         }));
         assert!(outcome.is_ok(), "round {round}: a wake-up was lost");
     }
+}
+
+/// Runs `future` with a generous deadline: a task that is never woken fails the test
+/// instead of hanging it.
+fn within_10_s<F: Future>(future: F) -> F::Output {
+    block_on(timeout(Duration::from_secs(10), future)).expect("a waiter was never woken")
+}
+
+#[test]
+fn several_tasks_accepting_on_one_listener_serve_every_client() {
+    let served = within_10_s(async {
+        let listener = Rc::new(TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        let addr = listener.local_addr().unwrap();
+        let mut served = Vec::new();
+        // Rounds of four acceptors, each taking one connection: every acceptor must be
+        // woken, not only the last one that waited.
+        for round in 0..5u64 {
+            let acceptors: Vec<_> = (0..4)
+                .map(|_| {
+                    let listener = Rc::clone(&listener);
+                    spawn(async move {
+                        let (stream, _) = listener.accept().await.unwrap();
+                        let mut buf = [0u8; 64];
+                        let read = stream.read(&mut buf).await.unwrap();
+                        stream.write_all(&buf[..read]).await.unwrap();
+                    })
+                })
+                .collect();
+            yield_now().await; // every acceptor now waits on the listener
+            let clients: Vec<_> = (0..4)
+                .map(|i| {
+                    spawn(async move {
+                        let stream = TcpStream::connect(addr).await.unwrap();
+                        let message = format!("client {}", round * 4 + i);
+                        stream.write_all(message.as_bytes()).await.unwrap();
+                        let mut buf = [0u8; 64];
+                        let read = stream.read(&mut buf).await.unwrap();
+                        assert_eq!(&buf[..read], message.as_bytes());
+                        round * 4 + i
+                    })
+                })
+                .collect();
+            for result in join_all(acceptors).await {
+                result.unwrap();
+            }
+            for result in join_all(clients).await {
+                served.push(result.unwrap());
+            }
+        }
+        served
+    });
+    assert_eq!(served, (0..20).collect::<Vec<u64>>());
+}
+
+/// Two tasks wait to read one stream, through `read` futures or through `poll_read`;
+/// one byte arrives, then another: each byte must wake a reader still waiting.
+fn two_tasks_read_one_stream(through_poll_read: bool) -> Vec<u8> {
+    within_10_s(async move {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let stream = Rc::new(listener.accept().await.unwrap().0);
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (stream, got) = (Rc::clone(&stream), Rc::clone(&got));
+                spawn(async move {
+                    let mut buf = [0u8; 1];
+                    let read = if through_poll_read {
+                        poll_fn(|cx| stream.poll_read(cx, &mut buf)).await
+                    } else {
+                        stream.read(&mut buf).await
+                    };
+                    assert_eq!(read.unwrap(), 1);
+                    got.borrow_mut().push(buf[0]);
+                })
+            })
+            .collect();
+        yield_now().await; // both readers now wait on the stream
+        for (sent, byte) in [b'a', b'b'].into_iter().enumerate() {
+            client.write_all(&[byte]).await.unwrap();
+            while got.borrow().len() == sent {
+                sleep(MS).await;
+            }
+        }
+        for result in join_all(readers).await {
+            result.unwrap();
+        }
+        Rc::into_inner(got).unwrap().into_inner()
+    })
+}
+
+#[test]
+fn two_tasks_reading_one_stream_are_both_woken() {
+    assert_eq!(two_tasks_read_one_stream(false), b"ab");
+    assert_eq!(two_tasks_read_one_stream(true), b"ab");
+}
+
+#[test]
+fn a_dropped_read_leaves_the_other_readers_waiting() {
+    // One reader gives up (its future is dropped by a timeout); the other still waits,
+    // and must still be woken by the next byte.
+    let got = within_10_s(async {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let stream = Rc::new(listener.accept().await.unwrap().0);
+        let patient = spawn({
+            let stream = Rc::clone(&stream);
+            async move {
+                let mut buf = [0u8; 1];
+                stream.read(&mut buf).await.unwrap();
+                buf[0]
+            }
+        });
+        yield_now().await;
+        let mut buf = [0u8; 1];
+        assert!(timeout(10 * MS, stream.read(&mut buf)).await.is_err());
+        client.write_all(b"z").await.unwrap();
+        patient.await.unwrap()
+    });
+    assert_eq!(got, b'z');
+}
+
+/// Drops a task's future with a destructor that panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a destructor panicked");
+    }
+}
+
+#[test]
+fn a_panicking_destructor_leaves_the_thread_able_to_block_on_again() {
+    let other_dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&other_dropped);
+    let payload = catch_unwind(std::panic::AssertUnwindSafe(|| {
+        block_on(async move {
+            // Both still sleep when block_on returns, so both are cancelled.
+            drop(spawn(async {
+                let _bomb = PanicsOnDrop;
+                sleep(Duration::from_secs(3600)).await;
+            }));
+            drop(spawn(async move {
+                struct SetOnDrop(Rc<Cell<bool>>);
+                impl Drop for SetOnDrop {
+                    fn drop(&mut self) {
+                        self.0.set(true);
+                    }
+                }
+                let _set = SetOnDrop(flag);
+                sleep(Duration::from_secs(3600)).await;
+            }));
+            yield_now().await;
+        })
+    }))
+    .unwrap_err();
+    assert_eq!(panic_message(payload), "a destructor panicked");
+    assert!(other_dropped.get(), "the other task was not cancelled");
+    // The thread is not left "inside a running event loop".
+    assert_eq!(block_on(async { 7 }), 7);
+    assert_eq!(block_on(async { spawn(async { 8 }).await.unwrap() }), 8);
+}
+
+#[test]
+fn after_a_stall_tasks_whose_timers_expired_first_run_before_block_on_returns() {
+    // What had run when the main future returned (the rest is cancelled right after).
+    let ran = block_on(async {
+        let ran = Rc::new(RefCell::new(Vec::new()));
+        for i in 0..100u64 {
+            let ran = Rc::clone(&ran);
+            drop(spawn(async move {
+                sleep(Duration::from_millis(10 + i % 20)).await;
+                ran.borrow_mut().push(i);
+            }));
+        }
+        let main_sleep = sleep(100 * MS);
+        yield_now().await; // every task has set its timer: 10 to 29 ms
+        // The loop stalls past every deadline, the main future's included.
+        thread::sleep(150 * MS);
+        main_sleep.await;
+        ran.borrow().clone()
+    });
+    // Every timer expired before the main future's (its 100 ms is the latest deadline),
+    // so every task ran before block_on returned.
+    assert_eq!(ran.len(), 100, "{ran:?}");
+    // And in deadline order: 10 ms sleepers first, equal deadlines in the order set.
+    let mut expected: Vec<u64> = (0..100).collect();
+    expected.sort_by_key(|i| (i % 20, *i));
+    assert_eq!(ran, expected);
+}
+
+#[test]
+fn a_panicking_main_future_and_a_panicking_destructor_still_leave_the_thread_clean() {
+    // Unwinding from the main future drops the tasks; one destructor panics on the way.
+    // That second panic is caught (two at once would abort the process); the first goes on.
+    let payload = catch_unwind(|| {
+        block_on(async {
+            drop(spawn(async {
+                let _bomb = PanicsOnDrop;
+                sleep(Duration::from_secs(3600)).await;
+            }));
+            yield_now().await;
+            panic!("the main future panicked");
+        })
+    })
+    .unwrap_err();
+    assert_eq!(panic_message(payload), "the main future panicked");
+    assert_eq!(block_on(async { 9 }), 9);
 }
