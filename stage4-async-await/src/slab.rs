@@ -25,6 +25,24 @@ impl Key {
         }
     }
 
+    /// Packs the key into a `u64` (for a waker).
+    pub(crate) fn to_u64(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The inverse of [`Key::to_u64`].
+    pub(crate) fn from_u64(packed: u64) -> Key {
+        Key {
+            index: packed as u32,
+            generation: (packed >> 32) as u32,
+        }
+    }
+
+    /// The slot it names.
+    pub(crate) fn index(self) -> u32 {
+        self.index
+    }
+
     /// A key no slab ever hands out.
     pub(crate) const NONE: Key = Key {
         index: u32::MAX,
@@ -70,20 +88,6 @@ impl<T> Slab<T> {
         self.len
     }
 
-    /// The key the next [`Slab::insert`] will return.
-    pub(crate) fn next_key(&self) -> Key {
-        match self.free.last() {
-            Some(&index) => Key {
-                index,
-                generation: self.slots[index as usize].generation,
-            },
-            None => Key {
-                index: self.slots.len() as u32,
-                generation: 0,
-            },
-        }
-    }
-
     pub(crate) fn insert(&mut self, value: T) -> Key {
         self.len += 1;
         if let Some(index) = self.free.pop() {
@@ -106,14 +110,6 @@ impl<T> Slab<T> {
         }
     }
 
-    pub(crate) fn get(&self, key: Key) -> Option<&T> {
-        let slot = self.slots.get(key.index as usize)?;
-        if slot.generation != key.generation {
-            return None;
-        }
-        slot.value.as_ref()
-    }
-
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
         let slot = self.slots.get_mut(key.index as usize)?;
         if slot.generation == key.generation {
@@ -121,6 +117,20 @@ impl<T> Slab<T> {
         } else {
             None
         }
+    }
+
+    /// Like [`Slab::get_mut`], for a key whose generation kept only its low 16 bits
+    /// (a waker's); returns the full key too.
+    pub(crate) fn get_mut_by_short_key(&mut self, short: Key) -> Option<(Key, &mut T)> {
+        let slot = self.slots.get_mut(short.index as usize)?;
+        if slot.generation as u16 != short.generation as u16 {
+            return None;
+        }
+        let key = Key {
+            index: short.index,
+            generation: slot.generation,
+        };
+        Some((key, slot.value.as_mut()?))
     }
 
     pub(crate) fn contains(&self, key: Key) -> bool {
