@@ -60,16 +60,14 @@ impl std::fmt::Display for Key {
     }
 }
 
-#[derive(Debug)]
-struct Slot<T> {
-    generation: u32,
-    value: Option<T>,
-}
-
 /// Values addressed by [`Key`]; `insert` reuses freed slots first.
+///
+/// The generations sit in a `Vec` of their own, beside the values rather than in each
+/// slot: a `u32` next to a value of 8-byte alignment would cost 8 bytes, not 4.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    slots: Vec<Slot<T>>,
+    values: Vec<Option<T>>,
+    generations: Vec<u32>,
     free: Vec<u32>,
     len: usize,
 }
@@ -77,7 +75,8 @@ pub(crate) struct Slab<T> {
 impl<T> Slab<T> {
     pub(crate) fn new() -> Slab<T> {
         Slab {
-            slots: Vec::new(),
+            values: Vec::new(),
+            generations: Vec::new(),
             free: Vec::new(),
             len: 0,
         }
@@ -91,19 +90,16 @@ impl<T> Slab<T> {
     pub(crate) fn insert(&mut self, value: T) -> Key {
         self.len += 1;
         if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[index as usize];
-            slot.value = Some(value);
+            self.values[index as usize] = Some(value);
             return Key {
                 index,
-                generation: slot.generation,
+                generation: self.generations[index as usize],
             };
         }
-        let index = u32::try_from(self.slots.len()).expect("more than 4 billion slab entries");
+        let index = u32::try_from(self.values.len()).expect("more than 4 billion slab entries");
         assert!(index != u32::MAX, "more than 4 billion slab entries");
-        self.slots.push(Slot {
-            generation: 0,
-            value: Some(value),
-        });
+        self.values.push(Some(value));
+        self.generations.push(0);
         Key {
             index,
             generation: 0,
@@ -111,42 +107,39 @@ impl<T> Slab<T> {
     }
 
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        let slot = self.slots.get_mut(key.index as usize)?;
-        if slot.generation == key.generation {
-            slot.value.as_mut()
-        } else {
-            None
+        if *self.generations.get(key.index as usize)? != key.generation {
+            return None;
         }
+        self.values[key.index as usize].as_mut()
     }
 
     /// Like [`Slab::get_mut`], for a key whose generation kept only its low 16 bits
     /// (a waker's); returns the full key too.
     pub(crate) fn get_mut_by_short_key(&mut self, short: Key) -> Option<(Key, &mut T)> {
-        let slot = self.slots.get_mut(short.index as usize)?;
-        if slot.generation as u16 != short.generation as u16 {
+        let generation = *self.generations.get(short.index as usize)?;
+        if generation as u16 != short.generation as u16 {
             return None;
         }
         let key = Key {
             index: short.index,
-            generation: slot.generation,
+            generation,
         };
-        Some((key, slot.value.as_mut()?))
+        Some((key, self.values[short.index as usize].as_mut()?))
     }
 
     pub(crate) fn contains(&self, key: Key) -> bool {
-        self.slots
-            .get(key.index as usize)
-            .is_some_and(|slot| slot.generation == key.generation && slot.value.is_some())
+        self.generations.get(key.index as usize) == Some(&key.generation)
+            && self.values[key.index as usize].is_some()
     }
 
     pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
-        let slot = self.slots.get_mut(key.index as usize)?;
-        if slot.generation != key.generation {
+        if *self.generations.get(key.index as usize)? != key.generation {
             return None;
         }
-        let value = slot.value.take()?;
+        let value = self.values[key.index as usize].take()?;
         // A new generation: every key to the old value is now stale.
-        slot.generation = slot.generation.wrapping_add(1);
+        let generation = &mut self.generations[key.index as usize];
+        *generation = generation.wrapping_add(1);
         self.free.push(key.index);
         self.len -= 1;
         Some(value)
@@ -155,9 +148,10 @@ impl<T> Slab<T> {
     /// Removes every value, for shutdown.
     pub(crate) fn drain(&mut self) -> Vec<T> {
         let mut values = Vec::with_capacity(self.len);
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(value) = slot.value.take() {
-                slot.generation = slot.generation.wrapping_add(1);
+        for (index, slot) in self.values.iter_mut().enumerate() {
+            if let Some(value) = slot.take() {
+                let generation = &mut self.generations[index];
+                *generation = generation.wrapping_add(1);
                 self.free.push(index as u32);
                 values.push(value);
             }
