@@ -177,4 +177,30 @@ mod tests {
         assert_eq!(Key::from_usize(b.to_usize()), b);
         assert_eq!(slab.len(), 1);
     }
+
+    #[test]
+    fn a_short_key_finds_the_occupant_with_those_16_bits_of_generation() {
+        let mut slab = Slab::new();
+        let first = slab.insert(1);
+        slab.remove(first);
+        let second = slab.insert(2);
+        let short = |key: Key| Key::from_u64(key.to_u64() & ((1 << 48) - 1));
+        assert_eq!(slab.get_mut_by_short_key(short(first)), None);
+        assert_eq!(
+            slab.get_mut_by_short_key(short(second)),
+            Some((second, &mut 2))
+        );
+        // 65,536 occupants later the short key matches again: a spurious wake-up, which
+        // `Future`'s contract allows, and the full key it returns names the occupant.
+        let mut last = second;
+        for _ in 0..65_536 {
+            slab.remove(last);
+            last = slab.insert(3);
+        }
+        assert_eq!(
+            slab.get_mut_by_short_key(short(second)),
+            Some((last, &mut 3))
+        );
+        assert_eq!(slab.get_mut(second), None);
+    }
 }
