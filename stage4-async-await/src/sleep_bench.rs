@@ -108,6 +108,14 @@ mod tests {
             job: |_id: u64| crate::time::sleep(Duration::ZERO),
         }));
         assert!(std::mem::size_of_val(&worker) <= 56);
+        // Boxed with its hand-over and spawn location, it still allocates 80 bytes.
+        let (_handle, completion) = crate::join_handle::join_pair::<()>();
+        let task = crate::task::TaskFuture {
+            future: worker,
+            completion,
+            spawned_at: std::panic::Location::caller(),
+        };
+        assert!(std::mem::size_of_val(&task) <= 72);
         assert!(std::mem::size_of::<crate::time::Sleep>() <= 32);
     }
 }
