@@ -30,7 +30,7 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let workers = concurrency.clamp(1, total_tasks.max(1));
-    // NB: spawning a million tasks is one long poll of the block_on future (about 0.2 s
+    // NB: spawning a million tasks is one long poll of the block_on future (about 0.15 s
     // here), by design, as the article's `gather` of a million coroutines is. The
     // slow-poll warning would flag the benchmark's own set-up, so it is off here.
     let event_loop = EventLoop::new()
