@@ -16,6 +16,7 @@
 //! - Every poll is timed: a [slow poll](crate::slow_poll) means something blocked the loop.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
@@ -77,10 +78,9 @@ fn wake(data: *const ()) {
     });
     if local != Ok(true) {
         // From another thread, or after the loop stopped: through the registry.
-        let shared = LOOPS.lock().unwrap_or_else(PoisonError::into_inner)[..]
-            .get(usize::from(loop_slot))
-            .cloned()
-            .flatten();
+        let loops = LOOPS.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = loops.get(usize::from(loop_slot)).cloned().flatten();
+        drop(loops);
         if let Some(shared) = shared {
             shared.push(word);
         }
@@ -106,6 +106,9 @@ pub(crate) struct Shared {
 struct RemoteQueue {
     /// Waker words; the loop queues their tasks at its next round.
     wakes: Vec<u64>,
+    /// The same words, so that a task woken again and again from another thread while
+    /// the loop is busy takes one place in `wakes`, not one per wake.
+    queued: HashSet<u64>,
     /// The loop is (about to be) blocked in the reactor: a wake must interrupt it.
     sleeping: bool,
 }
@@ -117,7 +120,9 @@ impl Shared {
                 .say(Step::Wake, format_args!("a task, from another thread"));
         }
         let mut remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
-        remote.wakes.push(word);
+        if remote.queued.insert(word) {
+            remote.wakes.push(word);
+        }
         let interrupt = std::mem::replace(&mut remote.sleeping, false);
         drop(remote);
         // Only a wake from another thread can find the loop asleep, so the common case,
@@ -471,6 +476,7 @@ impl Inner {
                 .remote
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            remote.queued.clear();
             std::mem::take(&mut remote.wakes)
         };
         for word in remote {
@@ -808,5 +814,21 @@ mod tests {
         });
         // At worst a spurious poll; never a panic, a lost task or a hang.
         assert_eq!(polls.get(), 1);
+    }
+
+    #[test]
+    fn a_task_woken_again_and_again_from_another_thread_is_queued_once() {
+        block_on(async {
+            let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+            // The loop is busy (in this very poll), so nothing drains the queue meanwhile.
+            thread::spawn(move || (0..1000).for_each(|_| waker.wake_by_ref()))
+                .join()
+                .unwrap();
+            let queued = with_current("test", |inner| {
+                let remote = inner.shared.remote.lock().unwrap();
+                remote.wakes.len()
+            });
+            assert_eq!(queued, 1);
+        });
     }
 }

@@ -1,5 +1,6 @@
-//! The article's `Task`: a future the executor owns, the waker that queues it again, and
-//! the wrapper that hands its output, or its panic, to the [`JoinHandle`].
+//! The article's `Task`: a future the executor owns, in a slot with its number and its
+//! `scheduled` flag, and the wrapper that hands its output, or its panic, to the
+//! [`JoinHandle`]. The waker that queues it again is in the [executor](crate::executor).
 //!
 //! Read stage 3's `task.rs` first. There a `Task` resumed a generator, and when the
 //! generator yielded a future, the task registered its next step as that future's
