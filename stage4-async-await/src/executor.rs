@@ -755,8 +755,6 @@ pub async fn yield_now() {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-    use std::rc::Rc;
     use std::thread;
     use std::time::{Duration, Instant};
 
@@ -798,22 +796,18 @@ mod tests {
         let stale =
             block_on(async { std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await });
         stale.wake_by_ref(); // no loop runs on this thread
-        let polls = Rc::new(Cell::new(0));
-        let counted = Rc::clone(&polls);
-        // The next loop on this thread takes the same slot in `LOOPS`.
-        block_on(async move {
-            let task = spawn(async move {
-                counted.set(counted.get() + 1);
-                sleep(20 * MS).await;
-            });
+        // The next loop on this thread may take the same slot in `LOOPS`: the stale
+        // waker then wakes its main future, spuriously. Never a panic, a lost task or
+        // a hang.
+        let done = block_on(async move {
+            let task = spawn(sleep(20 * MS));
             yield_now().await;
             let from_thread = stale.clone();
             thread::spawn(move || from_thread.wake()).join().unwrap();
             stale.wake();
-            task.await.unwrap();
+            task.await
         });
-        // At worst a spurious poll; never a panic, a lost task or a hang.
-        assert_eq!(polls.get(), 1);
+        assert!(done.is_ok());
     }
 
     #[test]
