@@ -136,7 +136,7 @@ pub fn garbage_fails_the_report(run: impl Fn(&Config) -> Result<Report, Error>) 
             CloseMidLine => closed(&error),
             // An EOF, or a reset when the server closed before reading our request.
             Hangup => closed(&error) || matches!(error, Error::Io { .. }),
-            Silent => unreachable!(),
+            Silent | Drip | Crlf => unreachable!(),
         };
         assert!(named, "{misbehaviour:?} gave {error:?}");
     }
@@ -154,9 +154,37 @@ pub fn silence_times_out(run: impl FnOnce(&Config) -> Result<Report, Error>) {
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
 }
 
+/// A server that answers correctly but one byte every
+/// [`DRIP_INTERVAL`](super::DRIP_INTERVAL): [`Error::Timeout`] after `config.timeout`
+/// for the whole request, although no single read waits that long.
+pub fn a_dripping_answer_times_out(run: impl FnOnce(&Config) -> Result<Report, Error>) {
+    let server = RogueServer::start(Misbehaviour::Drip).expect("start the rogue server");
+    let mut config = Config::new(server.addr(), 3);
+    // Three drips; `Request 2\n` takes ten.
+    config.timeout = 3 * super::DRIP_INTERVAL;
+    let started = Instant::now();
+    let error = match run(&config) {
+        Ok(report) => panic!("a dripping answer passed a {:?} timeout: {report}", config.timeout),
+        Err(error) => error,
+    };
+    assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+}
+
+/// Answers that end in `\r\n` instead of `\n` are answers all the same.
+pub fn crlf_answers_are_accepted(run: impl FnOnce(&Config) -> Result<Report, Error>) {
+    let server = RogueServer::start(Misbehaviour::Crlf).expect("start the rogue server");
+    let report = run(&Config::new(server.addr(), 3)).expect("a verified report");
+    assert_eq!(report.verified(), 3);
+    for response in report.responses() {
+        assert_eq!(response.line, format!("Request {}", response.id));
+    }
+}
+
 /// Defines one `#[test]` per promise of [`contract`](crate::testkit::contract) for a
 /// stage's `run`: `ten_requests_overlap`, `a_thousand_requests_overlap`,
-/// `refused_is_a_connect_error`, `garbage_fails_the_report` and `silence_times_out`.
+/// `refused_is_a_connect_error`, `garbage_fails_the_report`, `silence_times_out`,
+/// `a_dripping_answer_times_out` and `crlf_answers_are_accepted`.
 #[macro_export]
 macro_rules! contract_tests {
     ($run:path) => {
@@ -183,6 +211,16 @@ macro_rules! contract_tests {
         #[test]
         fn silence_times_out() {
             $crate::testkit::contract::silence_times_out($run);
+        }
+
+        #[test]
+        fn a_dripping_answer_times_out() {
+            $crate::testkit::contract::a_dripping_answer_times_out($run);
+        }
+
+        #[test]
+        fn crlf_answers_are_accepted() {
+            $crate::testkit::contract::crlf_answers_are_accepted($run);
         }
     };
 }
