@@ -1,5 +1,10 @@
 //! The standalone server at its file-descriptor limit: it keeps serving the connections
 //! it has, says so once, and serves the waiting ones when room comes free.
+//!
+//! Checked on Linux, the reference platform: the whole file, so that no import is left
+//! unused elsewhere.
+
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -7,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[cfg(target_os = "linux")]
 #[test]
 fn at_the_fd_limit_the_server_keeps_serving_and_logs_one_line() {
     // Find a free port, then start the server in a child with a tiny fd limit (the limit

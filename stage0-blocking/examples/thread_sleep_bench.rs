@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let baseline = resident_bytes().unwrap_or(0);
+    let baseline = resident_bytes();
     let probe = AllAliveProbe::new(&bench);
     let result = stage0_blocking::run_jobs(bench.total, bench.concurrency, |job| {
         probe.job(job, || std::thread::sleep(bench.sleep));
@@ -34,19 +34,20 @@ fn main() -> ExitCode {
     match result {
         Ok(elapsed) => {
             println!("{}", bench.time_line("threads", elapsed));
-            match probe.all_alive() {
-                Some(all_alive) => {
+            match (baseline, probe.all_alive()) {
+                _ if !bench.one_job_each() => {}
+                (None, _) => println!("resident memory: not measured on this OS"),
+                (Some(baseline), Some(all_alive)) => {
                     if let Some(line) = bench.memory_line("threads", baseline, all_alive) {
                         println!("{line}");
                     }
                 }
-                None if bench.one_job_each() => println!(
+                (Some(_), None) => println!(
                     "resident memory: not measured, only {} of {} threads were alive when \
                      the last one started (the first had finished: try a longer sleep)",
                     probe.alive_at_sample(),
                     bench.workers()
                 ),
-                None => {}
             }
             ExitCode::SUCCESS
         }
