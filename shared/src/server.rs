@@ -426,7 +426,8 @@ impl EventLoop {
         {
             conn.idle_check_queued = true;
             let due = conn.last_active + idle;
-            ctx.new_timers.push((due.saturating_duration_since(ctx.now), TimerKind::IdleCheck));
+            ctx.new_timers
+                .push((due.saturating_duration_since(ctx.now), TimerKind::IdleCheck));
         }
         let c = &self.counters;
         if matches!(next, Next::Close) {
@@ -479,7 +480,9 @@ impl EventLoop {
                 }
                 TimerKind::LingerExpired => self.with_connection(timer.token, |_, _| Next::Close),
                 TimerKind::IdleCheck => {
-                    let Some(idle) = self.idle_timeout else { continue };
+                    let Some(idle) = self.idle_timeout else {
+                        continue;
+                    };
                     let counters = Arc::clone(&self.counters);
                     self.with_connection(timer.token, |c, ctx| {
                         c.idle_check_queued = false;

@@ -283,10 +283,16 @@ fn a_client_that_never_reads_is_held_back_not_buffered() {
     };
     stream.set_write_timeout(None).unwrap();
     let rest = (line.len() - sent % line.len()) % line.len();
-    stream.write_all(&line.as_bytes()[line.len() - rest..]).unwrap();
+    stream
+        .write_all(&line.as_bytes()[line.len() - rest..])
+        .unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
     let lines = (sent + rest) / line.len();
-    assert_eq!(reader.join().unwrap(), lines, "every line sent was answered");
+    assert_eq!(
+        reader.join().unwrap(),
+        lines,
+        "every line sent was answered"
+    );
 }
 
 fn server_with_idle_timeout(delay: Duration, idle: Duration) -> SlowServer {
@@ -310,11 +316,15 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let mut reader = BufReader::new(done);
     assert_eq!(read_line(&mut reader), "Request 1\n");
     let mut rest = String::new();
-    reader.read_to_string(&mut rest).expect("EOF, not a timeout");
+    reader
+        .read_to_string(&mut rest)
+        .expect("EOF, not a timeout");
     assert_eq!(rest, "");
     assert!(start.elapsed() >= DELAY + idle, "{:?}", start.elapsed());
     assert_eq!(silent.read(&mut [0; 16]).expect("EOF, not a timeout"), 0);
-    eventually(&server, "both counted", |s| s.idle_closed == 2 && s.open == 0);
+    eventually(&server, "both counted", |s| {
+        s.idle_closed == 2 && s.open == 0
+    });
 }
 
 /// Only a connection with nothing pending is idle: a line waiting for a delay longer

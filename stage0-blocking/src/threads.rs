@@ -77,7 +77,9 @@ fn check_thread_cap(threads: u64) -> Result<(), Error> {
     }
     Err(Error::Limit {
         limit: format!("per-process thread limit (kern.num_taskthreads = {cap})"),
-        asked: format!("{threads} threads, with {THREADS_RESERVE} kept for the rest of the process"),
+        asked: format!(
+            "{threads} threads, with {THREADS_RESERVE} kept for the rest of the process"
+        ),
         fix: format!(
             "Use at most {} threads; macOS does not let a process raise this limit. The \
              event loops of stages 1 to 4 need no thread per task.",

@@ -101,7 +101,9 @@ fn survives_fd_exhaustion(serve: Serve) {
         // The parent answers on stdin (descriptor 0, already open) once the server has
         // told stderr that it cannot accept.
         let mut go = [0u8; 1];
-        io::stdin().read_exact(&mut go).expect("the parent's go-ahead");
+        io::stdin()
+            .read_exact(&mut go)
+            .expect("the parent's go-ahead");
         set_soft_limit(normal);
         for (i, socket) in sockets.into_iter().enumerate() {
             echo(socket.into(), &format!("client {i}\n"));
@@ -161,7 +163,10 @@ fn in_child(name: &str) {
         met_emfile,
         "{name}: the server never reported EMFILE within {PATIENCE:?}:\n{log}"
     );
-    assert!(status.success(), "{name}: the child failed ({status}):\n{log}");
+    assert!(
+        status.success(),
+        "{name}: the child failed ({status}):\n{log}"
+    );
 }
 
 const TEST: &str = "every_server_serves_the_clients_queued_while_out_of_descriptors";

@@ -42,7 +42,8 @@ fn main() -> ExitCode {
     let config = ServerConfig {
         listen,
         delay: Duration::from_millis(args.delay_ms),
-        idle_timeout: (args.idle_timeout_ms > 0).then(|| Duration::from_millis(args.idle_timeout_ms)),
+        idle_timeout: (args.idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(args.idle_timeout_ms)),
     };
     let server = match SlowServer::start_with(config) {
         Ok(server) => server,

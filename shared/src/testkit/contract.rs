@@ -164,7 +164,10 @@ pub fn a_dripping_answer_times_out(run: impl FnOnce(&Config) -> Result<Report, E
     config.timeout = 3 * super::DRIP_INTERVAL;
     let started = Instant::now();
     let error = match run(&config) {
-        Ok(report) => panic!("a dripping answer passed a {:?} timeout: {report}", config.timeout),
+        Ok(report) => panic!(
+            "a dripping answer passed a {:?} timeout: {report}",
+            config.timeout
+        ),
         Err(error) => error,
     };
     assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
@@ -266,7 +269,9 @@ pub fn spawns_no_thread(run: impl FnOnce(&Config) -> Result<Report, Error> + Sen
     }
     match result {
         Ok(report) => assert_eq!(report.verified(), 50),
-        Err(error) if forbidden.is_ok() && error.to_string().contains("Operation not permitted") => {
+        Err(error)
+            if forbidden.is_ok() && error.to_string().contains("Operation not permitted") =>
+        {
             panic!("{started_a_thread} ({error})")
         }
         Err(error) => panic!("a verified report: {error}"),
@@ -277,7 +282,10 @@ pub fn spawns_no_thread(run: impl FnOnce(&Config) -> Result<Report, Error> + Sen
 /// would start: none can be started).
 mod no_new_threads {
     /// Installs the filter on the calling thread, for the rest of its life.
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     pub fn forbid() -> Result<(), String> {
         use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
         use libc::{SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, sock_filter, sock_fprog};
@@ -299,17 +307,23 @@ mod no_new_threads {
             jf,
             k,
         };
+        let load = |offset: u32| op(BPF_LD | BPF_W | BPF_ABS, offset, 0, 0);
+        let jump_if_eq = |k: u32, jt: u8, jf: u8| op(BPF_JMP | BPF_JEQ | BPF_K, k, jt, jf);
+        let jump_if_set = |k: u32, jt: u8, jf: u8| op(BPF_JMP | BPF_JSET | BPF_K, k, jt, jf);
+        let ret = |k: u32| op(BPF_RET | BPF_K, k, 0, 0);
+        let refuse = |errno: i32| ret(SECCOMP_RET_ERRNO | errno as u32);
+        // A jump skips `jt` or `jf` instructions: `jf = 7` at 1 lands on 9.
         let filter = [
-            /* 0 */ op(BPF_LD | BPF_W | BPF_ABS, ARCH_AT, 0, 0),
-            /* 1 */ op(BPF_JMP | BPF_JEQ | BPF_K, ARCH, 0, 7), // other ABI: 9
-            /* 2 */ op(BPF_LD | BPF_W | BPF_ABS, NR, 0, 0),
-            /* 3 */ op(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_clone3 as u32, 0, 1),
-            /* 4 */ op(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32, 0, 0),
-            /* 5 */ op(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_clone as u32, 0, 3), // else 9
-            /* 6 */ op(BPF_LD | BPF_W | BPF_ABS, ARG0, 0, 0),
-            /* 7 */ op(BPF_JMP | BPF_JSET | BPF_K, libc::CLONE_THREAD as u32, 0, 1),
-            /* 8 */ op(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | libc::EPERM as u32, 0, 0),
-            /* 9 */ op(BPF_RET | BPF_K, SECCOMP_RET_ALLOW, 0, 0),
+            load(ARCH_AT),                                // 0
+            jump_if_eq(ARCH, 0, 7),                       // 1: another ABI: allow
+            load(NR),                                     // 2
+            jump_if_eq(libc::SYS_clone3 as u32, 0, 1),    // 3
+            refuse(libc::ENOSYS),                         // 4: glibc falls back to clone
+            jump_if_eq(libc::SYS_clone as u32, 0, 3),     // 5: not clone: allow
+            load(ARG0),                                   // 6: clone's flags
+            jump_if_set(libc::CLONE_THREAD as u32, 0, 1), // 7
+            refuse(libc::EPERM),                          // 8: a new thread
+            ret(SECCOMP_RET_ALLOW),                       // 9
         ];
         let program = sock_fprog {
             len: filter.len() as u16,
@@ -318,7 +332,10 @@ mod no_new_threads {
         // SAFETY: prctl with these arguments only sets a flag on the calling thread:
         // it may no longer gain privileges (what an unprivileged seccomp filter needs).
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "PR_SET_NO_NEW_PRIVS: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         // SAFETY: `program` points to `filter`, which outlives the call (the kernel copies
         // it); the filter only allows calls or makes them fail, on this thread only.
@@ -336,7 +353,10 @@ mod no_new_threads {
     }
 
     /// No filter on this OS or architecture.
-    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
     pub fn forbid() -> Result<(), String> {
         Err("seccomp filters are used on Linux x86_64 and aarch64 only".to_string())
     }
