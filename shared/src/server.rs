@@ -22,8 +22,8 @@
 //!   notices. A client that vanishes mid-delay is cleaned up when its answer is due.
 //! - A line ends with `\n` or `\r\n`; the answer ends with `\n`.
 //! - Memory per connection is bounded: it stops reading from a client that has
-//!   [`MAX_PIPELINED`] lines waiting or [`MAX_UNSENT`] bytes of answers it has not read,
-//!   and reads again once the client catches up. Lines already received are always
+//!   [`MAX_PIPELINED`] lines waiting, or [`MAX_UNSENT`] bytes of lines waiting and answers
+//!   it has not read, and reads again once the client catches up. Lines already received are always
 //!   answered, also after the client's half-close.
 //! - A connection with nothing pending and no bytes from the client for the idle timeout
 //!   ([`DEFAULT_IDLE_TIMEOUT`] unless configured) is closed, so idle clients cannot hold
@@ -207,11 +207,11 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// a client that pipelines without bound must not make us buffer without bound.
 pub const MAX_PIPELINED: usize = 1024;
 
-/// Bytes of answers one connection may have that the client has not read yet before we
-/// stop reading from it: a client that sends and never reads must not make us buffer
-/// without bound either. 64 KiB is a few socket buffers' worth (the kernel holds more),
-/// so a client that reads at all never meets it. Each connection holds at most this plus
-/// the answers to its [`MAX_PIPELINED`] waiting lines.
+/// Bytes one connection may have in lines waiting for their delay and answers the client
+/// has not read, before we stop reading from it: a client that sends and never reads
+/// must not make us buffer without bound either. Every waiting line becomes an answer,
+/// so both count. 64 KiB is far more than the article's requests need, and little
+/// beside what the kernel buffers for each socket.
 pub const MAX_UNSENT: usize = 64 * 1024;
 
 /// How long a connection we closed for bad input may take to close its side, so the
@@ -262,6 +262,8 @@ struct Connection {
     decoder: LineDecoder,
     /// Lines waiting for their delay, oldest first; their timers are in the queue.
     pending: VecDeque<String>,
+    /// The size of their answers, newlines included.
+    pending_bytes: usize,
     /// Bytes to send, from `written` on.
     out: Vec<u8>,
     written: usize,
@@ -510,6 +512,7 @@ impl Connection {
             stream,
             decoder: LineDecoder::new(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
             out: Vec::new(),
             written: 0,
             read_closed: false,
@@ -529,7 +532,12 @@ impl Connection {
 
     /// Whether this connection holds as much as we let it: then we stop reading.
     fn is_full(&self) -> bool {
-        self.pending.len() >= MAX_PIPELINED || self.out.len() - self.written >= MAX_UNSENT
+        self.pending.len() >= MAX_PIPELINED || self.buffered() >= MAX_UNSENT
+    }
+
+    /// Bytes of waiting lines and unsent answers.
+    fn buffered(&self) -> usize {
+        self.pending_bytes + self.out.len() - self.written
     }
 
     /// Reads until the socket would block, turning complete lines into timers; stops
@@ -582,6 +590,7 @@ impl Connection {
             }
             match self.decoder.next_line()? {
                 Some(line) => {
+                    self.pending_bytes += line.len() + 1;
                     self.pending.push_back(line);
                     ctx.new_timers.push((delay, TimerKind::Answer));
                 }
@@ -595,7 +604,7 @@ impl Connection {
     fn resume_if_room(&mut self, delay: Duration, ctx: &mut Ctx) -> Next {
         if self.paused
             && self.pending.len() < MAX_PIPELINED / 2
-            && self.out.len() - self.written < MAX_UNSENT / 2
+            && self.buffered() < MAX_UNSENT / 2
         {
             self.paused = false;
             // Bytes may have arrived while paused; their readiness edge has passed,
@@ -609,6 +618,7 @@ impl Connection {
     fn fail(&mut self, reason: &str, ctx: &mut Ctx) -> Next {
         self.closing = true;
         self.pending.clear();
+        self.pending_bytes = 0;
         self.paused = false;
         self.out
             .extend_from_slice(format!("ERROR {reason}\n").as_bytes());
@@ -626,6 +636,7 @@ impl Connection {
         let Some(line) = self.pending.pop_front() else {
             return Next::Keep;
         };
+        self.pending_bytes -= line.len() + 1;
         self.out.extend_from_slice(line.as_bytes());
         self.out.push(b'\n');
         match self.flush(ctx) {

@@ -236,10 +236,10 @@ fn lines_pipelined_past_the_pause_are_all_answered() {
     }
 }
 
-/// A client that sends and never reads: once its unread answers pass `MAX_UNSENT`, the
-/// server stops reading from it, so the client's writes stall when the kernel's buffers
-/// are full instead of the server buffering everything. When the client reads at last,
-/// every line it managed to send is answered, in order.
+/// A client that sends and never reads: once its waiting lines and unread answers pass
+/// `MAX_UNSENT`, the server stops reading from it, so the client's writes stall when the
+/// kernel's buffers are full instead of the server buffering everything. When the client
+/// reads at last, every line it managed to send is answered.
 #[test]
 fn a_client_that_never_reads_is_held_back_not_buffered() {
     // Far more than the kernel buffers between the two ends (up to 32 MiB receive and
