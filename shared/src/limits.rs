@@ -105,9 +105,11 @@ pub fn sysctl_int(name: &std::ffi::CStr) -> Option<u64> {
 }
 
 /// Descriptors this process has open now, where the OS tells us (`/proc/self/fd` on
-/// Linux); `None` elsewhere.
+/// Linux, `/dev/fd` on macOS); `None` elsewhere.
 pub fn open_fds() -> Option<u64> {
-    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    let entries = ["/proc/self/fd", "/dev/fd"]
+        .into_iter()
+        .find_map(|dir| std::fs::read_dir(dir).ok())?;
     // One of the entries is the directory handle read_dir itself holds open.
     Some((entries.count() as u64).saturating_sub(1))
 }

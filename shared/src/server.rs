@@ -602,9 +602,7 @@ impl Connection {
     /// Reading was paused and the client has caught up (half of each bound is free
     /// again, so we do not flip at every line): read what arrived meanwhile.
     fn resume_if_room(&mut self, delay: Duration, ctx: &mut Ctx) -> Next {
-        if self.paused
-            && self.pending.len() < MAX_PIPELINED / 2
-            && self.buffered() < MAX_UNSENT / 2
+        if self.paused && self.pending.len() < MAX_PIPELINED / 2 && self.buffered() < MAX_UNSENT / 2
         {
             self.paused = false;
             // Bytes may have arrived while paused; their readiness edge has passed,

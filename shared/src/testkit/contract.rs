@@ -1,8 +1,9 @@
 //! The contract every stage's `run` keeps, as assertions a stage's tests call.
 //!
 //! Stages differ in how they wait; what they promise does not: every response arrives
-//! and matches its request, the requests really overlap, and a server that is not there,
-//! answers garbage or never answers gives a clear error instead of a pass or a hang. Each
+//! and matches its request, the requests really overlap, answers ending in `\r\n` are
+//! answers, and a server that is not there, answers garbage, never answers or answers a
+//! byte at a time gives a clear error instead of a pass or a hang. Each
 //! stage's `tests/contract.rs` turns them into one test each with
 //! [`contract_tests!`](crate::contract_tests):
 //!
@@ -151,7 +152,18 @@ pub fn silence_times_out(run: impl FnOnce(&Config) -> Result<Report, Error>) {
     let started = Instant::now();
     let error = run(&config).expect_err("silence: no report");
     assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
+    assert_is_the_timeout_line(&error);
+}
+
+/// Every stage words a timeout the same way: `timed out: no answer to request 2 within
+/// 0.3 s`.
+fn assert_is_the_timeout_line(error: &Error) {
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    let line = error.to_string();
+    assert!(
+        line.starts_with("timed out: no answer to request ") && line.ends_with(" s"),
+        "{line}"
+    );
 }
 
 /// A server that answers correctly but one byte every
@@ -171,7 +183,7 @@ pub fn a_dripping_answer_times_out(run: impl FnOnce(&Config) -> Result<Report, E
         Err(error) => error,
     };
     assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
-    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert_is_the_timeout_line(&error);
 }
 
 /// Answers that end in `\r\n` instead of `\n` are answers all the same.
