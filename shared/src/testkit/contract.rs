@@ -249,7 +249,8 @@ macro_rules! contract_tests {
 /// in one of these two system calls, so a thread that `run` starts, however briefly it
 /// lives, makes its spawn fail, and this check panics with "`run` started a thread".
 /// What it cannot see: work that `run` hands to a thread that already existed before it
-/// was called (a pool started earlier). Other tests' threads are not counted, so the
+/// was called (a pool started earlier), and a thread made through another system-call
+/// ABI than the native one (x86_64's 32-bit `int 0x80` entry), which no Rust code uses. Other tests' threads are not counted, so the
 /// check may share a test binary. Where the filter is not available (other OSes and
 /// architectures, or a kernel without seccomp) it checks just the report, and says so on
 /// stderr.
