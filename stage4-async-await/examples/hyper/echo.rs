@@ -5,6 +5,7 @@
 //! the same line, as the line protocol's slow server echoes it: every response can be
 //! checked against its request.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -140,7 +141,7 @@ async fn answer(
     request: Request<Incoming>,
     delay: Duration,
     stats: Arc<Stats>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != hyper::Method::POST {
         return Ok(error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
     }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use clap::Parser;
 use shared::{Config, Error, Report, limits, request_ids, say};
 use stage4_async_await::net::TcpListener;
-use stage4_async_await::{EventLoop, join_all, spawn, timeout};
+use stage4_async_await::{EventLoop, join_all, spawn, timeout, yield_now};
 
 use echo::{Server, Stats, fetch};
 
@@ -48,6 +48,10 @@ fn main() -> ExitCode {
     shared::cli::exit(run(args.requests, Duration::from_millis(args.delay_ms)))
 }
 
+/// Clients started in one round of the event loop. The server accepts a wave one round
+/// later, while the next wave connects: two waves must fit in the listen backlog (128).
+const WAVE: usize = 50;
+
 // ANCHOR: run
 /// Serves and fetches on one event loop: the server is a task, each connection it
 /// accepts is a task, and so is each request.
@@ -62,19 +66,30 @@ fn run(requests: u64, delay: Duration) -> Result<Report, Error> {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("listening", e))?;
-        say!("{requests} HTTP requests at once to a hyper server at {addr} (delay {delay:?})");
+        say!(
+            "{requests} HTTP requests at once to a hyper server at {addr} (delay {} ms)",
+            delay.as_millis()
+        );
         let server = spawn(Server::new(delay).serve(listener, Arc::clone(&stats)));
 
         let config = Config::new(addr, requests);
         let report = Rc::new(RefCell::new(Report::start(&config)));
-        let clients = request_ids(requests).map(|id| {
+        // NB: the clients start in waves, one per round of the loop. `TcpListener::bind`
+        // asks the kernel for mio's (and std's) listen backlog, 128 connections: a
+        // thousand connects sent in one round, before the server's accept task gets its
+        // turn, would overflow it, and Linux makes each client over the limit retry its
+        // handshake a second later.
+        let mut clients = Vec::new();
+        for id in request_ids(requests) {
+            if clients.len() % WAVE == 0 {
+                yield_now().await;
+            }
             let report = Rc::clone(&report);
-            spawn(async move {
+            clients.push(spawn(async move {
                 let answer = fetch(addr, id).await.map_err(Error::from);
                 report.borrow_mut().record(id, answer);
-            })
-        });
-        let clients: Vec<_> = clients.collect();
+            }));
+        }
         if timeout(config.timeout, join_all(clients)).await.is_err() {
             report.borrow_mut().time_out_unanswered(config.timeout);
         }
