@@ -184,6 +184,11 @@ fn hyper_times_out_a_client_slow_with_its_headers_on_our_timers() {
     let answer = stall_in_headers(server.addr()).expect("the server hangs up");
     let took = started.elapsed();
     assert!(took >= header_timeout, "hung up after {took:?}: {answer:?}");
+    // hyper counts the connection failed once it has hung up: a moment after.
+    let counted = Instant::now();
+    while server.stats().failed_connections() == 0 && counted.elapsed() < PATIENCE {
+        std::thread::sleep(MS);
+    }
     assert_eq!(server.stats().failed_connections(), 1);
     // Nothing else broke: the same server answers the next client.
     assert_eq!(block_on(fetch(server.addr(), 1)).unwrap(), "Request 1");
@@ -223,8 +228,10 @@ fn hyper_on_the_loop_and_spawn_blocking_let_the_requests_overlap() {
     for how in [How::Hyper, How::SpawnBlocking] {
         let fetched = fetch_all(how, server.addr(), requests, 50 * MS).unwrap();
         assert_eq!(fetched.report.verified() as u64, requests);
+        // More than one waited at once: they overlapped (all of them, unless a loaded
+        // machine held back the last one until the first was answered).
         let peak = server.stats().take_peak_waiting();
-        assert_eq!(peak, requests, "{how:?}: {fetched:?}");
+        assert!(peak > 1, "{how:?}: at most {peak} at once: {fetched:?}");
         // No poll blocked for the length of a request (a loaded machine may still
         // preempt the loop for a while in an innocent one).
         let blocked = fetched.stall.warnings.iter().find(|w| w.took >= delay);
