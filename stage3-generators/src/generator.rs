@@ -67,7 +67,7 @@ use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use crate::stack::{RUNNING_GUARD, Stack};
+use crate::stack::{DEFAULT_STACK_SIZE, RUNNING_GUARD, Stack};
 use crate::switch::{self, StackPointer};
 
 /// What [`Generator::resume`] returns: the generator suspended with a value, or finished.
@@ -190,7 +190,18 @@ impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
-        let stack = Stack::take()?;
+        Generator::with_stack_size(DEFAULT_STACK_SIZE, body)
+    }
+
+    /// Like [`Generator::try_new`], on a stack of `stack_size` usable bytes (rounded up
+    /// to whole pages) instead of [`DEFAULT_STACK_SIZE`]. Sizes outside
+    /// [`MIN_STACK_SIZE`](crate::stack::MIN_STACK_SIZE) to
+    /// [`MAX_STACK_SIZE`](crate::stack::MAX_STACK_SIZE) are an `InvalidInput` error.
+    pub fn with_stack_size<F>(stack_size: usize, body: F) -> std::io::Result<Generator<I, Y, R>>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let stack = Stack::take_sized(stack_size)?;
         let inner = NonNull::from(Box::leak(Box::new(Inner {
             yielder: Yielder {
                 caller: Cell::new(ptr::null_mut()),
@@ -263,7 +274,7 @@ impl<I, Y, R> Generator<I, Y, R> {
     fn switch_in(&mut self) {
         let stack = self.stack.as_ref().expect("a live generator has a stack");
         let guard = stack.guard_page();
-        let outer = RUNNING_GUARD.replace((guard.start, guard.end));
+        let outer = RUNNING_GUARD.replace((guard.start, guard.end, stack.size()));
         let yielder = self.yielder();
         yielder
             .resumed_while_panicking
@@ -363,8 +374,9 @@ impl<I, Y, R> Generator<I, Y, R> {
         let _ = writeln!(
             std::io::stderr(),
             "warning: a generator caught the unwind that drops it and suspended again \
-             (Python: generator ignored GeneratorExit); its stack at {:#x} and its state \
-             are leaked, never reused",
+             (Python: generator ignored GeneratorExit); its stack ({} KiB below {:#x}) \
+             and its state are leaked, never reused",
+            stack.size() / 1024,
             stack.top() as usize
         );
         // Keeps the stack's chunk mapped for good; `inner` is simply never freed.
@@ -513,6 +525,27 @@ mod tests {
         assert_eq!(generator.resume(()), GeneratorState::Yielded(1));
         assert_eq!(generator.resume(()), GeneratorState::Yielded(2));
         assert_eq!(generator.resume(()), GeneratorState::Complete("done"));
+    }
+
+    #[test]
+    fn a_generator_gets_the_stack_size_it_asks_for_in_whole_pages() {
+        let page = crate::stack::page_size();
+        let mut small = Generator::with_stack_size(20_000, |_: &Yielder<(), ()>, ()| 3).unwrap();
+        assert_eq!(
+            small.stack.as_ref().unwrap().size(),
+            20_000usize.next_multiple_of(page)
+        );
+        assert_eq!(small.resume(()), GeneratorState::Complete(3));
+        let default = Generator::new(|_: &Yielder<(), ()>, ()| ());
+        let size = default.stack.as_ref().unwrap().size();
+        assert_eq!(size, DEFAULT_STACK_SIZE);
+        for bad in [0, 1024, usize::MAX] {
+            let error = Generator::with_stack_size(bad, |_: &Yielder<(), ()>, ()| ())
+                .err()
+                .unwrap();
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad}");
+            assert!(error.to_string().contains("16 KiB to 1024 MiB"), "{error}");
+        }
     }
 
     #[test]

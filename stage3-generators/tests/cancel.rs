@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::mpsc;
 
 use stage3_generators::generator::{Generator, GeneratorState, Yielder};
-use stage3_generators::stack::{STACK_SIZE, Stack};
+use stage3_generators::stack::Stack;
 
 #[test]
 #[ignore = "the child process of the cancel tests; some of its modes abort on purpose"]
@@ -62,7 +62,7 @@ fn suspend_again() {
     go.send(()).unwrap();
     println!("borrowed array intact: {}", told.recv().unwrap());
     let fresh = Stack::take().unwrap();
-    let range = fresh.top() as usize - STACK_SIZE..fresh.top() as usize;
+    let range = fresh.top() as usize - fresh.size()..fresh.top() as usize;
     println!("stack reused: {}", range.contains(&address));
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use shared::server::SlowServer;
 use shared::{Config, Error};
 use stage3_generators::event_loop::EventLoop;
+use stage3_generators::stack;
 use stage3_generators::task::Task;
 use stage3_generators::{run, sleep_bench, sleep_bench_probed};
 
@@ -30,17 +31,21 @@ fn sleep_bench_runs_exactly_the_jobs_asked_for() {
 
 #[test]
 fn the_probe_runs_while_every_worker_is_alive() {
-    let seen = Rc::new(Cell::new(None));
-    let jobs_done = Rc::new(RefCell::new(Vec::new()));
-    let (s, j) = (seen.clone(), jobs_done.clone());
+    let before = stack::stacks_in_use();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let probed = seen.clone();
     let run = sleep_bench_probed(50, 50, Duration::from_millis(5), move || {
-        s.set(Some(Instant::now()));
-        j.borrow_mut().push(());
+        // Each live coroutine holds a stack: the 50 workers, and the task gathering them.
+        probed.borrow_mut().push(stack::stacks_in_use() - before);
     })
     .unwrap();
     assert_eq!(run.jobs, 50);
-    assert_eq!(jobs_done.borrow().len(), 1, "the probe runs once");
-    assert!(seen.get().is_some());
+    assert_eq!(
+        *seen.borrow(),
+        [51],
+        "the probe runs once, with every worker alive"
+    );
+    assert_eq!(stack::stacks_in_use(), before, "every stack went back");
 }
 
 #[test]
