@@ -67,7 +67,7 @@ use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use crate::stack::{DEFAULT_STACK_SIZE, RUNNING_GUARD, Stack};
+use crate::stack::{DEFAULT_STACK_SIZE, RUNNING_STACK, Stack};
 use crate::switch::{self, StackPointer};
 
 /// What [`Generator::resume`] returns: the generator suspended with a value, or finished.
@@ -247,21 +247,16 @@ impl<I, Y, R> Generator<I, Y, R> {
         self.yielder().input.set(Some(input));
         self.started = true;
         self.switch_in();
-        match self.inner().outcome.take() {
-            None => GeneratorState::Yielded(
-                self.yielder()
-                    .yielded
-                    .take()
-                    .expect("a suspended body left a value"),
-            ),
-            Some(outcome) => {
-                self.finish();
-                match outcome {
-                    Outcome::Returned(value) => GeneratorState::Complete(value),
-                    Outcome::Panicked(payload) => panic::resume_unwind(payload),
-                    Outcome::Cancelled => unreachable!("only Drop cancels"),
-                }
-            }
+        // A suspended body left a value; a finished one left its outcome instead.
+        if let Some(value) = self.yielder().yielded.take() {
+            return GeneratorState::Yielded(value);
+        }
+        let outcome = self.inner().outcome.take();
+        self.finish();
+        match outcome.expect("a body that did not suspend has finished") {
+            Outcome::Returned(value) => GeneratorState::Complete(value),
+            Outcome::Panicked(payload) => panic::resume_unwind(payload),
+            Outcome::Cancelled => unreachable!("only Drop cancels"),
         }
     }
 
@@ -273,8 +268,7 @@ impl<I, Y, R> Generator<I, Y, R> {
     /// Switches to the generator's stack until it suspends or finishes.
     fn switch_in(&mut self) {
         let stack = self.stack.as_ref().expect("a live generator has a stack");
-        let guard = stack.guard_page();
-        let outer = RUNNING_GUARD.replace((guard.start, guard.end, stack.size()));
+        let outer = RUNNING_STACK.replace(stack);
         let yielder = self.yielder();
         yielder
             .resumed_while_panicking
@@ -283,7 +277,7 @@ impl<I, Y, R> Generator<I, Y, R> {
         // generator's stack, which is alive and not running: we hold `&mut self`, and the
         // body only runs between this switch and the one that brings us back.
         unsafe { switch::switch(yielder.caller.as_ptr(), yielder.coroutine.get()) };
-        RUNNING_GUARD.set(outer);
+        RUNNING_STACK.set(outer);
     }
     // ANCHOR_END: resume
 

@@ -381,12 +381,12 @@ pub fn page_size() -> usize {
 
 // ANCHOR: overflow
 thread_local! {
-    /// The guard page (start, end) and the stack size of the coroutine running on this
-    /// thread (all 0 when none is): set by `resume` around its switch, read by the fault
-    /// handler.
+    /// The stack of the coroutine running on this thread (null when none is): set by
+    /// `resume` around its switch, read by the fault handler for its guard page and size.
     // NB: a `const` thread-local without a destructor is a plain TLS access, safe to
-    // read in a signal handler.
-    pub(crate) static RUNNING_GUARD: Cell<(usize, usize, usize)> = const { Cell::new((0, 0, 0)) };
+    // read in a signal handler. One pointer, not the guard's bounds: `resume` saves and
+    // restores it on every switch, and three words cost about 1 ns of a 9 ns round trip.
+    pub(crate) static RUNNING_STACK: Cell<*const Stack> = const { Cell::new(ptr::null()) };
 }
 
 /// The signals a guard-page fault arrives as: `SIGSEGV` on Linux, `SIGBUS` on macOS.
@@ -404,7 +404,17 @@ extern "C" fn on_fault(
 ) {
     // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler.
     let fault = unsafe { (*info).si_addr() } as usize;
-    let (low, high, size) = RUNNING_GUARD.with(Cell::get);
+    // SAFETY: the pointer is set only while its stack runs, and the generator that owns
+    // that `Stack` cannot move meanwhile (`resume` borrows it). The page size it reads
+    // was asked for before any stack was mapped: a plain atomic load now.
+    let (low, high, size) = match unsafe { RUNNING_STACK.with(Cell::get).as_ref() } {
+        Some(stack) => (
+            stack.guard_page().start,
+            stack.guard_page().end,
+            stack.size(),
+        ),
+        None => (0, 0, 0),
+    };
     if (low..high).contains(&fault) {
         let mut line = Line::default();
         line.push(b"fatal: coroutine stack overflow (fault at ");
