@@ -57,6 +57,11 @@
 //! - No unwind ever crosses a switch: the body runs inside `catch_unwind` on its own
 //!   stack, and `resume` re-raises a panic on the caller's stack.
 //!
+//! And two that no compiler can check, kept at run time instead: a body that catches the
+//! unwind that drops it and suspends again keeps its stack for good (leaked, with a
+//! warning: its frames may still be borrowed), and `suspend` aborts the process if it is
+//! called while its own stack unwinds.
+//!
 //! `cargo run -p stage3-generators --example running_sum`, and its tests:
 //! `cargo test -p stage3-generators generator`.
 

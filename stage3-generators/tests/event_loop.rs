@@ -171,3 +171,37 @@ fn the_mprotect_fallback_runs_the_same_workload() {
     .unwrap();
     assert_eq!(report, 200);
 }
+
+#[test]
+fn the_stack_size_is_checked_and_used() {
+    let event_loop = EventLoop::new(false).unwrap();
+    event_loop.set_stack_size(1000);
+    let error = Task::spawn(&event_loop, "tiny", |_| ()).err().unwrap();
+    assert!(error.to_string().contains("16 KiB to 1024 MiB"), "{error}");
+    event_loop.set_stack_size(32 * 1024);
+    let task = Task::spawn(&event_loop, "small", |co| {
+        co.sleep(Duration::from_millis(1));
+        5
+    })
+    .unwrap();
+    let five = event_loop
+        .run_until_complete(task.result(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(five, 5);
+
+    let binary = env!("CARGO_BIN_EXE_stage3-generators");
+    let refused = std::process::Command::new(binary)
+        .args(["--stack-kib", "8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("8 is not in 16..="), "{stderr}");
+    let small = std::process::Command::new(binary)
+        .args(["--stack-kib", "32", "--requests", "20", "--delay-ms", "50"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&small.stdout);
+    assert!(small.status.success(), "{stdout}");
+    assert!(stdout.contains("20/20 responses verified"), "{stdout}");
+}
