@@ -155,7 +155,8 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn map(len: usize) -> io::Result<Chunk> {
+    /// Maps `len` bytes for stacks of `size` usable bytes each.
+    fn map(len: usize, size: usize) -> io::Result<Chunk> {
         #[cfg(target_os = "linux")]
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK;
         #[cfg(not(target_os = "linux"))]
@@ -173,7 +174,22 @@ impl Chunk {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENOMEM) {
+                // NB: address space, not memory: untouched pages cost none, but `ulimit -v`
+                // (RLIMIT_AS) counts every byte mapped.
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "no address space left for {} KiB more of coroutine stacks (each \
+                         reserves its full {} KiB, touched or not): use fewer coroutines or \
+                         smaller stacks, or raise `ulimit -v`",
+                        len / 1024,
+                        size / 1024
+                    ),
+                ));
+            }
+            return Err(error);
         }
         // NB: Linux 6.7+ already keeps transparent huge pages out of `MAP_STACK` mappings;
         // older kernels with THP set to `always` would back a touched page of a stack with
@@ -230,8 +246,15 @@ impl Pool {
         let slot = page_size() + self.size;
         if self.chunk.is_none() || self.next_slot == self.slots {
             let most = (MAX_CHUNK_BYTES / slot).max(1);
-            let slots = (self.slots * 2).clamp(FIRST_CHUNK_STACKS.min(most), most);
-            self.chunk = Some(Rc::new(Chunk::map(slots * slot)?));
+            let mut slots = (self.slots * 2).clamp(FIRST_CHUNK_STACKS.min(most), most);
+            // Out of address space for a whole chunk, a smaller one may still fit.
+            let chunk = loop {
+                match Chunk::map(slots * slot, self.size) {
+                    Err(e) if e.kind() == io::ErrorKind::OutOfMemory && slots > 1 => slots /= 2,
+                    mapped => break mapped?,
+                }
+            };
+            self.chunk = Some(Rc::new(chunk));
             self.slots = slots;
             self.next_slot = 0;
         }

@@ -184,9 +184,9 @@ fn no_stack(error: io::Error) -> Error {
         Error::Other(format!("cannot spawn a task: {error}"))
     } else if error.kind() == io::ErrorKind::OutOfMemory {
         Error::Limit {
-            limit: "memory-mapping limit (vm.max_map_count)".into(),
+            limit: "address space or memory-mapping limit".into(),
             asked: "one more coroutine stack".into(),
-            fix: format!("The kernel said: {error}. Ask for fewer concurrent tasks."),
+            fix: format!("The kernel said: {error}."),
         }
     } else {
         Error::Other(format!("cannot map a coroutine stack: {error}"))
