@@ -21,11 +21,6 @@
 //!
 //! `cargo run -p stage3-generators` (add `-- --trace` to watch the players at work).
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use shared::{Config, Error, Report, request_ids};
-
 pub mod client;
 pub mod event_loop;
 pub mod future;
@@ -34,6 +29,11 @@ mod sleep_bench;
 pub mod stack;
 mod switch;
 pub mod task;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use shared::{Config, Error, Report, request_ids};
 
 pub use sleep_bench::{SleepBench, sleep_bench, sleep_bench_probed, sleep_bench_with};
 
@@ -64,7 +64,7 @@ pub fn run(config: &Config) -> Result<Report, Error> {
 }
 
 // ANCHOR: run
-/// [`run`], with tracing if asked for.
+/// [`run`], with options: tracing, the size of each task's stack.
 pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
     stack::check_stack_budget(config.requests + 1)?;
     let event_loop = EventLoop::new(options.trace)?;
