@@ -68,9 +68,10 @@ pub(crate) struct Ring {
     /// Submit an `ASYNC_CANCEL` for an operation whose future is dropped. Tests turn it
     /// off to watch the kernel finish an operation nobody waits for.
     pub(crate) cancel_on_drop: bool,
-    /// What abandoned operations held, kept after their completion for tests to look at.
+    /// What abandoned operations held, with their result, kept after their completion
+    /// for tests to look at.
     #[cfg(test)]
-    pub(crate) released: Vec<Held>,
+    pub(crate) released: Vec<(i32, Held)>,
 }
 
 impl fmt::Debug for Ring {
@@ -87,13 +88,14 @@ impl Ring {
     /// Sets up a ring and registers its fd with `registry` under `token`: it is readable
     /// when completions wait. Fails with a message that says why io_uring is unusable.
     pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Ring> {
-        let setup = match super::simulated_error() {
+        let simulated = super::simulated_error();
+        let setup = match simulated {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             // A completion queue larger than the submission queue: a turn may complete
             // more operations than it submits. (Beyond it, the kernel keeps the overflow.)
             None => IoUring::builder().setup_cqsize(8 * ENTRIES).build(ENTRIES),
         };
-        let ring = setup.map_err(unavailable)?;
+        let ring = setup.map_err(|error| unavailable(error, simulated.is_some()))?;
         // What this driver submits: all there since Linux 5.6, like the probe itself.
         let mut probe = Probe::new();
         let needed = [
@@ -131,7 +133,7 @@ impl Ring {
 }
 
 /// Explains why `io_uring_setup` failed, and what to do.
-fn unavailable(error: io::Error) -> io::Error {
+fn unavailable(error: io::Error, simulated: bool) -> io::Error {
     let why = match error.raw_os_error() {
         Some(libc::ENOSYS) => "this kernel has no io_uring (ENOSYS: it needs Linux 5.6 or \
                                later, built with CONFIG_IO_URING)"
@@ -149,9 +151,14 @@ fn unavailable(error: io::Error) -> io::Error {
         }
         _ => format!("io_uring_setup failed: {error}"),
     };
+    let simulated = if simulated {
+        " [simulated: STAGE4_URING_SIMULATE or uring::simulate_setup_error]"
+    } else {
+        ""
+    };
     io::Error::new(
         error.kind(),
-        format!("{why}. Use --driver mio (the default)"),
+        format!("{why}. Use --driver mio (the default){simulated}"),
     )
 }
 // ANCHOR_END: new
@@ -234,7 +241,7 @@ fn complete(
     user_data: u64,
     result: i32,
     woken: &mut Vec<Waker>,
-) -> Option<Held> {
+) -> Option<(i32, Held)> {
     if user_data == IGNORED {
         return None;
     }
@@ -247,7 +254,7 @@ fn complete(
             None
         }
         // Only now may the buffer go: the kernel has let go of it.
-        State::Abandoned => ops.remove(key).map(|op| op.held),
+        State::Abandoned => ops.remove(key).map(|op| (result, op.held)),
         State::Done(_) => None, // one completion per operation: none is multishot here
     }
 }
