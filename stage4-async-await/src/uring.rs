@@ -66,12 +66,12 @@ pub fn simulate_setup_error(errno: Option<i32>) {
 
 /// The error to simulate, if any: the thread's first, then the environment's.
 fn simulated_error() -> Option<i32> {
-    SIMULATED.get().or_else(|| {
-        match std::env::var("STAGE4_URING_SIMULATE").ok()?.as_str() {
+    SIMULATED.get().or_else(
+        || match std::env::var("STAGE4_URING_SIMULATE").ok()?.as_str() {
             "ENOSYS" => Some(libc::ENOSYS),
             "EPERM" => Some(libc::EPERM),
             _ => None,
-        }
-    })
+        },
+    )
 }
 // ANCHOR_END: simulate

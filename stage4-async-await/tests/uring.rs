@@ -25,7 +25,9 @@ fn refusal(errno: i32) -> String {
     uring::simulate_setup_error(Some(errno));
     let refused = run_with(&config, &URING);
     uring::simulate_setup_error(None);
-    let error = refused.expect_err("a refused io_uring must fail the run").to_string();
+    let error = refused
+        .expect_err("a refused io_uring must fail the run")
+        .to_string();
     // Nothing broken: the same thread runs both drivers right after.
     let report = run_with(&config, &URING).expect("io_uring works once not refused");
     assert_eq!(report.verified(), 3);

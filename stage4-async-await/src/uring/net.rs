@@ -301,7 +301,10 @@ mod tests {
                 assert!(ring.released.is_empty(), "no completion yet");
             });
             // The cancel goes with the next submission; its completion frees the slot.
-            until("the cancelled read completes", || ring(|ring| ring.in_flight() == 0)).await;
+            until("the cancelled read completes", || {
+                ring(|ring| ring.in_flight() == 0)
+            })
+            .await;
             ring(|ring| {
                 let [(result, Held::Buffer(buf))] = &ring.released[..] else {
                     panic!("one buffer released: {:?}", ring.released);
@@ -324,7 +327,10 @@ mod tests {
             // Data comes after the future is gone: the kernel writes it into the buffer
             // the slot kept. Freed with the future, that write would hit freed memory.
             peer.write_all(b"hello").unwrap();
-            until("the abandoned read completes", || ring(|ring| ring.in_flight() == 0)).await;
+            until("the abandoned read completes", || {
+                ring(|ring| ring.in_flight() == 0)
+            })
+            .await;
             ring(|ring| {
                 let [(5, Held::Buffer(buf))] = &ring.released[..] else {
                     panic!("one 5-byte read released: {:?}", ring.released);
@@ -349,7 +355,9 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let peers = std::thread::spawn(move || {
-                (0..10).map(|_| listener.accept().unwrap().0).collect::<Vec<_>>()
+                (0..10)
+                    .map(|_| listener.accept().unwrap().0)
+                    .collect::<Vec<_>>()
             });
             block_on(async move {
                 ring(|ring| ring.cancel_on_drop = cancel_on_drop);
@@ -361,7 +369,10 @@ mod tests {
                         unreachable!("nobody writes");
                     }));
                 }
-                until("every read is in flight", || ring(|ring| ring.in_flight() == 10)).await;
+                until("every read is in flight", || {
+                    ring(|ring| ring.in_flight() == 10)
+                })
+                .await;
                 yield_now().await;
             });
             // Dropping the ring waited for the ten completions (its own cancels).

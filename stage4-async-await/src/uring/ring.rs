@@ -6,6 +6,7 @@
 //! long the future that asked for it lives: that is what keeps a buffer alive while the
 //! kernel may still write into it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -22,7 +23,7 @@ use crate::slab::{Key, Slab};
 /// The `user_data` of the operations nobody waits for (a cancel, a close).
 const IGNORED: u64 = u64::MAX;
 
-/// Submission queue entries. A turn of the loop that queues more submits them early.
+/// Submission queue entries. A turn that queues more keeps the rest in a backlog.
 const ENTRIES: u32 = 1024;
 
 /// What the kernel may read or write until an operation completes. Its slot owns it.
@@ -63,6 +64,8 @@ enum State {
 pub(crate) struct Ring {
     ring: IoUring,
     ops: Slab<Op>,
+    /// Entries that found the submission queue full: they go in the reactor's turn.
+    backlog: VecDeque<squeue::Entry>,
     /// Wakers of completions reaped outside the reactor's turn, for its next turn.
     woken: Vec<Waker>,
     /// Submit an `ASYNC_CANCEL` for an operation whose future is dropped. Tests turn it
@@ -124,6 +127,7 @@ impl Ring {
         Ok(Ring {
             ring,
             ops: Slab::new(),
+            backlog: VecDeque::new(),
             woken: Vec::new(),
             cancel_on_drop: true,
             #[cfg(test)]
@@ -171,29 +175,47 @@ impl Ring {
         self.ops.len() + self.woken.len()
     }
 
-    /// Queues `entry`; if the submission queue is full, submits it first.
+    /// Queues `entry` for the next submission. No system call: if the submission queue
+    /// is full, the entry waits in the backlog (a task's poll never pays for a submission
+    /// of a thousand connects; the reactor's turn does).
     ///
     /// # Safety
     ///
     /// Every pointer in `entry` must stay valid until its completion is reaped: point
     /// into the `Held` of the entry's slot, or be an fd that stays open until then.
-    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: the caller's promise.
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                return Ok(());
-            }
-            self.submit()?;
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(entry.clone());
+            return;
+        }
+        // SAFETY: the caller's promise.
+        if unsafe { self.ring.submission().push(entry) }.is_err() {
+            self.backlog.push_back(entry.clone());
         }
     }
 
     // ANCHOR: submit
-    /// Hands the kernel every entry queued since the last call: one `io_uring_enter`,
-    /// however many operations (the loop calls it once a turn).
+    /// Hands the kernel every entry queued since the last call: one `io_uring_enter` for
+    /// up to 1,024 operations (the loop calls it once a turn).
     pub(crate) fn submit(&mut self) -> io::Result<()> {
         loop {
+            let mut queue = self.ring.submission();
+            while !queue.is_full()
+                && let Some(entry) = self.backlog.pop_front()
+            {
+                // SAFETY: `push` took it under the same promise; the queue has room.
+                let _ = unsafe { queue.push(&entry) };
+            }
+            let nothing = queue.is_empty() && !queue.cq_overflow();
+            drop(queue);
+            if nothing {
+                return Ok(()); // no system call for an empty queue
+            }
             match self.ring.submit() {
-                Ok(_) => return Ok(()),
+                // The kernel took none (short of memory): try again next turn.
+                Ok(0) => return Ok(()),
+                Ok(_) if self.backlog.is_empty() => return Ok(()),
+                Ok(_) => {} // more in the backlog
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 // The completion queue is full: reap to make room, then submit again.
                 Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
@@ -218,7 +240,8 @@ impl Ring {
         loop {
             for completion in self.ring.completion() {
                 reaped += 1;
-                let released = complete(&mut self.ops, completion.user_data(), completion.result(), woken);
+                let (user_data, result) = (completion.user_data(), completion.result());
+                let released = complete(&mut self.ops, user_data, result, woken);
                 #[cfg(test)]
                 self.released.extend(released);
                 #[cfg(not(test))]
@@ -279,8 +302,7 @@ impl Ring {
                 .build()
                 .user_data(IGNORED);
             // SAFETY: a cancel points at nothing; it names its target by `user_data`.
-            // If it cannot be queued, the operation completes on its own, later.
-            let _ = unsafe { self.push(&cancel) };
+            unsafe { self.push(&cancel) };
         }
     }
     // ANCHOR_END: abandon
@@ -290,11 +312,9 @@ impl Ring {
         let close = opcode::Close::new(types::Fd(fd.as_raw_fd()))
             .build()
             .user_data(IGNORED);
-        // SAFETY: the fd stays open until the close runs: we give up our ownership
-        // below, once it is queued.
-        if unsafe { self.push(&close) }.is_ok() {
-            let _ = fd.into_raw_fd();
-        } // else `fd` drops here: a close(2) after all
+        // SAFETY: the fd stays open until the close runs: ownership goes to the ring.
+        unsafe { self.push(&close) };
+        let _ = fd.into_raw_fd();
     }
 
     /// How many operations are in flight (abandoned ones included).
@@ -310,16 +330,24 @@ impl Drop for Ring {
     /// cancels whatever is in flight and waits for every completion before it goes.
     fn drop(&mut self) {
         let in_flight = self.ops.drain(); // still owned here: their buffers stay alive
-        let mut left = in_flight.len();
-        let mut queued = true;
-        for op in &in_flight {
-            let cancel = opcode::AsyncCancel::new(op.key.to_usize() as u64)
+        let cancels = in_flight.iter().map(|op| {
+            opcode::AsyncCancel::new(op.key.to_usize() as u64)
                 .build()
-                .user_data(IGNORED);
-            // SAFETY: a cancel points at nothing; it names its target by `user_data`.
-            queued &= unsafe { self.push(&cancel) }.is_ok();
+                .user_data(IGNORED)
+        });
+        // The backlog first: queued closes must run too.
+        let entries: Vec<_> = self.backlog.drain(..).chain(cancels).collect();
+        // Raw submissions only: `submit` could reap completions we must count here.
+        let mut ok = true;
+        for entry in &entries {
+            // SAFETY: backlog entries keep `push`'s promise (their slots are in
+            // `in_flight`); a cancel points at nothing.
+            while ok && unsafe { self.ring.submission().push(entry) }.is_err() {
+                ok = matches!(self.ring.submit(), Ok(submitted) if submitted > 0);
+            }
         }
-        while queued && left > 0 {
+        let mut left = in_flight.len();
+        while ok && left > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -335,9 +363,9 @@ impl Drop for Ring {
         if left > 0 {
             // The kernel may still own some buffers: leaking them is the only safe end.
             std::mem::forget(in_flight);
+        } else {
+            let _ = self.ring.submit(); // anything still queued, closes included
         }
-        // Queued closes (and anything else not submitted yet) still go to the kernel.
-        let _ = self.ring.submit();
     }
 }
 // ANCHOR_END: drop
@@ -380,10 +408,7 @@ pub(crate) unsafe fn submit(
         let op = ring.ops.get_mut(key).expect("just inserted");
         let entry = entry(&mut op.held).user_data(key.to_usize() as u64);
         // SAFETY: the caller's promise: the entry points into the slot's `held`.
-        if let Err(error) = unsafe { ring.push(&entry) } {
-            let op = ring.ops.remove(key).expect("just inserted");
-            return Err((error, op.held));
-        }
+        unsafe { ring.push(&entry) };
         Ok(OpFuture {
             key,
             loop_id: event_loop.id,
@@ -404,7 +429,10 @@ impl Future for OpFuture {
             );
             let mut reactor = event_loop.reactor.borrow_mut();
             let ring = reactor.uring().expect("the ring that took the operation");
-            let op = ring.ops.get_mut(key).expect("an operation's slot lives until collected");
+            let op = ring
+                .ops
+                .get_mut(key)
+                .expect("an operation's slot lives until collected");
             match &mut op.state {
                 State::Done(result) => {
                     let result = *result;
