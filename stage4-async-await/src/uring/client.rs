@@ -15,12 +15,14 @@ use super::TcpStream;
 /// Sends `Request {id}` to `addr` and returns the line the server answers.
 pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error> {
     let connect_error = |source| Error::Connect { addr, source };
+    // The connect is an operation in the ring; the address lives in its slot meanwhile.
     let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
 
     // The request's bytes move into the operation, and come back when it completes.
     let (sent, _request) = stream.write_all(request(id).into_bytes()).await;
     sent.map_err(|e| io_error(e, id, "sending"))?;
 
+    // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
     let mut buf = Vec::with_capacity(1024);
     loop {
