@@ -19,6 +19,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::executor::{try_with_current, with_current};
 use crate::slab::{Key, Slab};
+use crate::trace::Waiting;
 
 /// The `user_data` of the operations nobody waits for (a cancel, a close).
 const IGNORED: u64 = u64::MAX;
@@ -444,6 +445,7 @@ impl Future for OpFuture {
                         Some(old) if old.will_wake(cx.waker()) => {}
                         _ => *waker = Some(cx.waker().clone()),
                     }
+                    event_loop.trace_waker(Waiting::Operation(key));
                     Poll::Pending
                 }
                 State::Abandoned => unreachable!("an abandoned operation has no future"),
