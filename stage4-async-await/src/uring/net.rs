@@ -9,7 +9,7 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::ring::{Held, check, submit};
+use super::ring::{Held, check, submit_op};
 use crate::executor::{try_with_current, with_current};
 
 // ANCHOR: stream
@@ -47,7 +47,7 @@ impl TcpStream {
         let address = Held::Address(Box::new(SockAddr::from(addr)));
         // SAFETY: the entry points into the address its slot holds.
         let op = unsafe {
-            submit("uring::TcpStream::connect", address, |held| {
+            submit_op("uring::TcpStream::connect", address, |held| {
                 let Held::Address(address) = held else {
                     unreachable!()
                 };
@@ -80,7 +80,7 @@ impl TcpStream {
             // SAFETY: the entry points into the spare capacity of the buffer its slot
             // holds; a `Vec`'s heap memory stays where it is when the `Vec` moves.
             let op = unsafe {
-                submit("uring::TcpStream::read", Held::Buffer(buf), |held| {
+                submit_op("uring::TcpStream::read", Held::Buffer(buf), |held| {
                     let Held::Buffer(buf) = held else {
                         unreachable!()
                     };
@@ -116,7 +116,7 @@ impl TcpStream {
             let len = u32::try_from(buf.len() - from).unwrap_or(u32::MAX);
             // SAFETY: the entry points into the buffer its slot holds.
             let op = unsafe {
-                submit("uring::TcpStream::write", Held::Buffer(buf), |held| {
+                submit_op("uring::TcpStream::write", Held::Buffer(buf), |held| {
                     let Held::Buffer(buf) = held else {
                         unreachable!()
                     };
@@ -187,7 +187,7 @@ pub async fn sleep(duration: Duration) -> io::Result<()> {
     let timespec = Held::Timespec(Box::new(types::Timespec::from(duration)));
     // SAFETY: the entry points into the timespec its slot holds.
     let op = unsafe {
-        submit("uring::sleep", timespec, |held| {
+        submit_op("uring::sleep", timespec, |held| {
             let Held::Timespec(timespec) = held else {
                 unreachable!()
             };

@@ -388,7 +388,7 @@ pub(crate) struct OpFuture {
 ///
 /// Every pointer in the entry must point into the `Held` given to `entry` (or be an fd
 /// that stays open until the completion): the slot keeps that alive, nothing else.
-pub(crate) unsafe fn submit(
+pub(crate) unsafe fn submit_op(
     what: &str,
     held: Held,
     entry: impl FnOnce(&mut Held) -> squeue::Entry,
