@@ -350,6 +350,24 @@ mod tests {
     // ANCHOR_END: dropped_read
 
     #[test]
+    fn more_operations_than_the_submission_queue_holds_all_complete() {
+        block_on(async {
+            // 20,000 timeouts queued in one poll: the submission queue takes 1,024, the
+            // backlog the rest, for the reactor's turn to submit.
+            let sleeps = (0..20_000).map(|_| sleep(Duration::from_millis(1)));
+            let all = crate::join_all(sleeps.collect::<Vec<_>>());
+            let results = crate::timeout(Duration::from_secs(10), all)
+                .await
+                .expect("every operation submitted and completed");
+            assert_eq!(results.len(), 20_000);
+            for result in results {
+                result.expect("every timeout completes");
+            }
+            ring(|ring| assert_eq!(ring.in_flight(), 0));
+        });
+    }
+
+    #[test]
     fn a_loop_that_ends_with_reads_in_flight_cancels_them_and_returns() {
         for cancel_on_drop in [true, false] {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
