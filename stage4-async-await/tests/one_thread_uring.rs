@@ -8,8 +8,13 @@
 
 use stage4_async_await::{Driver, Options, run_with};
 
+mod common;
+
 #[test]
 fn run_on_uring_spawns_no_thread() {
+    if common::io_uring_refused().is_some() {
+        return;
+    }
     let options = Options {
         driver: Driver::Uring,
         ..Options::default()
