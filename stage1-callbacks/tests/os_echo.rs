@@ -1,4 +1,5 @@
-//! The echo servers (raw select, raw epoll, callbacks on mio) answer real clients.
+//! The echo servers (raw select, raw epoll on Linux, raw kqueue on macOS and the BSDs,
+//! callbacks on mio) answer real clients.
 //!
 //! Run them: `cargo test -p stage1-callbacks --test os_echo`.
 
@@ -102,6 +103,30 @@ fn epoll_echoes_many_clients() {
 #[test]
 fn epoll_echoes_a_large_payload() {
     echoes_a_large_payload(stage1_callbacks::os::epoll::serve);
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+))]
+#[test]
+fn kqueue_echoes_many_clients() {
+    echoes_many_clients(stage1_callbacks::os::kqueue::serve);
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+))]
+#[test]
+fn kqueue_echoes_a_large_payload() {
+    echoes_a_large_payload(stage1_callbacks::os::kqueue::serve);
 }
 
 #[test]
