@@ -28,9 +28,9 @@ fn main() -> ExitCode {
 fn main() -> ExitCode {
     let _ = <Cli as clap::Parser>::parse();
     eprintln!(
-        "echo_epoll runs on Linux only: epoll is a Linux system call. On macOS and the BSDs, \
-         `cargo run -p stage1-callbacks --example echo_kqueue` is the same server on kqueue \
-         (which mio uses there), and `--example echo_select` runs everywhere."
+        "echo_epoll runs on Linux only: epoll is a Linux system call.\n\
+         On macOS and the BSDs, `--example echo_kqueue` is the same server on kqueue; \
+         `--example echo_select` runs everywhere."
     );
     ExitCode::FAILURE
 }

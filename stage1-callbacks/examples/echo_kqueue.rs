@@ -39,8 +39,8 @@ fn main() -> ExitCode {
 fn main() -> ExitCode {
     let _ = <Cli as clap::Parser>::parse();
     eprintln!(
-        "echo_kqueue runs on macOS and the BSDs only: kqueue is their system call. On Linux, \
-         `cargo run -p stage1-callbacks --example echo_epoll` is the same server on epoll, and \
+        "echo_kqueue runs on macOS and the BSDs only: kqueue is their system call.\n\
+         On Linux, `--example echo_epoll` is the same server on epoll; \
          `--example echo_select` runs everywhere."
     );
     ExitCode::FAILURE
