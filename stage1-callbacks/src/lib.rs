@@ -16,8 +16,12 @@
 //! machine.
 
 pub mod client;
+// The echo servers work on raw file descriptors (select, epoll, kqueue, mio's SourceFd):
+// Unix only. The client and its event loop are mio's and portable.
+#[cfg(unix)]
 pub mod echo;
 pub mod event_loop;
+#[cfg(unix)]
 pub mod os;
 
 use std::cell::RefCell;

@@ -4,6 +4,8 @@
 //!
 //! Run it: `cargo test -p stage1-callbacks --test fd_setsize`.
 
+#![cfg(unix)]
+
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -3,6 +3,8 @@
 //!
 //! Run them: `cargo test -p stage1-callbacks --test os_echo`.
 
+#![cfg(unix)]
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
