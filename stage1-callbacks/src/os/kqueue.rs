@@ -40,11 +40,11 @@ struct Kqueue(OwnedFd);
 fn change(fd: RawFd, filter: Filter, flags: Flags) -> libc::kevent {
     // SAFETY: `kevent` is integers and a pointer, all of which may be zero (a null
     // `udata`: we identify events by their descriptor).
-    let mut change: libc::kevent = unsafe { std::mem::zeroed() };
-    change.ident = fd as libc::uintptr_t;
-    change.filter = filter;
-    change.flags = flags;
-    change
+    let mut entry: libc::kevent = unsafe { std::mem::zeroed() };
+    entry.ident = fd as libc::uintptr_t;
+    entry.filter = filter;
+    entry.flags = flags;
+    entry
 }
 
 impl Kqueue {
