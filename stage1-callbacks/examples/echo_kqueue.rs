@@ -17,25 +17,13 @@ struct Cli {
     listen: String,
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-))]
+#[cfg(kqueue)]
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
     stage1_callbacks::echo::example_main("kqueue", &cli.listen, stage1_callbacks::os::kqueue::serve)
 }
 
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-)))]
+#[cfg(not(kqueue))]
 fn main() -> ExitCode {
     let _ = <Cli as clap::Parser>::parse();
     eprintln!(

@@ -60,22 +60,9 @@ fn one_client(serve: Serve, listener: TcpListener) -> io::Result<Vec<u8>> {
 /// The loop of this OS that keeps its interest list in the kernel, if it has one.
 #[cfg(target_os = "linux")]
 const KERNEL_LIST: Option<(&str, Serve)> = Some(("epoll", stage1_callbacks::os::epoll::serve));
-#[cfg(any(
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-))]
+#[cfg(kqueue)]
 const KERNEL_LIST: Option<(&str, Serve)> = Some(("kqueue", stage1_callbacks::os::kqueue::serve));
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-)))]
+#[cfg(not(any(target_os = "linux", kqueue)))]
 const KERNEL_LIST: Option<(&str, Serve)> = None;
 
 #[test]

@@ -107,25 +107,13 @@ fn epoll_echoes_a_large_payload() {
     echoes_a_large_payload(stage1_callbacks::os::epoll::serve);
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-))]
+#[cfg(kqueue)]
 #[test]
 fn kqueue_echoes_many_clients() {
     echoes_many_clients(stage1_callbacks::os::kqueue::serve);
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-))]
+#[cfg(kqueue)]
 #[test]
 fn kqueue_echoes_a_large_payload() {
     echoes_a_large_payload(stage1_callbacks::os::kqueue::serve);

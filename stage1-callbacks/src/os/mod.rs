@@ -21,13 +21,8 @@ pub mod select;
 #[cfg(target_os = "linux")]
 pub mod epoll;
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-))]
+// `kqueue` is set by build.rs on macOS and the BSDs.
+#[cfg(kqueue)]
 pub mod kqueue;
 
 /// How long one wait for readiness may last before the loop checks its stop flag.
@@ -137,14 +132,7 @@ impl AcceptPause {
 
     /// `true` once, when a pause has just ended (to watch the listener again). For the
     /// loops that keep their interest list in the kernel; select rebuilds it every time.
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "macos",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly",
-    ))]
+    #[cfg(any(target_os = "linux", kqueue))]
     fn resume_now(&mut self) -> bool {
         match self.until {
             Some(until) if Instant::now() >= until => {
