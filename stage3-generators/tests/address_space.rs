@@ -26,6 +26,12 @@ fn address_space_child() {
     };
     // SAFETY: a valid `rlimit` for this process; lowering a limit is always allowed.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+    if limit_is_not_enforced() {
+        // NB: qemu-user takes `setrlimit(RLIMIT_AS)` and ignores it, since the limit
+        // would apply to the emulator's own memory too.
+        println!("skipped: the address-space limit is not enforced here (qemu-user ignores it)");
+        return;
+    }
     let mut tasks = Vec::new();
     // 4 GiB hold at most about 16,000 stacks of 256 KiB; 100,000 cannot fit.
     for i in 0..100_000 {
@@ -41,6 +47,28 @@ fn address_space_child() {
     println!("all 100000 spawned under a 4 GiB address-space limit");
 }
 
+/// Whether a reservation larger than the whole 4 GiB limit still succeeds.
+fn limit_is_not_enforced() -> bool {
+    let len = 5usize << 30;
+    // SAFETY: a fresh private anonymous reservation with no access; it is unmapped at
+    // once if it was made, and no pointer into it is kept.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(p, len);
+    }
+    true
+}
+
 #[test]
 fn running_out_of_address_space_is_a_clear_error() {
     let output = Command::new(std::env::current_exe().unwrap())
@@ -51,6 +79,10 @@ fn running_out_of_address_space_is_a_clear_error() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
+    if let Some(reason) = stdout.lines().find(|line| line.starts_with("skipped: ")) {
+        eprintln!("{reason}");
+        return;
+    }
     assert!(
         stdout.contains("then: one more coroutine stack, more than"),
         "{stdout}"
