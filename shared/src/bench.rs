@@ -5,7 +5,10 @@
 //! workers wait differs by stage; parsing the three numbers, the ideal time and the two
 //! lines every example prints do not, so they live here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::memory::resident_bytes;
 
 /// One configuration of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,64 @@ impl SleepBench {
     }
 }
 
+// ANCHOR: all_alive
+/// Samples resident memory while every worker is alive, for workers that run as soon as
+/// they are created (OS threads).
+///
+/// Coroutines and async tasks are all created before any runs, so the last job to start
+/// finds every other one alive. A thread runs the moment it is spawned, so with short
+/// jobs the first threads may be gone before the last one starts (2,000 threads of 1 ms
+/// each: most are). So every job is run through [`AllAliveProbe::job`], which counts the
+/// workers inside a job; the last job samples memory and notes how many were inside, and
+/// [`AllAliveProbe::all_alive`] gives the sample only if that was every worker.
+#[derive(Debug)]
+pub struct AllAliveProbe {
+    workers: u64,
+    last_job: Option<u64>,
+    in_job: AtomicU64,
+    alive_then: AtomicU64,
+    resident: AtomicU64,
+}
+
+impl AllAliveProbe {
+    /// A probe for `bench`: it samples only when each worker runs exactly one job
+    /// ([`SleepBench::one_job_each`]).
+    pub fn new(bench: &SleepBench) -> AllAliveProbe {
+        AllAliveProbe {
+            workers: bench.workers(),
+            last_job: bench.one_job_each().then(|| bench.total - 1),
+            in_job: AtomicU64::new(0),
+            alive_then: AtomicU64::new(0),
+            resident: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `work` as job number `job`, counted as alive while it runs.
+    pub fn job(&self, job: u64, work: impl FnOnce()) {
+        let alive = self.in_job.fetch_add(1, Ordering::SeqCst) + 1;
+        if Some(job) == self.last_job {
+            self.resident
+                .store(resident_bytes().unwrap_or(0), Ordering::SeqCst);
+            self.alive_then.store(alive, Ordering::SeqCst);
+        }
+        work();
+        self.in_job.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many workers were inside a job when the last job started (0 before it did).
+    pub fn alive_at_sample(&self) -> u64 {
+        self.alive_then.load(Ordering::SeqCst)
+    }
+
+    /// The resident bytes sampled while every worker was alive, or `None` if not all of
+    /// them were (or the OS does not tell, or no job was the last of one job each).
+    pub fn all_alive(&self) -> Option<u64> {
+        let resident = self.resident.load(Ordering::SeqCst);
+        (self.alive_at_sample() == self.workers && resident > 0).then_some(resident)
+    }
+}
+// ANCHOR_END: all_alive
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +194,30 @@ mod tests {
         let line = bench.memory_line("tasks", 0, 2_900_000).unwrap();
         assert!(line.ends_with(", 290 bytes per task"), "{line}");
         assert_eq!(bench.memory_line("tasks", 10, 5), None);
+    }
+
+    /// Three workers, one job each; the first finishes before the last starts: no
+    /// sample. Then all three inside at once: a sample.
+    #[test]
+    fn the_probe_reports_memory_only_when_every_worker_was_alive() {
+        let bench = SleepBench::parse("b", &args("3 3 0")).unwrap();
+        let probe = AllAliveProbe::new(&bench);
+        probe.job(0, || ());
+        probe.job(1, || probe.job(2, || ()));
+        assert_eq!(probe.alive_at_sample(), 2);
+        assert_eq!(probe.all_alive(), None);
+
+        let probe = AllAliveProbe::new(&bench);
+        probe.job(0, || probe.job(1, || probe.job(2, || ())));
+        assert_eq!(probe.alive_at_sample(), 3);
+        if resident_bytes().is_some() {
+            assert!(probe.all_alive().is_some());
+        }
+
+        // Several jobs per worker: never a sample.
+        let bench = SleepBench::parse("b", &args("4 2 0")).unwrap();
+        let probe = AllAliveProbe::new(&bench);
+        probe.job(0, || probe.job(3, || ()));
+        assert_eq!(probe.all_alive(), None);
     }
 }

@@ -61,16 +61,22 @@ fn at_least_one(text: &str) -> Result<u64, String> {
     }
 }
 
-/// Resolves `HOST:PORT` to its first address.
+/// Resolves `--addr`'s `HOST:PORT` to its first address.
 pub fn resolve(addr: &str) -> Result<SocketAddr, Error> {
+    resolve_flag("--addr", addr)
+}
+
+/// Resolves `HOST:PORT` (a host name or an IP address) given to `flag` to its first
+/// address; the error names the flag.
+pub fn resolve_flag(flag: &str, addr: &str) -> Result<SocketAddr, Error> {
     let mut addrs = addr.to_socket_addrs().map_err(|e| {
         Error::Other(format!(
-            "--addr {addr}: {e} (expected HOST:PORT, e.g. 127.0.0.1:8080)"
+            "{flag} {addr}: {e} (expected HOST:PORT, e.g. 127.0.0.1:8080)"
         ))
     })?;
     addrs
         .next()
-        .ok_or_else(|| Error::Other(format!("--addr {addr}: the name has no address")))
+        .ok_or_else(|| Error::Other(format!("{flag} {addr}: the name has no address")))
 }
 
 /// Starts the embedded server unless `--addr` was given, checks the fd limit, prints
@@ -198,5 +204,14 @@ mod tests {
     fn a_bad_addr_says_what_was_expected() {
         let error = resolve("no-port-here").unwrap_err().to_string();
         assert!(error.contains("HOST:PORT"), "{error}");
+        let error = resolve_flag("--listen", "x").unwrap_err().to_string();
+        assert!(error.starts_with("--listen x:"), "{error}");
+    }
+
+    #[test]
+    fn host_names_resolve_like_addresses() {
+        let addr = resolve_flag("--listen", "localhost:8080").unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.port(), 8080);
     }
 }

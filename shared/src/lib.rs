@@ -18,17 +18,42 @@
 //!
 //! The standalone server: `cargo run -p shared --bin slow-server -- --listen
 //! 127.0.0.1:8080 --delay-ms 5000`.
+//!
+//! Platforms: Linux (x86_64, aarch64) and macOS (Apple Silicon, Intel). Windows gets one
+//! clear message at build time instead of a wall of `libc` errors: the stages are about
+//! Unix readiness APIs (`select`, `epoll`, `kqueue`) and Unix limits.
 
+// The one place that says what is not supported; everything below is Unix-only, so the
+// build stops at this message and nothing else.
+#[cfg(not(unix))]
+compile_error!(
+    "this workspace runs on Linux and macOS only: its stages teach Unix readiness APIs \
+     (select, epoll, kqueue) and Unix limits (RLIMIT_NOFILE, vm.max_map_count). On \
+     Windows, use WSL 2 (`wsl --install`, then build inside the Linux distribution)."
+);
+
+#[cfg(unix)]
 pub mod bench;
+#[cfg(unix)]
 pub mod cli;
+#[cfg(unix)]
 mod error;
+#[cfg(unix)]
 pub mod limits;
+#[cfg(unix)]
 pub mod memory;
+#[cfg(unix)]
 pub mod protocol;
+#[cfg(unix)]
 mod report;
+#[cfg(unix)]
 pub mod server;
+#[cfg(unix)]
 pub mod testkit;
 
+#[cfg(unix)]
 pub use error::{Error, is_fd_exhaustion};
+#[cfg(unix)]
 pub use protocol::LineDecoder;
+#[cfg(unix)]
 pub use report::{Config, DEFAULT_TIMEOUT, Report, Response, request_ids};

@@ -43,17 +43,16 @@ pub fn fd_limit() -> io::Result<FdLimit> {
     })
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new limits.
-///
-/// On macOS the hard limit may be "unlimited" while the kernel refuses more than
-/// `OPEN_MAX`; we then settle for the soft limit we have.
+/// Raises the soft `RLIMIT_NOFILE` as far as it may go ([`fd_ceiling`]) and returns the
+/// new limits.
 pub fn raise_fd_limit() -> io::Result<FdLimit> {
     let current = fd_limit()?;
-    if current.soft >= current.hard {
+    let target = fd_ceiling(current);
+    if current.soft >= target {
         return Ok(current);
     }
     let raised = libc::rlimit {
-        rlim_cur: current.hard as libc::rlim_t,
+        rlim_cur: target as libc::rlim_t,
         rlim_max: current.hard as libc::rlim_t,
     };
     // SAFETY: `raised` is a valid `rlimit`; raising the soft limit up to the hard one is
@@ -64,10 +63,53 @@ pub fn raise_fd_limit() -> io::Result<FdLimit> {
     fd_limit()
 }
 
+/// How far the soft limit may be raised: the hard limit on Linux.
+///
+/// macOS reports an "unlimited" hard limit (with a soft one of 256) but refuses a soft
+/// limit above `kern.maxfilesperproc`, as its setrlimit(2) says: the ceiling there is the
+/// smaller of the two (`OPEN_MAX`, 10,240, if the sysctl cannot be read).
+pub fn fd_ceiling(limit: FdLimit) -> u64 {
+    #[cfg(target_vendor = "apple")]
+    {
+        const OPEN_MAX: u64 = 10_240; // <sys/syslimits.h>
+        let per_process = sysctl_int(c"kern.maxfilesperproc").unwrap_or(OPEN_MAX);
+        limit.hard.min(per_process)
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        limit.hard
+    }
+}
+
+/// A numeric sysctl by name (`kern.maxfilesperproc`, `kern.num_taskthreads`), or `None`.
+#[cfg(target_vendor = "apple")]
+pub fn sysctl_int(name: &std::ffi::CStr) -> Option<u64> {
+    let mut value = [0u8; 8];
+    let mut len = value.len();
+    // SAFETY: `name` is NUL-terminated; `value` is a writable buffer of `len` bytes, and
+    // the kernel writes at most `len` bytes and stores how many in `len`.
+    let status = unsafe {
+        libc::sysctlbyname(
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    match (status, len) {
+        (0, 4) => u64::try_from(i32::from_ne_bytes(value[..4].try_into().ok()?)).ok(),
+        (0, 8) => u64::try_from(i64::from_ne_bytes(value)).ok(),
+        _ => None,
+    }
+}
+
 /// Descriptors this process has open now, where the OS tells us (`/proc/self/fd` on
-/// Linux); `None` elsewhere.
+/// Linux, `/dev/fd` on macOS); `None` elsewhere.
 pub fn open_fds() -> Option<u64> {
-    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    let entries = ["/proc/self/fd", "/dev/fd"]
+        .into_iter()
+        .find_map(|dir| std::fs::read_dir(dir).ok())?;
     // One of the entries is the directory handle read_dir itself holds open.
     Some((entries.count() as u64).saturating_sub(1))
 }
@@ -80,12 +122,17 @@ pub fn open_fds() -> Option<u64> {
 pub fn check_connections(connections: u64) -> Result<FdLimit, Error> {
     let limit = raise_fd_limit().map_err(|e| Error::io("reading RLIMIT_NOFILE", e))?;
     let open = open_fds().unwrap_or(0);
-    let needed = connections + open + FD_RESERVE;
+    let needed = connections.saturating_add(open + FD_RESERVE);
     if needed <= limit.soft {
         return Ok(limit);
     }
-    let fix = if needed <= limit.hard {
+    let fix = if needed <= fd_ceiling(limit) {
         format!("Raise the soft limit with `ulimit -n {needed}`")
+    } else if cfg!(target_vendor = "apple") {
+        format!(
+            "Raise the per-process cap (`sudo sysctl -w kern.maxfilesperproc={needed}`, \
+             and `kern.maxfiles` if it is lower), then `ulimit -n {needed}`"
+        )
     } else {
         format!(
             "Raise the hard limit (as root: `ulimit -Hn {needed}`, or `nofile` in \
@@ -146,6 +193,8 @@ mod tests {
         let after = raise_fd_limit().unwrap();
         assert!(after.soft >= before.soft);
         assert_eq!(after.hard, before.hard);
+        // Up to the ceiling: the hard limit on Linux, kern.maxfilesperproc on macOS.
+        assert_eq!(after.soft, fd_ceiling(after).max(before.soft));
     }
 
     #[test]
@@ -155,7 +204,7 @@ mod tests {
 
     #[test]
     fn too_many_connections_get_a_clear_error() {
-        let hard = fd_limit().unwrap().hard;
+        let hard = fd_ceiling(fd_limit().unwrap());
         let error = check_connections(hard).unwrap_err();
         let text = error.to_string();
         assert!(matches!(error, Error::Limit { .. }), "{error:?}");

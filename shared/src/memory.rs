@@ -10,7 +10,9 @@
 //! reading lower than a resident size measured moments before. A figure we print must
 //! not be able to lie.
 
-/// Resident memory now (`VmRSS`), in bytes, or `None` where the OS does not tell.
+/// Resident memory now, in bytes: `VmRSS` on Linux, the task's `resident_size` on macOS;
+/// `None` where the OS does not tell (callers print "not measured on this OS").
+#[cfg(target_os = "linux")]
 pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
@@ -23,7 +25,41 @@ pub fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-#[cfg(all(test, target_os = "linux"))]
+/// Resident memory now, in bytes: `VmRSS` on Linux, the task's `resident_size` on macOS;
+/// `None` where the OS does not tell (callers print "not measured on this OS").
+#[cfg(target_vendor = "apple")]
+pub fn resident_bytes() -> Option<u64> {
+    let mut info = std::mem::MaybeUninit::<libc::mach_task_basic_info>::zeroed();
+    let mut count = libc::MACH_TASK_BASIC_INFO_COUNT;
+    // NB: libc deprecates `mach_task_self` in favour of the `mach2` crate; one call does
+    // not justify a dependency.
+    #[allow(deprecated)]
+    // SAFETY: `info` is a writable `mach_task_basic_info` and `count` its size in
+    // `natural_t` words, as `task_info` expects for `MACH_TASK_BASIC_INFO`; the call
+    // only reads this task's counters.
+    let status = unsafe {
+        libc::task_info(
+            libc::mach_task_self(),
+            libc::MACH_TASK_BASIC_INFO,
+            info.as_mut_ptr().cast(),
+            &mut count,
+        )
+    };
+    if status != libc::KERN_SUCCESS {
+        return None;
+    }
+    // SAFETY: `task_info` succeeded, so it filled the struct.
+    Some(unsafe { info.assume_init() }.resident_size)
+}
+
+/// Resident memory now, in bytes: `VmRSS` on Linux, the task's `resident_size` on macOS;
+/// `None` where the OS does not tell (callers print "not measured on this OS").
+#[cfg(not(any(target_os = "linux", target_vendor = "apple")))]
+pub fn resident_bytes() -> Option<u64> {
+    None
+}
+
+#[cfg(all(test, any(target_os = "linux", target_vendor = "apple")))]
 mod tests {
     use super::*;
 

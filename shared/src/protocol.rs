@@ -1,7 +1,8 @@
 //! The wire protocol: one request per line, answered with the same line.
 //!
 //! A request is `Request {id}\n`: at most [`MAX_LINE_LEN`] bytes of UTF-8 before the
-//! newline. Bytes arrive from a socket in whatever pieces the kernel hands over, so every
+//! newline. A line may also end with `\r\n`, as lines typed into `telnet` or sent by
+//! many network tools do; the `\r` is part of the line end, not of the line. Bytes arrive from a socket in whatever pieces the kernel hands over, so every
 //! stage feeds them into a [`LineDecoder`] and takes whole lines out:
 //!
 //! ```
@@ -21,7 +22,7 @@
 
 use std::fmt;
 
-/// The longest line, in bytes and without its `\n`, that either side accepts.
+/// The longest line, in bytes and without its `\n` or `\r\n`, that either side accepts.
 pub const MAX_LINE_LEN: usize = 1024;
 
 /// The request line for `id`, newline included: what goes on the wire.
@@ -84,7 +85,8 @@ impl LineDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete line without its `\n`, or `Ok(None)` until more bytes arrive.
+    /// The next complete line without its `\n` (or `\r\n`), or `Ok(None)` until more
+    /// bytes arrive.
     ///
     /// An error is final: the stream cannot be resynchronised, so the caller should
     /// report it and close the connection.
@@ -92,20 +94,24 @@ impl LineDecoder {
         let Some(offset) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
             self.scanned = self.buf.len();
             // Refuse an over-long line as soon as it is over-long: a peer that never
-            // sends a newline must not make us buffer without bound.
-            return if self.buf.len() > MAX_LINE_LEN {
+            // sends a newline must not make us buffer without bound. A trailing `\r` may
+            // be the start of a `\r\n`.
+            let limit = MAX_LINE_LEN + usize::from(self.buf.last() == Some(&b'\r'));
+            return if self.buf.len() > limit {
                 Err(DecodeError::LineTooLong)
             } else {
                 Ok(None)
             };
         };
-        let end = self.scanned + offset;
+        let newline = self.scanned + offset;
+        let crlf = newline > 0 && self.buf[newline - 1] == b'\r';
+        let end = newline - usize::from(crlf);
         if end > MAX_LINE_LEN {
             return Err(DecodeError::LineTooLong);
         }
-        let rest = self.buf.split_off(end + 1);
+        let rest = self.buf.split_off(newline + 1);
         let mut line = std::mem::replace(&mut self.buf, rest);
-        line.pop(); // the '\n'
+        line.truncate(end); // the '\n' or "\r\n"
         self.scanned = 0;
         String::from_utf8(line)
             .map(Some)
@@ -201,6 +207,27 @@ mod tests {
             }
         }
         assert_eq!(decoder.next_line(), Err(DecodeError::LineTooLong));
+    }
+
+    #[test]
+    fn crlf_ends_a_line_too() {
+        let mut decoder = LineDecoder::new();
+        decoder.push(b"Request 1\r\nRequest 2\nRequest\r3\r");
+        assert_eq!(
+            lines(&mut decoder),
+            Ok(vec!["Request 1".into(), "Request 2".into()])
+        );
+        // A `\r` split from its `\n` by the network is still a line end; one inside a
+        // line is just a byte of the line.
+        decoder.push(b"\n");
+        assert_eq!(decoder.next_line(), Ok(Some("Request\r3".into())));
+        // The `\r` does not count towards the longest line.
+        let mut decoder = LineDecoder::new();
+        decoder.push(&[b'x'; MAX_LINE_LEN]);
+        decoder.push(b"\r");
+        assert_eq!(decoder.next_line(), Ok(None));
+        decoder.push(b"\n");
+        assert_eq!(decoder.next_line().unwrap().unwrap().len(), MAX_LINE_LEN);
     }
 
     #[test]

@@ -20,6 +20,14 @@
 //!   lines on one connection are answered in order.
 //! - Bad input gets `ERROR <reason>\n` and the connection is closed; no other connection
 //!   notices. A client that vanishes mid-delay is cleaned up when its answer is due.
+//! - A line ends with `\n` or `\r\n`; the answer ends with `\n`.
+//! - Memory per connection is bounded: it stops reading from a client that has
+//!   [`MAX_PIPELINED`] lines waiting, or [`MAX_UNSENT`] bytes of lines waiting and answers
+//!   it has not read, and reads again once the client catches up. Lines already received are always
+//!   answered, also after the client's half-close.
+//! - A connection with nothing pending and no bytes from the client for the idle timeout
+//!   ([`DEFAULT_IDLE_TIMEOUT`] unless configured) is closed, so idle clients cannot hold
+//!   descriptors that newcomers need.
 //! - When `accept` fails because the process is out of file descriptors, the connections
 //!   it has keep being served, newcomers wait in the listen backlog until one closes, and
 //!   one line is logged (not one per attempt).
@@ -38,7 +46,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::error::is_fd_exhaustion;
-use crate::protocol::LineDecoder;
+use crate::protocol::{DecodeError, LineDecoder};
 
 /// Where to listen and how slow to be.
 #[derive(Debug, Clone)]
@@ -47,7 +55,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long each line waits before it is echoed.
     pub delay: Duration,
+    /// How long a connection with nothing pending may stay silent before it is closed;
+    /// `None` keeps it open for ever.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// [`ServerConfig::idle_timeout`] unless told otherwise: as long as the clients'
+/// default timeout ([`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT)), far above any pause
+/// between a client's connect and its request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A snapshot of the server's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,6 +81,8 @@ pub struct ServerStats {
     pub peak_open: u64,
     /// Times `accept` failed for lack of file descriptors.
     pub fd_exhausted: u64,
+    /// Connections closed because they were idle for the idle timeout.
+    pub idle_closed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +93,7 @@ struct Counters {
     open: AtomicU64,
     peak_open: AtomicU64,
     fd_exhausted: AtomicU64,
+    idle_closed: AtomicU64,
 }
 
 /// A running slow server. Dropping it stops the loop and closes every connection.
@@ -94,6 +113,7 @@ impl SlowServer {
         SlowServer::start_with(ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             delay,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         })
     }
 
@@ -109,6 +129,7 @@ impl SlowServer {
             poll,
             listener,
             delay: config.delay,
+            idle_timeout: config.idle_timeout,
             connections: HashMap::new(),
             timers: BinaryHeap::new(),
             next_seq: 0,
@@ -151,6 +172,7 @@ impl SlowServer {
             open: c.open.load(Ordering::Relaxed),
             peak_open: c.peak_open.load(Ordering::Relaxed),
             fd_exhausted: c.fd_exhausted.load(Ordering::Relaxed),
+            idle_closed: c.idle_closed.load(Ordering::Relaxed),
         }
     }
 
@@ -183,7 +205,14 @@ const LISTEN_BACKLOG: i32 = 4096;
 
 /// Lines one connection may have waiting for their delay before we stop reading from it:
 /// a client that pipelines without bound must not make us buffer without bound.
-const MAX_PIPELINED: usize = 1024;
+pub const MAX_PIPELINED: usize = 1024;
+
+/// Bytes one connection may have in lines waiting for their delay and answers the client
+/// has not read, before we stop reading from it: a client that sends and never reads
+/// must not make us buffer without bound either. Every waiting line becomes an answer,
+/// so both count. 64 KiB is far more than the article's requests need, and little
+/// beside what the kernel buffers for each socket.
+pub const MAX_UNSENT: usize = 64 * 1024;
 
 /// How long a connection we closed for bad input may take to close its side, so the
 /// `ERROR` line is read instead of lost to a reset.
@@ -223,6 +252,8 @@ struct Timer {
 enum TimerKind {
     Answer,
     LingerExpired,
+    /// The connection may have been idle long enough: look, and close it or look again.
+    IdleCheck,
 }
 
 #[derive(Debug)]
@@ -231,6 +262,8 @@ struct Connection {
     decoder: LineDecoder,
     /// Lines waiting for their delay, oldest first; their timers are in the queue.
     pending: VecDeque<String>,
+    /// The size of their answers, newlines included.
+    pending_bytes: usize,
     /// Bytes to send, from `written` on.
     out: Vec<u8>,
     written: usize,
@@ -240,15 +273,20 @@ struct Connection {
     closing: bool,
     /// `shutdown(Write)` was done after the error line went out.
     write_shut: bool,
-    /// Reading stopped because `MAX_PIPELINED` lines are waiting.
+    /// Reading stopped because `MAX_PIPELINED` lines or `MAX_UNSENT` bytes are waiting.
     paused: bool,
     writable_interest: bool,
+    /// When the client last sent bytes or was sent its last answer.
+    last_active: Instant,
+    /// An `IdleCheck` timer is in the queue: one at a time per connection.
+    idle_check_queued: bool,
 }
 
 struct EventLoop {
     poll: Poll,
     listener: TcpListener,
     delay: Duration,
+    idle_timeout: Option<Duration>,
     connections: HashMap<Token, Connection>,
     timers: BinaryHeap<Reverse<Timer>>,
     next_seq: u64,
@@ -299,7 +337,8 @@ impl EventLoop {
                     }
                     token => {
                         if event.is_writable() {
-                            self.with_connection(token, |c, _| c.flush());
+                            let delay = self.delay;
+                            self.with_connection(token, |c, ctx| c.on_writable(delay, ctx));
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(token);
@@ -335,6 +374,8 @@ impl EventLoop {
                     // Answers are single small writes: do not let Nagle hold them back.
                     let _ = stream.set_nodelay(true);
                     self.connections.insert(token, Connection::new(stream));
+                    // A client that connects and says nothing is idle from the start.
+                    self.with_connection(token, |_, _| Next::Keep);
                     let c = &self.counters;
                     c.accepted.fetch_add(1, Ordering::Relaxed);
                     let open = c.open.fetch_add(1, Ordering::Relaxed) + 1;
@@ -380,6 +421,15 @@ impl EventLoop {
         if matches!(next, Next::Keep) && conn.update_interest(self.poll.registry(), token).is_err()
         {
             next = Next::Close;
+        }
+        if let (Next::Keep, Some(idle)) = (&next, self.idle_timeout)
+            && conn.is_idle()
+            && !conn.idle_check_queued
+        {
+            conn.idle_check_queued = true;
+            let due = conn.last_active + idle;
+            ctx.new_timers
+                .push((due.saturating_duration_since(ctx.now), TimerKind::IdleCheck));
         }
         let c = &self.counters;
         if matches!(next, Next::Close) {
@@ -431,6 +481,20 @@ impl EventLoop {
                     self.with_connection(timer.token, |c, ctx| c.answer_next(delay, ctx));
                 }
                 TimerKind::LingerExpired => self.with_connection(timer.token, |_, _| Next::Close),
+                TimerKind::IdleCheck => {
+                    let Some(idle) = self.idle_timeout else {
+                        continue;
+                    };
+                    let counters = Arc::clone(&self.counters);
+                    self.with_connection(timer.token, |c, ctx| {
+                        c.idle_check_queued = false;
+                        if c.is_idle() && ctx.now >= c.last_active + idle {
+                            counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                            return Next::Close;
+                        }
+                        Next::Keep // busy, or active since: a new check is queued if idle
+                    });
+                }
             }
         }
     }
@@ -448,6 +512,7 @@ impl Connection {
             stream,
             decoder: LineDecoder::new(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
             out: Vec::new(),
             written: 0,
             read_closed: false,
@@ -455,13 +520,36 @@ impl Connection {
             write_shut: false,
             paused: false,
             writable_interest: false,
+            last_active: Instant::now(),
+            idle_check_queued: false,
         }
     }
 
-    /// Reads until the socket would block, turning complete lines into timers.
+    /// Nothing to answer and nothing to send: only the idle timeout keeps it open.
+    fn is_idle(&self) -> bool {
+        !self.closing && self.pending.is_empty() && self.out.is_empty()
+    }
+
+    /// Whether this connection holds as much as we let it: then we stop reading.
+    fn is_full(&self) -> bool {
+        self.pending.len() >= MAX_PIPELINED || self.buffered() >= MAX_UNSENT
+    }
+
+    /// Bytes of waiting lines and unsent answers.
+    fn buffered(&self) -> usize {
+        self.pending_bytes + self.out.len() - self.written
+    }
+
+    /// Reads until the socket would block, turning complete lines into timers; stops
+    /// early, with `paused` set, when the connection is full.
     fn read(&mut self, delay: Duration, ctx: &mut Ctx) -> Next {
         let mut buf = [0u8; 4096];
         loop {
+            // Lines left in the decoder by an earlier pause come first: the socket may
+            // have nothing more to say (the peer sent everything in one write, or left).
+            if let Err(error) = self.take_lines(delay, ctx) {
+                return self.fail(&error.to_string(), ctx);
+            }
             if self.paused || self.read_closed {
                 return Next::Keep;
             }
@@ -477,21 +565,8 @@ impl Connection {
                 // After an ERROR line, the rest of the input is drained and dropped.
                 Ok(_) if self.closing => continue,
                 Ok(n) => {
+                    self.last_active = ctx.now;
                     self.decoder.push(&buf[..n]);
-                    loop {
-                        match self.decoder.next_line() {
-                            Ok(Some(line)) => {
-                                self.pending.push_back(line);
-                                ctx.new_timers.push((delay, TimerKind::Answer));
-                                if self.pending.len() >= MAX_PIPELINED {
-                                    self.paused = true;
-                                    break;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(error) => return self.fail(&error.to_string(), ctx),
-                        }
-                    }
                 }
                 // Drained: edge-triggered readiness will tell us when more arrives.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
@@ -502,15 +577,51 @@ impl Connection {
         }
     }
 
+    /// Moves complete lines from the decoder to `pending`, each with its timer, until
+    /// the decoder has none left or the connection is full (then `paused` is set).
+    fn take_lines(&mut self, delay: Duration, ctx: &mut Ctx) -> Result<(), DecodeError> {
+        if self.closing {
+            return Ok(());
+        }
+        loop {
+            if self.is_full() {
+                self.paused = true;
+                return Ok(());
+            }
+            match self.decoder.next_line()? {
+                Some(line) => {
+                    self.pending_bytes += line.len() + 1;
+                    self.pending.push_back(line);
+                    ctx.new_timers.push((delay, TimerKind::Answer));
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Reading was paused and the client has caught up (half of each bound is free
+    /// again, so we do not flip at every line): read what arrived meanwhile.
+    fn resume_if_room(&mut self, delay: Duration, ctx: &mut Ctx) -> Next {
+        if self.paused && self.pending.len() < MAX_PIPELINED / 2 && self.buffered() < MAX_UNSENT / 2
+        {
+            self.paused = false;
+            // Bytes may have arrived while paused; their readiness edge has passed,
+            // so read now instead of waiting for an event that will not come.
+            return self.read(delay, ctx);
+        }
+        Next::Keep
+    }
+
     /// Sends `ERROR <reason>` and closes politely: no more answers, input discarded.
     fn fail(&mut self, reason: &str, ctx: &mut Ctx) -> Next {
         self.closing = true;
         self.pending.clear();
+        self.pending_bytes = 0;
         self.paused = false;
         self.out
             .extend_from_slice(format!("ERROR {reason}\n").as_bytes());
         ctx.new_timers.push((LINGER, TimerKind::LingerExpired));
-        match self.flush() {
+        match self.flush(ctx) {
             Next::Close => Next::Close,
             // Keep reading to drain the peer's remaining input until it closes.
             Next::Keep => self.read(Duration::ZERO, ctx),
@@ -523,21 +634,25 @@ impl Connection {
         let Some(line) = self.pending.pop_front() else {
             return Next::Keep;
         };
+        self.pending_bytes -= line.len() + 1;
         self.out.extend_from_slice(line.as_bytes());
         self.out.push(b'\n');
-        if self.paused && self.pending.len() < MAX_PIPELINED / 2 {
-            self.paused = false;
-            // Bytes may have arrived while paused; their readiness edge has passed,
-            // so read now instead of waiting for an event that will not come.
-            if let Next::Close = self.read(delay, ctx) {
-                return Next::Close;
-            }
+        match self.flush(ctx) {
+            Next::Close => Next::Close,
+            Next::Keep => self.resume_if_room(delay, ctx),
         }
-        self.flush()
+    }
+
+    /// The socket is writable again: send what waits, then read if that made room.
+    fn on_writable(&mut self, delay: Duration, ctx: &mut Ctx) -> Next {
+        match self.flush(ctx) {
+            Next::Close => Next::Close,
+            Next::Keep => self.resume_if_room(delay, ctx),
+        }
     }
 
     /// Writes until done or the socket would block.
-    fn flush(&mut self) -> Next {
+    fn flush(&mut self, ctx: &Ctx) -> Next {
         while self.written < self.out.len() {
             match self.stream.write(&self.out[self.written..]) {
                 Ok(0) => return Next::Close,
@@ -547,6 +662,9 @@ impl Connection {
                 // EPIPE or ECONNRESET: the client left mid-delay.
                 Err(_) => return Next::Close,
             }
+        }
+        if !self.out.is_empty() {
+            self.last_active = ctx.now; // the idle timeout counts from the last answer
         }
         self.out.clear();
         self.written = 0;

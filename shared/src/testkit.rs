@@ -29,7 +29,17 @@ pub enum Misbehaviour {
     /// Reads the request and never answers; the connection stays open until the client
     /// gives up.
     Silent,
+    /// The right answer, one byte every [`DRIP_INTERVAL`]: each read is answered well
+    /// within any socket timeout, yet the whole line takes longer than the contract's
+    /// timeout. A client must bound the whole request, not each read.
+    Drip,
+    /// The right answer ending in `\r\n`, as many servers end lines: not a misbehaviour,
+    /// and a client must accept it.
+    Crlf,
 }
+
+/// How often [`Misbehaviour::Drip`] sends a byte.
+pub const DRIP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A server on `127.0.0.1` that reads request lines and answers them wrongly.
 /// Dropping it stops accepting; connections already open end with their clients.
@@ -102,6 +112,17 @@ fn misbehave(stream: TcpStream, misbehaviour: Misbehaviour) {
             Misbehaviour::CloseMidLine => b"Requ".to_vec(),
             Misbehaviour::Silent => continue,
             Misbehaviour::Hangup => return,
+            Misbehaviour::Drip => {
+                for byte in format!("Request {id}\n").bytes() {
+                    thread::sleep(DRIP_INTERVAL);
+                    // The client gave up: so do we.
+                    if writer.write_all(&[byte]).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Misbehaviour::Crlf => format!("Request {id}\r\n").into_bytes(),
         };
         if writer.write_all(&answer).is_err() || misbehaviour == Misbehaviour::CloseMidLine {
             return;

@@ -1,5 +1,11 @@
 //! The standalone server at its file-descriptor limit: it keeps serving the connections
-//! it has, says so once, and serves the waiting ones when room comes free.
+//! it has, says so once, and serves the waiting ones when room comes free, also when the
+//! room is taken by idle connections.
+//!
+//! Checked on Linux, the reference platform: the whole file, so that no import is left
+//! unused elsewhere.
+
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -7,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[cfg(target_os = "linux")]
 #[test]
 fn at_the_fd_limit_the_server_keeps_serving_and_logs_one_line() {
     // Find a free port, then start the server in a child with a tiny fd limit (the limit
@@ -64,4 +69,52 @@ fn at_the_fd_limit_the_server_keeps_serving_and_logs_one_line() {
     assert_eq!(lines.len(), 1, "one line, not a flood: {log}");
     assert!(lines[0].contains("out of file descriptors"), "{log}");
     assert!(lines[0].contains("ulimit -n"), "{log}");
+}
+
+/// Idle connections alone must not keep a newcomer waiting at the fd limit: the idle
+/// timeout closes them, and the newcomer is served.
+#[test]
+fn idle_connections_make_room_for_a_newcomer_at_the_fd_limit() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 32 && exec {} --listen {addr} --delay-ms 10 --idle-timeout-ms 300",
+            env!("CARGO_BIN_EXE_slow-server")
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slow-server");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(
+        banner.contains("idle connections closed after 300 ms"),
+        "{banner}"
+    );
+
+    // 40 clients that connect and say nothing: more than the server has descriptors for.
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut newcomer = TcpStream::connect(&addr).unwrap();
+    newcomer
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    newcomer.write_all(b"Request 41\n").unwrap();
+    let mut line = String::new();
+    let answered = BufReader::new(&newcomer).read_line(&mut line);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(idle);
+    assert_eq!(
+        answered.map(|_| line.as_str()).ok(),
+        Some("Request 41\n"),
+        "the newcomer waited behind idle connections"
+    );
 }

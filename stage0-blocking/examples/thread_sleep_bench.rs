@@ -7,13 +7,14 @@
 //!
 //! Prints the wall time and the ideal (`ceil(total / threads) x sleep`), or the limit that
 //! stopped the threads. When there are as many threads as tasks, each thread runs exactly
-//! one job, so the last job to start sees every thread alive: it samples the resident
-//! memory then, and the example prints the cost per thread.
+//! one job, and the last job to start samples the resident memory. A thread runs as soon
+//! as it is spawned, so with short sleeps the first ones may be gone by then: the example
+//! prints the cost per thread only if the sample saw every thread alive, and says so
+//! when it did not.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use shared::bench::SleepBench;
+use shared::bench::{AllAliveProbe, SleepBench};
 use shared::memory::resident_bytes;
 
 fn main() -> ExitCode {
@@ -25,20 +26,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let baseline = resident_bytes().unwrap_or(0);
-    let all_alive = AtomicU64::new(0);
+    let baseline = resident_bytes();
+    let probe = AllAliveProbe::new(&bench);
     let result = stage0_blocking::run_jobs(bench.total, bench.concurrency, |job| {
-        if bench.one_job_each() && job == bench.total - 1 {
-            all_alive.store(resident_bytes().unwrap_or(0), Ordering::Relaxed);
-        }
-        std::thread::sleep(bench.sleep);
+        probe.job(job, || std::thread::sleep(bench.sleep));
     });
     match result {
         Ok(elapsed) => {
             println!("{}", bench.time_line("threads", elapsed));
-            let all_alive = all_alive.load(Ordering::Relaxed);
-            if let Some(line) = bench.memory_line("threads", baseline, all_alive) {
-                println!("{line}");
+            match (baseline, probe.all_alive()) {
+                _ if !bench.one_job_each() => {}
+                (None, _) => println!("resident memory: not measured on this OS"),
+                (Some(baseline), Some(all_alive)) => {
+                    if let Some(line) = bench.memory_line("threads", baseline, all_alive) {
+                        println!("{line}");
+                    }
+                }
+                (Some(_), None) => println!(
+                    "resident memory: not measured, only {} of {} threads were alive when \
+                     the last one started (the first had finished: try a longer sleep)",
+                    probe.alive_at_sample(),
+                    bench.workers()
+                ),
             }
             ExitCode::SUCCESS
         }

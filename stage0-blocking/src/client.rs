@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shared::protocol::{DecodeError, LineDecoder, request};
 use shared::{Config, Error};
@@ -15,18 +15,20 @@ use shared::{Config, Error};
 // ANCHOR: make_tcp_request
 /// Sends `Request {id}` and returns the line the server answers with.
 pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<String, Error> {
+    // NB: one deadline for the whole exchange, as in stages 1 to 4. A socket timeout only
+    // bounds each call: a server that drips a byte just before each one runs out would
+    // keep us waiting for ever. So each call gets what is left of the deadline.
+    let deadline = Deadline::new(id, timeout);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|source| Error::Connect { addr, source })?;
-    // Without these, a server that accepts and never answers would block us forever.
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| Error::io("setting socket timeouts", e))?;
 
     // write_all loops over partial writes for us.
     stream
+        .set_write_timeout(Some(deadline.left()?))
+        .map_err(|e| Error::io("setting the socket's write timeout", e))?;
+    stream
         .write_all(request(id).as_bytes())
-        .map_err(|e| io_error(e, id, "sending", timeout))?;
+        .map_err(|e| deadline.error(e, "sending request"))?;
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
@@ -38,6 +40,9 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
         if let Some(line) = line {
             return Ok(line);
         }
+        stream
+            .set_read_timeout(Some(deadline.left()?))
+            .map_err(|e| Error::io("setting the socket's read timeout", e))?;
         match stream.read(&mut buf) {
             Ok(0) => {
                 let source = DecodeError::ClosedMidLine;
@@ -46,22 +51,50 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
             Ok(n) => decoder.push(&buf[..n]),
             // A signal arrived while we slept in read(): just read again.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(e, id, "reading the answer to", timeout)),
+            Err(e) => return Err(deadline.error(e, "reading the answer to request")),
         }
     }
 }
 // ANCHOR_END: make_tcp_request
 
-/// A read or write timeout shows up as `WouldBlock` (Unix) or `TimedOut` (Windows).
-fn io_error(error: io::Error, id: u64, doing: &str, timeout: Duration) -> Error {
-    match error.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
-            what: format!(
-                "{doing} request {id} took more than {:.1} s",
-                timeout.as_secs_f64()
-            ),
-        },
-        _ => Error::io(format!("{doing} request {id}"), error),
+/// When the request `id` must be done by.
+struct Deadline {
+    id: u64,
+    timeout: Duration,
+    at: Instant,
+}
+
+impl Deadline {
+    fn new(id: u64, timeout: Duration) -> Deadline {
+        Deadline {
+            id,
+            timeout,
+            at: Instant::now() + timeout,
+        }
+    }
+
+    /// Time left, never zero (a zero socket timeout is refused), or the timeout error.
+    fn left(&self) -> Result<Duration, Error> {
+        match self.at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(self.timed_out()),
+        }
+    }
+
+    /// The same line as stages 1 to 4 give.
+    fn timed_out(&self) -> Error {
+        let (id, secs) = (self.id, self.timeout.as_secs_f64());
+        Error::Timeout {
+            what: format!("no answer to request {id} within {secs:.1} s"),
+        }
+    }
+
+    /// A socket timeout shows up as `WouldBlock` (Unix) or `TimedOut` (Windows).
+    fn error(&self, error: io::Error, doing: &str) -> Error {
+        match error.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timed_out(),
+            _ => Error::io(format!("{doing} {}", self.id), error),
+        }
     }
 }
 

@@ -31,10 +31,11 @@ pub(crate) fn builder() -> thread::Builder {
 
 // ANCHOR: check_thread_budget
 /// Refuses, with the limit named, `threads` more live threads than the process's
-/// memory-mapping budget allows.
+/// memory-mapping budget (Linux) or thread cap (macOS) allows.
 pub fn check_thread_budget(threads: u64) -> Result<(), Error> {
+    check_thread_cap(threads)?;
     let Some(budget) = MapBudget::read() else {
-        return Ok(()); // not Linux: Builder::spawn's error is all we get
+        return Ok(()); // no /proc: Builder::spawn's error is all we get
     };
     let needed = threads * MAPS_PER_THREAD + MAPS_RESERVE;
     if needed <= budget.free() {
@@ -58,6 +59,41 @@ pub fn check_thread_budget(threads: u64) -> Result<(), Error> {
     })
 }
 // ANCHOR_END: check_thread_budget
+
+/// Threads kept free for the rest of the process (main, server, test harness).
+#[cfg(target_vendor = "apple")]
+const THREADS_RESERVE: u64 = 16;
+
+/// macOS caps the threads of one process at `kern.num_taskthreads` (thousands, fixed by
+/// the kernel); past it, thread creation fails. Check first, like the mapping budget.
+#[cfg(target_vendor = "apple")]
+fn check_thread_cap(threads: u64) -> Result<(), Error> {
+    let Some(cap) = shared::limits::sysctl_int(c"kern.num_taskthreads") else {
+        return Ok(());
+    };
+    let needed = threads.saturating_add(THREADS_RESERVE);
+    if needed <= cap {
+        return Ok(());
+    }
+    Err(Error::Limit {
+        limit: format!("per-process thread limit (kern.num_taskthreads = {cap})"),
+        asked: format!(
+            "{threads} threads, with {THREADS_RESERVE} kept for the rest of the process"
+        ),
+        fix: format!(
+            "Use at most {} threads; macOS does not let a process raise this limit. The \
+             event loops of stages 1 to 4 need no thread per task.",
+            cap.saturating_sub(THREADS_RESERVE)
+        ),
+    })
+}
+
+/// Only macOS has a per-process thread cap to read up front; Linux's limits are checked
+/// through the mapping budget, and `Builder::spawn`'s error covers the rest.
+#[cfg(not(target_vendor = "apple"))]
+fn check_thread_cap(_threads: u64) -> Result<(), Error> {
+    Ok(())
+}
 
 /// The error for an OS that refused a thread after `started` of `wanted` were running.
 pub(crate) fn refused(wanted: u64, started: u64, error: io::Error) -> Error {

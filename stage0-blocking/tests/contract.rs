@@ -46,3 +46,23 @@ fn sequential_garbage_fails_the_report() {
 fn sequential_silence_times_out() {
     contract::silence_times_out(run_sequential);
 }
+
+#[test]
+fn threads_a_dripping_answer_times_out() {
+    contract::a_dripping_answer_times_out(run_threads);
+}
+
+#[test]
+fn threads_crlf_answers_are_accepted() {
+    contract::crlf_answers_are_accepted(run_threads);
+}
+
+#[test]
+fn sequential_a_dripping_answer_times_out() {
+    contract::a_dripping_answer_times_out(run_sequential);
+}
+
+#[test]
+fn sequential_crlf_answers_are_accepted() {
+    contract::crlf_answers_are_accepted(run_sequential);
+}

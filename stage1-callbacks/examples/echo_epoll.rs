@@ -5,7 +5,8 @@
 //! picks it.
 //!
 //! Run it: `cargo run -p stage1-callbacks --example echo_epoll [-- --listen ADDR]`,
-//! then `nc 127.0.0.1 PORT` in a few terminals; Ctrl-C stops it. Linux only.
+//! then `nc 127.0.0.1 PORT` in a few terminals; Ctrl-C stops it. Linux only: on macOS
+//! and the BSDs, `echo_kqueue` is its twin.
 
 use std::process::ExitCode;
 
@@ -27,8 +28,9 @@ fn main() -> ExitCode {
 fn main() -> ExitCode {
     let _ = <Cli as clap::Parser>::parse();
     eprintln!(
-        "echo_epoll needs Linux: epoll is a Linux system call. macOS and the BSDs do the same \
-         job with kqueue (which mio uses there); `--example echo_select` runs everywhere."
+        "echo_epoll runs on Linux only: epoll is a Linux system call.\n\
+         On macOS and the BSDs, `--example echo_kqueue` is the same server on kqueue; \
+         `--example echo_select` runs everywhere."
     );
     ExitCode::FAILURE
 }

@@ -16,7 +16,15 @@ struct Cli {
     listen: String,
 }
 
+#[cfg(unix)]
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
     stage1_callbacks::echo::example_main("select", &cli.listen, stage1_callbacks::os::select::serve)
+}
+
+#[cfg(not(unix))]
+fn main() -> ExitCode {
+    let _ = <Cli as clap::Parser>::parse();
+    eprintln!("echo_select needs a Unix (Linux, macOS, the BSDs); on Windows, use WSL.");
+    ExitCode::FAILURE
 }

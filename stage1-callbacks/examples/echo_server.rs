@@ -16,6 +16,7 @@ struct Cli {
     listen: String,
 }
 
+#[cfg(unix)]
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
     stage1_callbacks::echo::example_main(
@@ -23,4 +24,11 @@ fn main() -> ExitCode {
         &cli.listen,
         stage1_callbacks::echo::serve,
     )
+}
+
+#[cfg(not(unix))]
+fn main() -> ExitCode {
+    let _ = <Cli as clap::Parser>::parse();
+    eprintln!("echo_server needs a Unix (Linux, macOS, the BSDs); on Windows, use WSL.");
+    ExitCode::FAILURE
 }

@@ -1,6 +1,6 @@
 //! The echo server of article 3.2 on the callback event loop.
 //!
-//! Over [`os::epoll`](crate::os::epoll), the loop is mio's and the reaction to readiness
+//! Over `os::epoll` and `os::kqueue`, the loop is mio's and the reaction to readiness
 //! is a callback: the listener's callback accepts clients and registers one callback per
 //! client, which echoes what arrives. Nothing here knows about epoll, kqueue or select.
 //!

@@ -1,6 +1,9 @@
-//! The echo servers (raw select, raw epoll, callbacks on mio) answer real clients.
+//! The echo servers (raw select, raw epoll on Linux, raw kqueue on macOS and the BSDs,
+//! callbacks on mio) answer real clients.
 //!
 //! Run them: `cargo test -p stage1-callbacks --test os_echo`.
+
+#![cfg(unix)]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -102,6 +105,18 @@ fn epoll_echoes_many_clients() {
 #[test]
 fn epoll_echoes_a_large_payload() {
     echoes_a_large_payload(stage1_callbacks::os::epoll::serve);
+}
+
+#[cfg(kqueue)]
+#[test]
+fn kqueue_echoes_many_clients() {
+    echoes_many_clients(stage1_callbacks::os::kqueue::serve);
+}
+
+#[cfg(kqueue)]
+#[test]
+fn kqueue_echoes_a_large_payload() {
+    echoes_a_large_payload(stage1_callbacks::os::kqueue::serve);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- 100000 100000 10
 //! # arguments: TOTAL_TASKS CONCURRENCY SLEEP_MS, then `mprotect` to force that fallback
 //! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- 100000 100000 10 mprotect
+//! # `--stack-kib N` first gives every coroutine N KiB of stack instead of 256
+//! cargo run --release -p stage3-generators --example coroutine_sleep_bench -- --stack-kib 64 100000 100000 10
 //! ```
 //!
 //! Compare stage 0's `thread_sleep_bench` example (one OS thread per worker). Once every
@@ -18,10 +20,19 @@ use std::rc::Rc;
 
 use shared::bench::SleepBench;
 use shared::memory::resident_bytes;
+use stage3_generators::Options;
 use stage3_generators::stack::{self, page_size};
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut options = Options::default();
+    if args.first().is_some_and(|arg| arg == "--stack-kib") {
+        match args.get(1).and_then(|kib| kib.parse::<usize>().ok()) {
+            Some(kib) => options.stack_size = kib.saturating_mul(1024),
+            None => args.clear(), // the usage line below
+        }
+        args.drain(..2.min(args.len()));
+    }
     if args.last().is_some_and(|arg| arg == "mprotect") {
         args.pop();
         stack::force_mprotect_guards(true);
@@ -29,6 +40,7 @@ fn main() -> ExitCode {
     let bench = match SleepBench::parse("coroutine_sleep_bench", &args) {
         Ok(bench) => bench,
         Err(usage) => {
+            let usage = usage.replacen(" TOTAL_TASKS", " [--stack-kib KIB] TOTAL_TASKS", 1);
             eprintln!("{usage} [mprotect]");
             return ExitCode::from(2);
         }
@@ -38,31 +50,58 @@ fn main() -> ExitCode {
         Ok(guard) => format!("{guard:?}").to_lowercase(),
         Err(error) => format!("none ({error})"),
     };
-    let baseline = resident_bytes().unwrap_or(0);
-    let all_alive = Rc::new(Cell::new(0));
-    let sample = Rc::clone(&all_alive);
-    let result = stage3_generators::sleep_bench_probed(
+    let baseline = resident_bytes();
+    let tables_before = page_table_bytes();
+    let all_alive = Rc::new(Cell::new(None));
+    let tables_alive = Rc::new(Cell::new(None));
+    let (sample, tables) = (Rc::clone(&all_alive), Rc::clone(&tables_alive));
+    let result = stage3_generators::sleep_bench_with(
         bench.total,
         bench.concurrency,
         bench.sleep,
-        move || sample.set(resident_bytes().unwrap_or(0)),
+        &options,
+        move || {
+            sample.set(resident_bytes());
+            tables.set(page_table_bytes());
+        },
     );
     match result {
         Ok(run) => {
             println!("{}", bench.time_line("coroutines", run.elapsed));
-            if let Some(line) = bench.memory_line("coroutines", baseline, all_alive.get()) {
-                let per = all_alive.get().saturating_sub(baseline) as f64 / run.workers as f64;
-                println!(
-                    "{line} ({:.2} pages of {} bytes; guard pages by {guard})",
-                    per / page_size() as f64,
-                    page_size()
-                );
+            let stack_kib = options.stack_size.next_multiple_of(page_size()) / 1024;
+            println!(
+                "address space reserved per coroutine: {} KiB ({stack_kib} KiB of stack, a \
+                 {} KiB guard page; guard pages by {guard})",
+                stack_kib + page_size() / 1024,
+                page_size() / 1024
+            );
+            match (baseline, all_alive.get(), resident_bytes()) {
+                (Some(baseline), Some(all_alive), Some(after)) => {
+                    if let Some(line) = bench.memory_line("coroutines", baseline, all_alive) {
+                        let per = all_alive.saturating_sub(baseline) as f64 / run.workers as f64;
+                        println!(
+                            "{line} ({:.2} pages of {} bytes)",
+                            per / page_size() as f64,
+                            page_size()
+                        );
+                    }
+                    println!(
+                        "resident memory after the run: {:.1} MiB above the baseline",
+                        after.saturating_sub(baseline) as f64 / (1 << 20) as f64
+                    );
+                }
+                _ => println!("resident memory: not measured on this OS"),
             }
-            if let Some(after) = resident_bytes() {
-                println!(
-                    "resident memory after the run: {:.1} MiB above the baseline",
-                    after.saturating_sub(baseline) as f64 / (1 << 20) as f64
-                );
+            // Page tables are kernel memory, outside the resident figure: one 4 KiB table
+            // maps 2 MiB, so the sparser the touched pages, the more tables they need.
+            match (tables_before, tables_alive.get()) {
+                (Some(before), Some(alive)) => println!(
+                    "page tables with all {} coroutines alive: {:.1} MiB, {:.0} bytes per coroutine",
+                    run.workers,
+                    alive.saturating_sub(before) as f64 / (1 << 20) as f64,
+                    alive.saturating_sub(before) as f64 / run.workers as f64
+                ),
+                _ => println!("page tables: not measured on this OS"),
             }
             ExitCode::SUCCESS
         }
@@ -71,4 +110,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The kernel memory holding this process's page tables (`VmPTE`), where the OS tells.
+fn page_table_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmPTE:"))?;
+    let kib: u64 = line["VmPTE:".len()..]
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

@@ -1,5 +1,5 @@
 //! What a coroutine stack overflow looks like: a message naming the guard page, then
-//! death by SIGSEGV (exit status 139 in a shell), never silent memory corruption.
+//! death by SIGSEGV (SIGBUS on macOS), never silent memory corruption.
 //!
 //! `cargo run -p stage3-generators --example overflow`
 
@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use stage3_generators::generator::{Generator, Yielder};
 
-/// About 1 KiB of stack per call, with no end: 64 KiB last some sixty calls.
+/// About 1 KiB of stack per call, with no end: 256 KiB last some 240 calls.
 fn recurse(depth: u64) -> u64 {
     if depth == u64::MAX {
         return 0;

@@ -48,6 +48,8 @@ pub(crate) struct LoopState {
     next_id: Cell<u64>,
     /// When tracing, the time the loop was created.
     trace_start: Option<Instant>,
+    /// Usable bytes of each new task's stack.
+    stack_size: Cell<usize>,
 }
 // ANCHOR_END: state
 
@@ -64,8 +66,21 @@ impl EventLoop {
                 tasks: RefCell::new(HashMap::new()),
                 next_id: Cell::new(0),
                 trace_start: trace.then(Instant::now),
+                stack_size: Cell::new(crate::stack::DEFAULT_STACK_SIZE),
             }),
         })
+    }
+
+    /// Gives the tasks spawned from now on stacks of `bytes` usable bytes (rounded up to
+    /// whole pages) instead of [`DEFAULT_STACK_SIZE`](crate::stack::DEFAULT_STACK_SIZE).
+    /// A size out of range makes `Task::spawn` fail with a clear error.
+    pub fn set_stack_size(&self, bytes: usize) {
+        self.state.stack_size.set(bytes);
+    }
+
+    /// The stack size of the tasks spawned from now on.
+    pub fn stack_size(&self) -> usize {
+        self.state.stack_size.get()
     }
 
     /// Schedules `callback` to run on the next pass of the loop.

@@ -57,16 +57,22 @@
 //! - No unwind ever crosses a switch: the body runs inside `catch_unwind` on its own
 //!   stack, and `resume` re-raises a panic on the caller's stack.
 //!
+//! And two that no compiler can check, kept at run time instead: a body that catches the
+//! unwind that drops it and suspends again keeps its stack for good (leaked, with a
+//! warning: its frames may still be borrowed), and `suspend` aborts the process if it is
+//! called while its own stack unwinds.
+//!
 //! `cargo run -p stage3-generators --example running_sum`, and its tests:
 //! `cargo test -p stage3-generators generator`.
 
 use std::any::Any;
 use std::cell::Cell;
+use std::io::Write;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use crate::stack::{RUNNING_GUARD, Stack};
+use crate::stack::{DEFAULT_STACK_SIZE, RUNNING_STACK, Stack};
 use crate::switch::{self, StackPointer};
 
 /// What [`Generator::resume`] returns: the generator suspended with a value, or finished.
@@ -92,6 +98,8 @@ pub struct Yielder<I, Y> {
     yielded: Cell<Option<Y>>,
     /// Set by `Drop`: the next `suspend` unwinds instead of returning.
     cancelling: Cell<bool>,
+    /// Whether the thread was already unwinding when `resume` (or `Drop`) switched in.
+    resumed_while_panicking: Cell<bool>,
 }
 
 impl<I, Y> Yielder<I, Y> {
@@ -100,7 +108,18 @@ impl<I, Y> Yielder<I, Y> {
     ///
     /// Works from any depth of plain function calls inside the body: a stackful
     /// coroutine suspends its whole stack (what Python needs `yield from` for).
+    ///
+    /// # Aborts
+    ///
+    /// When called while this generator's own stack is unwinding (from a destructor,
+    /// during a panic or while the generator is dropped): that unwind could never finish.
     pub fn suspend(&self, value: Y) -> I {
+        // NB: Python lets a generator yield in a `finally` while an exception passes. Rust
+        // counts panics per thread, not per stack: a suspended unwind would leave
+        // `thread::panicking()` true for the caller, and no way to ever finish it.
+        if std::thread::panicking() && !self.resumed_while_panicking.get() {
+            suspended_while_unwinding();
+        }
         self.yielded.set(Some(value));
         // SAFETY: the yielder never leaves the body (lent by reference to a 'static closure,
         // not `Sync`), so we run on the generator's stack, and `caller` is the stack pointer
@@ -117,6 +136,17 @@ impl<I, Y> Yielder<I, Y> {
 
 /// The panic payload that unwinds a suspended generator when it is dropped.
 struct Cancelled;
+
+#[cold]
+fn suspended_while_unwinding() -> ! {
+    let _ = writeln!(
+        std::io::stderr(),
+        "fatal: a generator called `suspend` while its stack was unwinding (from a \
+         destructor, during a panic or while the generator was dropped): that unwind \
+         could never finish and its stack could never be freed; aborting"
+    );
+    std::process::abort()
+}
 
 /// How the body ended.
 enum Outcome<R> {
@@ -165,7 +195,18 @@ impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
-        let stack = Stack::take()?;
+        Generator::with_stack_size(DEFAULT_STACK_SIZE, body)
+    }
+
+    /// Like [`Generator::try_new`], on a stack of `stack_size` usable bytes (rounded up
+    /// to whole pages) instead of [`DEFAULT_STACK_SIZE`]. Sizes outside
+    /// [`MIN_STACK_SIZE`](crate::stack::MIN_STACK_SIZE) to
+    /// [`MAX_STACK_SIZE`](crate::stack::MAX_STACK_SIZE) are an `InvalidInput` error.
+    pub fn with_stack_size<F>(stack_size: usize, body: F) -> std::io::Result<Generator<I, Y, R>>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let stack = Stack::take_sized(stack_size)?;
         let inner = NonNull::from(Box::leak(Box::new(Inner {
             yielder: Yielder {
                 caller: Cell::new(ptr::null_mut()),
@@ -173,6 +214,7 @@ impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
                 input: Cell::new(None),
                 yielded: Cell::new(None),
                 cancelling: Cell::new(false),
+                resumed_while_panicking: Cell::new(false),
             },
             body: Cell::new(Some(Box::new(body) as Body<I, Y, R>)),
             outcome: Cell::new(None),
@@ -210,21 +252,16 @@ impl<I, Y, R> Generator<I, Y, R> {
         self.yielder().input.set(Some(input));
         self.started = true;
         self.switch_in();
-        match self.inner().outcome.take() {
-            None => GeneratorState::Yielded(
-                self.yielder()
-                    .yielded
-                    .take()
-                    .expect("a suspended body left a value"),
-            ),
-            Some(outcome) => {
-                self.finish();
-                match outcome {
-                    Outcome::Returned(value) => GeneratorState::Complete(value),
-                    Outcome::Panicked(payload) => panic::resume_unwind(payload),
-                    Outcome::Cancelled => unreachable!("only Drop cancels"),
-                }
-            }
+        // A suspended body left a value; a finished one left its outcome instead.
+        if let Some(value) = self.yielder().yielded.take() {
+            return GeneratorState::Yielded(value);
+        }
+        let outcome = self.inner().outcome.take();
+        self.finish();
+        match outcome.expect("a body that did not suspend has finished") {
+            Outcome::Returned(value) => GeneratorState::Complete(value),
+            Outcome::Panicked(payload) => panic::resume_unwind(payload),
+            Outcome::Cancelled => unreachable!("only Drop cancels"),
         }
     }
 
@@ -236,14 +273,16 @@ impl<I, Y, R> Generator<I, Y, R> {
     /// Switches to the generator's stack until it suspends or finishes.
     fn switch_in(&mut self) {
         let stack = self.stack.as_ref().expect("a live generator has a stack");
-        let guard = stack.guard_page();
-        let outer = RUNNING_GUARD.replace((guard.start, guard.end));
+        let outer = RUNNING_STACK.replace(stack);
         let yielder = self.yielder();
+        yielder
+            .resumed_while_panicking
+            .set(std::thread::panicking());
         // SAFETY: `coroutine` was saved by `suspend` (or made by `init`) on this
         // generator's stack, which is alive and not running: we hold `&mut self`, and the
         // body only runs between this switch and the one that brings us back.
         unsafe { switch::switch(yielder.caller.as_ptr(), yielder.coroutine.get()) };
-        RUNNING_GUARD.set(outer);
+        RUNNING_STACK.set(outer);
     }
     // ANCHOR_END: resume
 
@@ -303,6 +342,10 @@ impl<I, Y, R> Drop for Generator<I, Y, R> {
             self.yielder().cancelling.set(true);
             self.switch_in();
             outcome = self.inner().outcome.take();
+            if outcome.is_none() {
+                // The body caught the unwind and suspended again: its frames are alive.
+                return self.leak();
+            }
         }
         self.finish();
         // SAFETY: leaked in `try_new`; the stack that pointed at it is gone.
@@ -314,6 +357,29 @@ impl<I, Y, R> Drop for Generator<I, Y, R> {
         {
             panic::resume_unwind(payload);
         }
+    }
+}
+
+impl<I, Y, R> Generator<I, Y, R> {
+    /// Gives up on a body that suspended while being cancelled (Python: `RuntimeError:
+    /// generator ignored GeneratorExit`). Its frames may still be borrowed (by a scoped
+    /// thread, say), so its stack and `inner` are never freed nor reused.
+    #[cold]
+    fn leak(&mut self) {
+        let stack = self
+            .stack
+            .take()
+            .expect("a suspended generator has a stack");
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: a generator caught the unwind that drops it and suspended again \
+             (Python: generator ignored GeneratorExit); its stack ({} KiB below {:#x}) \
+             and its state are leaked, never reused",
+            stack.size() / 1024,
+            stack.top() as usize
+        );
+        // Keeps the stack's chunk mapped for good; `inner` is simply never freed.
+        std::mem::forget(stack);
     }
 }
 // ANCHOR_END: drop
@@ -417,6 +483,68 @@ mod tests {
             payload.downcast_ref::<&str>(),
             Some(&"the caller fails while the generator is suspended")
         );
+    }
+
+    #[test]
+    fn a_body_that_catches_the_cancel_and_returns_is_done_and_its_stack_reused() {
+        let drops = Rc::new(Cell::new(0));
+        let noisy = Noisy(drops.clone());
+        let caught = Rc::new(Cell::new(false));
+        let seen = caught.clone();
+        let mut generator = Generator::new(move |yielder: &Yielder<(), ()>, ()| {
+            let _noisy = noisy;
+            let cancel = panic::catch_unwind(AssertUnwindSafe(|| yielder.suspend(())));
+            seen.set(cancel.is_err());
+            "returned anyway"
+        });
+        assert_eq!(generator.resume(()), GeneratorState::Yielded(()));
+        let top = generator.stack.as_ref().unwrap().top();
+        drop(generator);
+        assert!(caught.get(), "the body saw the cancelling unwind");
+        assert_eq!(drops.get(), 1);
+        // Its stack was unwound to the root, so the pool hands it out again.
+        let next = Stack::take().unwrap();
+        assert_eq!(next.top(), top);
+        next.give_back();
+    }
+
+    #[test]
+    fn a_destructor_may_suspend_when_no_unwind_is_running() {
+        struct SuspendOnDrop<'a>(&'a Yielder<(), u8>);
+        impl Drop for SuspendOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.suspend(2);
+            }
+        }
+        let mut generator = Generator::new(|yielder: &Yielder<(), u8>, ()| {
+            let _guard = SuspendOnDrop(yielder);
+            yielder.suspend(1);
+            "done"
+        });
+        assert_eq!(generator.resume(()), GeneratorState::Yielded(1));
+        assert_eq!(generator.resume(()), GeneratorState::Yielded(2));
+        assert_eq!(generator.resume(()), GeneratorState::Complete("done"));
+    }
+
+    #[test]
+    fn a_generator_gets_the_stack_size_it_asks_for_in_whole_pages() {
+        let page = crate::stack::page_size();
+        let mut small = Generator::with_stack_size(20_000, |_: &Yielder<(), ()>, ()| 3).unwrap();
+        assert_eq!(
+            small.stack.as_ref().unwrap().size(),
+            20_000usize.next_multiple_of(page)
+        );
+        assert_eq!(small.resume(()), GeneratorState::Complete(3));
+        let default = Generator::new(|_: &Yielder<(), ()>, ()| ());
+        let size = default.stack.as_ref().unwrap().size();
+        assert_eq!(size, DEFAULT_STACK_SIZE);
+        for bad in [0, 1024, usize::MAX] {
+            let error = Generator::with_stack_size(bad, |_: &Yielder<(), ()>, ()| ())
+                .err()
+                .unwrap();
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad}");
+            assert!(error.to_string().contains("16 KiB to 1024 MiB"), "{error}");
+        }
     }
 
     #[test]

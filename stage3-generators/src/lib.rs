@@ -16,32 +16,46 @@
 //! 4. [`event_loop`]: runs ready callbacks, turns socket readiness and timers into
 //!    completed futures.
 //!
-//! Then [`client`]: `make_tcp_request` and `consume_response`, and [`run`] below.
+//! Then [`client`]: `make_tcp_request` and `consume_response`, and [`run`] below. The
+//! coroutine side of the article's benchmark is [`sleep_bench`].
 //!
 //! `cargo run -p stage3-generators` (add `-- --trace` to watch the players at work).
-
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use std::time::{Duration, Instant};
-
-use shared::{Config, Error, Report, request_ids};
 
 pub mod client;
 pub mod event_loop;
 pub mod future;
 pub mod generator;
+mod sleep_bench;
 pub mod stack;
 mod switch;
 pub mod task;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use shared::{Config, Error, Report, request_ids};
+
+pub use sleep_bench::{SleepBench, sleep_bench, sleep_bench_probed, sleep_bench_with};
 
 use event_loop::EventLoop;
 use task::Task;
 
 /// How [`run_with`] runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Print each step of the loop, the tasks and their futures.
     pub trace: bool,
+    /// Usable bytes of each task's stack.
+    pub stack_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            trace: false,
+            stack_size: stack::DEFAULT_STACK_SIZE,
+        }
+    }
 }
 
 /// Makes `config.requests` requests at once, one task each, and verifies the answers.
@@ -50,10 +64,11 @@ pub fn run(config: &Config) -> Result<Report, Error> {
 }
 
 // ANCHOR: run
-/// [`run`], with tracing if asked for.
+/// [`run`], with options: tracing, the size of each task's stack.
 pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
     stack::check_stack_budget(config.requests + 1)?;
     let event_loop = EventLoop::new(options.trace)?;
+    event_loop.set_stack_size(options.stack_size);
     let report = Rc::new(RefCell::new(Report::start(config)));
     let outcome = run_tasks(&event_loop, config, &report);
     // Cancel the tasks still suspended (after a timeout or an error): their sockets close.
@@ -100,81 +115,3 @@ fn run_tasks(
     }
 }
 // ANCHOR_END: run
-
-/// What [`sleep_bench_probed`] measured.
-#[derive(Debug, Clone, Copy)]
-pub struct SleepBench {
-    /// From the first worker's start to the last job's end.
-    pub elapsed: Duration,
-    /// Jobs that ran (always `total_tasks` when the run succeeds).
-    pub jobs: u64,
-    /// Worker coroutines, alive at once.
-    pub workers: u64,
-}
-
-/// The article's benchmark: `total_tasks` jobs of one `sleep` each, run by `concurrency`
-/// coroutines that take jobs from a shared counter. Returns the wall time.
-pub fn sleep_bench(total_tasks: u64, concurrency: u64, sleep: Duration) -> Result<Duration, Error> {
-    sleep_bench_probed(total_tasks, concurrency, sleep, || {}).map(|run| run.elapsed)
-}
-
-// ANCHOR: sleep_bench
-/// [`sleep_bench`], calling `probe` once every worker has started (from inside the
-/// last one, while all the others are suspended): the moment to sample memory.
-pub fn sleep_bench_probed(
-    total_tasks: u64,
-    concurrency: u64,
-    sleep: Duration,
-    probe: impl FnOnce() + 'static,
-) -> Result<SleepBench, Error> {
-    let workers = concurrency.clamp(1, total_tasks.max(1));
-    stack::check_stack_budget(workers + 1)?;
-    let event_loop = EventLoop::new(false)?;
-    let remaining = Rc::new(Cell::new(total_tasks));
-    let jobs = Rc::new(Cell::new(0u64));
-    let probe = Rc::new(Cell::new(Some(probe)));
-    let started = Instant::now();
-    // Spawn and run in a closure, so that the loop is closed below whatever happens.
-    let outcome = (|| {
-        let mut tasks = Vec::with_capacity(workers as usize);
-        for worker in 0..workers {
-            let (remaining, jobs, probe) = (remaining.clone(), jobs.clone(), probe.clone());
-            tasks.push(Task::spawn(&event_loop, "worker", move |co| {
-                if worker == workers - 1
-                    && let Some(probe) = probe.take()
-                {
-                    probe();
-                }
-                while remaining.get() > 0 {
-                    remaining.set(remaining.get() - 1);
-                    co.sleep(sleep);
-                    jobs.set(jobs.get() + 1);
-                }
-            })?);
-        }
-        let all = Task::spawn(&event_loop, "gather", move |co| {
-            for task in &tasks {
-                co.wait(task.result());
-            }
-        })?;
-        // Only a bug could hang a benchmark of sleeps; even then, it must end.
-        let floor = shared::bench::SleepBench {
-            total: total_tasks,
-            concurrency: workers,
-            sleep,
-        }
-        .ideal();
-        let timeout = floor.saturating_add(Duration::from_secs(600));
-        event_loop.run_until_complete(all.result(), timeout)
-    })();
-    let elapsed = started.elapsed();
-    event_loop.close();
-    stack::release_free_stacks();
-    outcome?;
-    Ok(SleepBench {
-        elapsed,
-        jobs: jobs.get(),
-        workers,
-    })
-}
-// ANCHOR_END: sleep_bench

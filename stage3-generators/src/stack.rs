@@ -1,21 +1,24 @@
-//! Coroutine stacks: 64 KiB each, carved from large mappings, with a guard page below
-//! each one, and a clear message when a coroutine runs off the end of its stack.
+//! Coroutine stacks: 256 KiB each by default, carved from large mappings, with a guard
+//! page below each one, and a clear message when a coroutine runs off the end of its
+//! stack.
 //!
 //! Read `generator.rs` first: this is where its stacks come from.
 //!
-//! - A stack is [`STACK_SIZE`] bytes of address space. Only the pages a coroutine
-//!   touches become resident, so a suspended coroutine that used little stack costs one
-//!   or two pages (4 KiB each), not 64 KiB.
-//! - Stacks come from a per-thread pool of chunks, each one `mmap` holding many stacks.
-//!   A freed stack goes back to the pool, warm, for the next coroutine.
+//! - A stack is [`DEFAULT_STACK_SIZE`] bytes of address space unless its generator asks
+//!   for another size. Only the pages a coroutine touches become resident, so a
+//!   suspended coroutine that used little stack costs one or two pages ([`page_size`]:
+//!   4 KiB on x86_64, 16 KiB on Apple Silicon), not 256 KiB.
+//! - Stacks come from a per-thread pool of chunks, each one `mmap` holding many stacks of
+//!   one size. A freed stack goes back to the pool, warm, for the next coroutine.
 //! - Below each stack sits a guard page. `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+)
 //!   makes it fault without splitting the mapping; older kernels refuse it with `EINVAL`
 //!   and we fall back to `mprotect(PROT_NONE)`, which splits the mapping in two per
 //!   stack, so `vm.max_map_count` (65,530 by default) caps live coroutines near 32,600.
 //! - Rust probes every page of a large stack frame in order, so an overflow always
-//!   touches the guard page before anything below it. A `SIGSEGV` handler on the
-//!   alternate signal stack recognises the running coroutine's guard page and says
-//!   `fatal: coroutine stack overflow` before the process dies.
+//!   touches the guard page before anything below it. A `SIGSEGV` handler (`SIGBUS` too:
+//!   macOS reports guard-page faults with it) on the alternate signal stack recognises
+//!   the running coroutine's guard page and says `fatal: coroutine stack overflow` before
+//!   the process dies.
 //!
 //! `cargo run -p stage3-generators --example overflow` shows the overflow message.
 
@@ -27,19 +30,31 @@ use std::rc::Rc;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-/// Usable bytes per coroutine stack (the guard page comes on top).
-pub const STACK_SIZE: usize = 64 * 1024;
+/// Usable bytes per coroutine stack unless its generator asks for another size (the
+/// guard page comes on top).
+///
+/// Printing a panic's backtrace (`RUST_BACKTRACE=1`) takes about 20 KiB of stack on its
+/// own; 256 KiB leaves a body over 200 KiB of its own for that to still work. Untouched
+/// pages cost address space only, no memory.
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// The smallest stack a generator may ask for: room for `entry`, a small body and a panic
+/// without a backtrace.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// The largest stack a generator may ask for (a thread's main stack is usually 8 MiB).
+pub const MAX_STACK_SIZE: usize = 1 << 30;
 
 /// `MADV_GUARD_INSTALL` from Linux 6.13's `<asm-generic/mman-common.h>`; the `libc`
 /// crate does not have it yet.
 #[cfg(target_os = "linux")]
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 
-/// Stacks in the first chunk; each new chunk doubles, up to [`MAX_CHUNK_STACKS`].
+/// Stacks in the first chunk; each new chunk doubles, up to [`MAX_CHUNK_BYTES`].
 const FIRST_CHUNK_STACKS: usize = 16;
-/// 4,096 stacks of 68 KiB: 272 MiB of address space per mapping, none of it resident
+/// 4,032 stacks of 260 KiB: 1 GiB of address space per mapping, none of it resident
 /// until used. A million coroutines take about 250 mappings.
-const MAX_CHUNK_STACKS: usize = 4096;
+const MAX_CHUNK_BYTES: usize = 1 << 30;
 
 /// How a stack's guard page was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,20 +65,27 @@ pub enum Guard {
     Mprotect,
 }
 
-/// One coroutine stack: [`STACK_SIZE`] bytes above a guard page, inside a chunk.
+/// One coroutine stack: [`Stack::size`] bytes above a guard page, inside a chunk.
 #[derive(Debug)]
 pub struct Stack {
     /// The chunk stays mapped while any of its stacks is out.
     _chunk: Rc<Chunk>,
     /// The lowest address: the guard page starts here.
     base: *mut u8,
+    /// Usable bytes, a multiple of the page size.
+    size: usize,
     guard: Guard,
 }
 
 impl Stack {
     /// The upper end (stacks grow down), aligned to a page.
     pub fn top(&self) -> *mut u8 {
-        self.base.wrapping_add(page_size() + STACK_SIZE)
+        self.base.wrapping_add(page_size() + self.size)
+    }
+
+    /// Usable bytes, below [`Stack::top`] and above the guard page.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The addresses of the guard page.
@@ -77,16 +99,51 @@ impl Stack {
         self.guard
     }
 
-    /// Takes a stack from this thread's pool, mapping a new chunk when it is empty.
+    /// Takes a stack of [`DEFAULT_STACK_SIZE`] from this thread's pool, mapping a new
+    /// chunk when it is empty.
     pub fn take() -> io::Result<Stack> {
+        Stack::take_sized(DEFAULT_STACK_SIZE)
+    }
+
+    /// Takes a stack of at least `size` usable bytes (rounded up to whole pages) from
+    /// this thread's pool for that size. Sizes outside [`MIN_STACK_SIZE`] to
+    /// [`MAX_STACK_SIZE`] are an `InvalidInput` error.
+    pub fn take_sized(size: usize) -> io::Result<Stack> {
+        if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a coroutine stack of {size} bytes: give it {} KiB to {} MiB",
+                    MIN_STACK_SIZE / 1024,
+                    MAX_STACK_SIZE >> 20
+                ),
+            ));
+        }
+        let size = size.next_multiple_of(page_size());
         prepare_thread();
-        POOL.with(|pool| pool.borrow_mut().take())
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            let at = match pools.iter().position(|pool| pool.size == size) {
+                Some(at) => at,
+                None => {
+                    pools.push(Pool::new(size));
+                    pools.len() - 1
+                }
+            };
+            pools[at].take()
+        })
     }
 
     /// Gives the stack back to this thread's pool (or unmaps it once its chunk is unused,
     /// when the thread is exiting).
     pub fn give_back(self) {
-        let _ = POOL.try_with(|pool| pool.borrow_mut().free.push(self));
+        let _ = IN_USE.try_with(|in_use| in_use.set(in_use.get() - 1));
+        let _ = POOLS.try_with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some(pool) = pools.iter_mut().find(|pool| pool.size == self.size) {
+                pool.free.push(self);
+            }
+        });
     }
 }
 
@@ -98,8 +155,8 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn map(stacks: usize) -> io::Result<Chunk> {
-        let len = stacks * (page_size() + STACK_SIZE);
+    /// Maps `len` bytes for stacks of `size` usable bytes each.
+    fn map(len: usize, size: usize) -> io::Result<Chunk> {
         #[cfg(target_os = "linux")]
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK;
         #[cfg(not(target_os = "linux"))]
@@ -117,8 +174,31 @@ impl Chunk {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENOMEM) {
+                // NB: address space, not memory: untouched pages cost none, but `ulimit -v`
+                // (RLIMIT_AS) counts every byte mapped.
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "no address space left for {} KiB more of coroutine stacks (each \
+                         reserves its full {} KiB, touched or not): use fewer coroutines or \
+                         smaller stacks, or raise `ulimit -v`",
+                        len / 1024,
+                        size / 1024
+                    ),
+                ));
+            }
+            return Err(error);
         }
+        // NB: Linux 6.7+ already keeps transparent huge pages out of `MAP_STACK` mappings;
+        // older kernels with THP set to `always` would back a touched page of a stack with
+        // 2 MiB. Best effort: a kernel without THP refuses the advice, which is fine.
+        #[cfg(target_os = "linux")]
+        // SAFETY: advice about the range we just mapped; it changes no contents.
+        unsafe {
+            libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE)
+        };
         Ok(Chunk {
             ptr: ptr.cast(),
             len,
@@ -134,44 +214,75 @@ impl Drop for Chunk {
     }
 }
 
-/// This thread's stacks: free ones first, then fresh slots of the newest chunk.
-#[derive(Debug, Default)]
+/// This thread's stacks of one size: free ones first, then fresh slots of the newest
+/// chunk.
+#[derive(Debug)]
 struct Pool {
+    /// Usable bytes per stack.
+    size: usize,
     free: Vec<Stack>,
     chunk: Option<Rc<Chunk>>,
     /// Slots of `chunk` not handed out yet.
     next_slot: usize,
     slots: usize,
-    force_mprotect: bool,
 }
 
 impl Pool {
+    fn new(size: usize) -> Pool {
+        Pool {
+            size,
+            free: Vec::new(),
+            chunk: None,
+            next_slot: 0,
+            slots: 0,
+        }
+    }
+
     fn take(&mut self) -> io::Result<Stack> {
         if let Some(stack) = self.free.pop() {
+            IN_USE.set(IN_USE.get() + 1);
             return Ok(stack);
         }
+        let slot = page_size() + self.size;
         if self.chunk.is_none() || self.next_slot == self.slots {
-            let slots = (self.slots * 2).clamp(FIRST_CHUNK_STACKS, MAX_CHUNK_STACKS);
-            self.chunk = Some(Rc::new(Chunk::map(slots)?));
+            let most = (MAX_CHUNK_BYTES / slot).max(1);
+            let mut slots = (self.slots * 2).clamp(FIRST_CHUNK_STACKS.min(most), most);
+            // Out of address space for a whole chunk, a smaller one may still fit.
+            let chunk = loop {
+                match Chunk::map(slots * slot, self.size) {
+                    Err(e) if e.kind() == io::ErrorKind::OutOfMemory && slots > 1 => slots /= 2,
+                    mapped => break mapped?,
+                }
+            };
+            self.chunk = Some(Rc::new(chunk));
             self.slots = slots;
             self.next_slot = 0;
         }
         let chunk = self.chunk.clone().expect("a chunk was just mapped");
-        let base = chunk
-            .ptr
-            .wrapping_add(self.next_slot * (page_size() + STACK_SIZE));
-        let guard = install_guard(base, self.force_mprotect)?;
+        let base = chunk.ptr.wrapping_add(self.next_slot * slot);
+        let guard = install_guard(base, FORCE_MPROTECT.get())?;
         self.next_slot += 1;
+        IN_USE.set(IN_USE.get() + 1);
         Ok(Stack {
             _chunk: chunk,
             base,
+            size: self.size,
             guard,
         })
     }
 }
 
 thread_local! {
-    static POOL: RefCell<Pool> = RefCell::default();
+    /// One pool per stack size in use on this thread (usually just the default).
+    static POOLS: RefCell<Vec<Pool>> = const { RefCell::new(Vec::new()) };
+    static FORCE_MPROTECT: Cell<bool> = const { Cell::new(false) };
+    static IN_USE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Stacks this thread has taken and not given back: one per live generator (and per
+/// leaked one, for good).
+pub fn stacks_in_use() -> usize {
+    IN_USE.get()
 }
 
 /// Drops this thread's free stacks, so their memory goes back to the OS: a chunk is
@@ -180,20 +291,17 @@ thread_local! {
 // NB: a million finished coroutines would otherwise keep 4 GiB resident, and every later
 // measurement in the same thread would see free, already-resident stacks.
 pub fn release_free_stacks() {
-    let (free, chunk) = POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        pool.next_slot = 0;
-        pool.slots = 0;
-        (std::mem::take(&mut pool.free), pool.chunk.take())
-    });
-    drop((free, chunk));
+    // Dropped outside the borrow: dropping a stack does not come back here, but its
+    // chunk's `munmap` need not run under it either.
+    let pools = POOLS.with(|pools| std::mem::take(&mut *pools.borrow_mut()));
+    drop(pools);
 }
 
 /// Makes this thread's new stacks use `mprotect` guard pages even where
 /// `MADV_GUARD_INSTALL` works: for tests of the fallback and to show what it costs.
 /// Stacks already in the pool keep their guards.
 pub fn force_mprotect_guards(on: bool) {
-    POOL.with(|pool| pool.borrow_mut().force_mprotect = on);
+    FORCE_MPROTECT.set(on);
 }
 
 /// How this thread's next new stack will be guarded. Maps one stack to find out, the
@@ -202,11 +310,12 @@ pub fn guard_kind() -> io::Result<Guard> {
     let stack = Stack::take()?;
     let guard = stack.guard();
     stack.give_back();
-    let forced = POOL.with(|pool| pool.borrow().force_mprotect);
-    Ok(match forced || !MADVISE_GUARDS.load(Ordering::Relaxed) {
-        true => Guard::Mprotect,
-        false => guard,
-    })
+    Ok(
+        match FORCE_MPROTECT.get() || !MADVISE_GUARDS.load(Ordering::Relaxed) {
+            true => Guard::Mprotect,
+            false => guard,
+        },
+    )
 }
 
 // ANCHOR: budget
@@ -278,33 +387,57 @@ fn install_guard(base: *mut u8, force_mprotect: bool) -> io::Result<Guard> {
     Ok(Guard::Mprotect)
 }
 
-/// The page size, asked once.
+/// The page size, asked once: 4 KiB on x86_64, 16 KiB on Apple Silicon, 4 to 64 KiB
+/// on Linux aarch64.
 pub fn page_size() -> usize {
     static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *PAGE.get_or_init(|| {
         // SAFETY: `sysconf` only reads a system constant.
         let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        usize::try_from(size).unwrap_or(4096)
+        // POSIX requires the page size; a system without one could not map our stacks.
+        usize::try_from(size)
+            .ok()
+            .filter(|size| size.is_power_of_two())
+            .expect("sysconf(_SC_PAGESIZE) gives the page size")
     })
 }
 
 // ANCHOR: overflow
 thread_local! {
-    /// The guard page of the coroutine running on this thread (empty when none is):
-    /// set by `resume` around its switch, read by the `SIGSEGV` handler.
+    /// The stack of the coroutine running on this thread (null when none is): set by
+    /// `resume` around its switch, read by the fault handler for its guard page and size.
     // NB: a `const` thread-local without a destructor is a plain TLS access, safe to
-    // read in a signal handler.
-    pub(crate) static RUNNING_GUARD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    // read in a signal handler. One pointer, not the guard's bounds: `resume` saves and
+    // restores it on every switch: three words and a page-size look-up cost about 1 ns.
+    pub(crate) static RUNNING_STACK: Cell<*const Stack> = const { Cell::new(ptr::null()) };
 }
 
-/// The `SIGSEGV` disposition that was there before ours (the Rust runtime's, usually).
-static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
+/// The signals a guard-page fault arrives as: `SIGSEGV` on Linux, `SIGBUS` on macOS.
+const FAULTS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+/// The dispositions that were there before ours (the Rust runtime's, usually), in the
+/// order of [`FAULTS`].
+static PREVIOUS: [AtomicPtr<libc::sigaction>; 2] = [const { AtomicPtr::new(ptr::null_mut()) }; 2];
 
 /// Runs on the alternate signal stack, because the faulting stack has no room left.
-extern "C" fn on_segv(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+extern "C" fn on_fault(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
     // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler.
     let fault = unsafe { (*info).si_addr() } as usize;
-    let (low, high) = RUNNING_GUARD.with(Cell::get);
+    // SAFETY: the pointer is set only while its stack runs, and the generator that owns
+    // that `Stack` cannot move meanwhile (`resume` borrows it). The page size it reads
+    // was asked for before any stack was mapped: a plain atomic load now.
+    let (low, high, size) = match unsafe { RUNNING_STACK.with(Cell::get).as_ref() } {
+        Some(stack) => (
+            stack.guard_page().start,
+            stack.guard_page().end,
+            stack.size(),
+        ),
+        None => (0, 0, 0),
+    };
     if (low..high).contains(&fault) {
         let mut line = Line::default();
         line.push(b"fatal: coroutine stack overflow (fault at ");
@@ -313,18 +446,23 @@ extern "C" fn on_segv(signal: libc::c_int, info: *mut libc::siginfo_t, context: 
         line.push_hex(low);
         line.push(b"..");
         line.push_hex(high);
-        line.push(b"; stacks are 64 KiB: recurse less or keep big buffers on the heap)\n");
+        line.push(b"; the stack is ");
+        line.push_decimal(size / 1024);
+        line.push(
+            b" KiB: recurse less, keep big buffers on the heap, or ask for a bigger stack)\n",
+        );
         // SAFETY: `write` and `signal` are async-signal-safe; the buffer is ours.
         unsafe {
             libc::write(2, line.buf.as_ptr().cast(), line.len);
             libc::signal(signal, libc::SIG_DFL);
         }
         // Returning re-runs the faulting instruction, which now kills the process with
-        // SIGSEGV, as a core dump or a debugger expects.
+        // the same signal, as a core dump or a debugger expects.
         return;
     }
     // Not ours: hand it to the previous handler, or let the default action happen.
-    let previous = PREVIOUS.load(Ordering::Acquire);
+    let slot = usize::from(signal != FAULTS[0]);
+    let previous = PREVIOUS[slot].load(Ordering::Acquire);
     // SAFETY: `previous` is null or the leaked `sigaction` saved at install time, never
     // freed; calling the previous handler with our arguments is what it was installed for.
     unsafe {
@@ -372,6 +510,20 @@ impl Line {
         self.len += n;
     }
 
+    fn push_decimal(&mut self, mut value: usize) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
     fn push_hex(&mut self, value: usize) {
         let mut digits = [0u8; 18];
         digits[..2].copy_from_slice(b"0x");
@@ -383,20 +535,22 @@ impl Line {
     }
 }
 
-/// Installs the `SIGSEGV` handler once per process, and makes sure this thread has an
+/// Installs the fault handler once per process, and makes sure this thread has an
 /// alternate signal stack for it to run on.
 fn prepare_thread() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // SAFETY: an all-zero `sigaction` is a valid value to fill in.
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_segv as *const () as usize;
+        action.sa_sigaction = on_fault as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: as above.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both structs are valid; the handler only does async-signal-safe work.
-        if unsafe { libc::sigaction(libc::SIGSEGV, &action, &mut old) } == 0 {
-            PREVIOUS.store(Box::into_raw(Box::new(old)), Ordering::Release);
+        for (signal, previous) in FAULTS.into_iter().zip(&PREVIOUS) {
+            // SAFETY: as above.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: both structs are valid; the handler only does async-signal-safe work.
+            if unsafe { libc::sigaction(signal, &action, &mut old) } == 0 {
+                previous.store(Box::into_raw(Box::new(old)), Ordering::Release);
+            }
         }
     });
     ALT_STACK.with(|alt| {
@@ -469,6 +623,7 @@ impl Drop for AltStack {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     fn mappings() -> usize {
         std::fs::read_to_string("/proc/self/maps")
             .map(|maps| maps.lines().count())
@@ -482,10 +637,7 @@ mod tests {
             let freed: Vec<Stack> = (0..100).map(|_| Stack::take().unwrap()).collect();
             freed.into_iter().for_each(Stack::give_back);
             release_free_stacks();
-            POOL.with(|pool| {
-                let pool = pool.borrow();
-                assert!(pool.free.is_empty() && pool.chunk.is_none());
-            });
+            POOLS.with(|pools| assert!(pools.borrow().is_empty()));
             // The stack still out keeps its chunk mapped.
             // SAFETY: the top word of a stack we own and nothing runs on.
             unsafe { in_use.top().cast::<u64>().sub(1).write_volatile(7) };

@@ -55,7 +55,7 @@ impl<R: 'static> Task<R> {
         body: impl FnOnce(&Co<'_>) -> R + 'static,
     ) -> Result<Rc<Task<R>>, Error> {
         let handle = event_loop.clone();
-        let generator = Generator::try_new(move |yielder, ()| {
+        let generator = Generator::with_stack_size(event_loop.stack_size(), move |yielder, ()| {
             body(&Co {
                 event_loop: handle,
                 yielder,
@@ -180,11 +180,13 @@ impl Co<'_> {
 // ANCHOR_END: co
 
 fn no_stack(error: io::Error) -> Error {
-    if error.kind() == io::ErrorKind::OutOfMemory {
+    if error.kind() == io::ErrorKind::InvalidInput {
+        Error::Other(format!("cannot spawn a task: {error}"))
+    } else if error.kind() == io::ErrorKind::OutOfMemory {
         Error::Limit {
-            limit: "memory-mapping limit (vm.max_map_count)".into(),
+            limit: "address space or memory-mapping limit".into(),
             asked: "one more coroutine stack".into(),
-            fix: format!("The kernel said: {error}. Ask for fewer concurrent tasks."),
+            fix: format!("The kernel said: {error}."),
         }
     } else {
         Error::Other(format!("cannot map a coroutine stack: {error}"))

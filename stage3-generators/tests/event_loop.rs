@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use shared::server::SlowServer;
 use shared::{Config, Error};
 use stage3_generators::event_loop::EventLoop;
+use stage3_generators::stack;
 use stage3_generators::task::Task;
 use stage3_generators::{run, sleep_bench, sleep_bench_probed};
 
@@ -30,17 +31,21 @@ fn sleep_bench_runs_exactly_the_jobs_asked_for() {
 
 #[test]
 fn the_probe_runs_while_every_worker_is_alive() {
-    let seen = Rc::new(Cell::new(None));
-    let jobs_done = Rc::new(RefCell::new(Vec::new()));
-    let (s, j) = (seen.clone(), jobs_done.clone());
+    let before = stack::stacks_in_use();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let probed = seen.clone();
     let run = sleep_bench_probed(50, 50, Duration::from_millis(5), move || {
-        s.set(Some(Instant::now()));
-        j.borrow_mut().push(());
+        // Each live coroutine holds a stack: the 50 workers, and the task gathering them.
+        probed.borrow_mut().push(stack::stacks_in_use() - before);
     })
     .unwrap();
     assert_eq!(run.jobs, 50);
-    assert_eq!(jobs_done.borrow().len(), 1, "the probe runs once");
-    assert!(seen.get().is_some());
+    assert_eq!(
+        *seen.borrow(),
+        [51],
+        "the probe runs once, with every worker alive"
+    );
+    assert_eq!(stack::stacks_in_use(), before, "every stack went back");
 }
 
 #[test]
@@ -165,4 +170,38 @@ fn the_mprotect_fallback_runs_the_same_workload() {
     .unwrap()
     .unwrap();
     assert_eq!(report, 200);
+}
+
+#[test]
+fn the_stack_size_is_checked_and_used() {
+    let event_loop = EventLoop::new(false).unwrap();
+    event_loop.set_stack_size(1000);
+    let error = Task::spawn(&event_loop, "tiny", |_| ()).err().unwrap();
+    assert!(error.to_string().contains("16 KiB to 1024 MiB"), "{error}");
+    event_loop.set_stack_size(32 * 1024);
+    let task = Task::spawn(&event_loop, "small", |co| {
+        co.sleep(Duration::from_millis(1));
+        5
+    })
+    .unwrap();
+    let five = event_loop
+        .run_until_complete(task.result(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(five, 5);
+
+    let binary = env!("CARGO_BIN_EXE_stage3-generators");
+    let refused = std::process::Command::new(binary)
+        .args(["--stack-kib", "8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("8 is not in 16..="), "{stderr}");
+    let small = std::process::Command::new(binary)
+        .args(["--stack-kib", "32", "--requests", "20", "--delay-ms", "50"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&small.stdout);
+    assert!(small.status.success(), "{stdout}");
+    assert!(stdout.contains("20/20 responses verified"), "{stdout}");
 }

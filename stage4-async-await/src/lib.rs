@@ -19,12 +19,14 @@
 //! cargo run -p stage4-async-await -- --requests 2 --delay-ms 200 --trace
 //! cargo run --release -p stage4-async-await -- --requests 9000 --delay-ms 100
 //! cargo run --release -p stage4-async-await --example task_sleep_bench -- 1000000 1000000 10
+//! cargo run -p stage4-async-await -- --driver uring                 # io_uring (Linux)
 //! ```
 //!
 //! - [`EventLoop`], [`block_on`], [`spawn`], [`JoinHandle`], [`yield_now`],
 //!   [`spawn_blocking`]: the executor.
 //! - [`sleep`], [`sleep_until`], [`timeout`]: timers.
-//! - [`net::TcpStream`], [`net::TcpListener`]: sockets.
+//! - [`net::TcpStream`], [`net::TcpListener`]: sockets; on Linux, `uring::TcpStream`: the
+//!   same on io_uring, with owned buffers (`--driver uring`).
 //! - [`join_all`]: the article's `asyncio.gather`.
 //! - [`run`] and [`sleep_bench`]: the article's demo and benchmark.
 //!
@@ -50,6 +52,8 @@ pub mod slow_poll;
 pub mod task;
 pub mod time;
 pub mod trace;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 pub use executor::{EventLoop, block_on, spawn, spawn_blocking, yield_now};
 pub use join::{JoinAll, join_all};
@@ -64,7 +68,22 @@ pub use time::{Elapsed, Sleep, sleep, sleep_until, timeout};
 pub struct Options {
     /// Print each step of the executor and the reactor.
     pub trace: bool,
+    /// Which I/O the requests use: readiness (mio) or completion (io_uring).
+    pub driver: Driver,
 }
+
+// ANCHOR: driver
+/// How the tasks' sockets do I/O. The executor and the timers are the same for both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Driver {
+    /// Readiness: mio (epoll, kqueue) says when a socket is ready, then the task reads.
+    #[default]
+    Mio,
+    /// Completion: io_uring reads and writes for the task and says when it is done
+    /// (Linux 5.6 or later).
+    Uring,
+}
+// ANCHOR_END: driver
 
 /// Makes `config.requests` requests at once, one task each, and verifies the answers.
 pub fn run(config: &Config) -> Result<Report, Error> {
@@ -80,22 +99,35 @@ pub fn run_with(config: &Config, options: &Options) -> Result<Report, Error> {
     let report = Rc::new(RefCell::new(Report::start(config)));
     // block_on cancels the tasks still running (after a timeout or an error): their
     // sockets close.
-    event_loop.block_on(run_tasks(config, &report))?;
+    event_loop.block_on(async {
+        if options.driver == Driver::Uring {
+            check_uring()?; // no io_uring here: one clear error, before any request
+        }
+        run_tasks(config, options.driver, &report).await
+    })?;
     let report = Rc::try_unwrap(report)
         .map_err(|_| Error::Other("a task outlived its event loop".into()))?;
     report.into_inner().finish()
 }
 
 /// One task per request, and the main future waits for all of them.
-async fn run_tasks(config: &Config, report: &Rc<RefCell<Report>>) -> Result<(), Error> {
+async fn run_tasks(
+    config: &Config,
+    driver: Driver,
+    report: &Rc<RefCell<Report>>,
+) -> Result<(), Error> {
     let mut tasks = Vec::new();
     for id in request_ids(config.requests) {
         let (report, config) = (report.clone(), config.clone());
         let task = spawn(async move {
-            client::consume_response(&config, id, |id, response| {
-                report.borrow_mut().record(id, response);
-            })
-            .await;
+            let record = |id, response| report.borrow_mut().record(id, response);
+            match driver {
+                Driver::Mio => client::consume_response(&config, id, record).await,
+                #[cfg(target_os = "linux")]
+                Driver::Uring => uring::consume_response(&config, id, record).await,
+                #[cfg(not(target_os = "linux"))]
+                Driver::Uring => unreachable!("check_uring refused it"),
+            }
         });
         tasks.push(task);
     }
@@ -113,3 +145,15 @@ async fn run_tasks(config: &Config, report: &Rc<RefCell<Report>>) -> Result<(), 
     }
 }
 // ANCHOR_END: run
+
+/// Whether the io_uring driver can run here: an error that says why not.
+fn check_uring() -> Result<(), Error> {
+    #[cfg(target_os = "linux")]
+    return uring::check().map_err(|e| Error::io("--driver uring", e));
+    #[cfg(not(target_os = "linux"))]
+    return Err(Error::Other(
+        "--driver uring: io_uring is Linux-only; on this OS use --driver mio (the default), \
+         which runs on kqueue"
+            .into(),
+    ));
+}

@@ -7,6 +7,10 @@
 //!
 //! What stage 3's `EventLoop` did with callbacks, this does with [`Waker`]s: a future that
 //! cannot progress leaves its waker here, and the reactor calls it.
+//!
+//! On Linux it may also hold an io_uring ([`crate::uring`], `--driver uring`): the ring's
+//! fd is one more mio source, readable when completions wait, and each turn submits what
+//! the futures queued since the last one.
 
 use std::io;
 use std::task::Waker;
@@ -20,6 +24,9 @@ use crate::trace::{Step, Trace};
 
 /// The token of the `mio::Waker` through which other threads wake the loop.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// The token of the io_uring's fd ([`crate::uring`]): completions are waiting.
+const URING_TOKEN: Token = Token(usize::MAX - 1);
 
 /// Which readiness a future waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +114,9 @@ pub(crate) struct Reactor {
     pub(crate) timers: Timers,
     /// `--trace`: say which sockets woke how many tasks.
     pub(crate) trace: Trace,
+    /// The completion driver's ring, set up by its first operation.
+    #[cfg(target_os = "linux")]
+    uring: Option<crate::uring::Ring>,
 }
 
 impl Reactor {
@@ -117,15 +127,31 @@ impl Reactor {
             sources: Slab::new(),
             timers: Timers::new(),
             trace: Trace::default(),
+            #[cfg(target_os = "linux")]
+            uring: None,
         })
+    }
+
+    /// The io_uring, set up on first use (an error says why io_uring is unusable here).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn uring(&mut self) -> io::Result<&mut crate::uring::Ring> {
+        if self.uring.is_none() {
+            self.uring = Some(crate::uring::Ring::new(self.poll.registry(), URING_TOKEN)?);
+        }
+        Ok(self.uring.as_mut().expect("set up just above"))
     }
 
     pub(crate) fn registry(&self) -> &mio::Registry {
         self.poll.registry()
     }
 
-    /// How many sockets are registered.
+    /// How many sockets are registered, and io_uring operations pending: while there
+    /// are any, the executor must give the reactor its turn.
     pub(crate) fn sources(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = &self.uring {
+            return self.sources.len() + ring.pending();
+        }
         self.sources.len()
     }
 
@@ -192,6 +218,11 @@ impl Reactor {
     /// the wakers of the sockets that became ready into `woken`. The caller wakes them
     /// once this `Reactor` is no longer borrowed.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, woken: &mut Vec<Waker>) {
+        #[cfg(target_os = "linux")]
+        let timeout = match self.submit_and_reap(woken) {
+            0 => timeout,
+            _ => Some(Duration::ZERO), // tasks to run: look for events, don't wait
+        };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // A signal arrived: return, and let the executor look around and come back.
@@ -201,9 +232,14 @@ impl Reactor {
                  on: {error}"
             ),
         }
+        let mut completions = false;
         for event in &self.events {
             if event.token() == WAKER_TOKEN {
                 continue; // another thread woke us; its task is already in the ready queue
+            }
+            if event.token() == URING_TOKEN {
+                completions = true; // reaped below, once `events` is no longer borrowed
+                continue;
             }
             // A stale token (socket closed since) finds no source: nothing to wake.
             let key = Key::from_usize(event.token().0);
@@ -225,8 +261,49 @@ impl Reactor {
                 }
             }
         }
+        #[cfg(target_os = "linux")]
+        if completions {
+            self.reap(woken);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = completions; // no ring off Linux
     }
     // ANCHOR_END: wait
+
+    // ANCHOR: uring_turn
+    /// The ring's part of a turn, before the wait: submit every operation queued since
+    /// the last turn (one `io_uring_enter` for all), then take the completions already in.
+    /// Returns how many wakers that added to `woken`.
+    #[cfg(target_os = "linux")]
+    fn submit_and_reap(&mut self, woken: &mut Vec<Waker>) -> usize {
+        let Some(ring) = &mut self.uring else {
+            return 0;
+        };
+        if let Err(error) = ring.submit() {
+            // Entries stay queued; the next turn submits them again.
+            eprintln!("warning: io_uring_enter failed, submitting next turn: {error}");
+        }
+        self.reap(woken)
+    }
+
+    /// Moves the ring's completions into `woken`; returns how many wakers it added.
+    #[cfg(target_os = "linux")]
+    fn reap(&mut self, woken: &mut Vec<Waker>) -> usize {
+        let Some(ring) = &mut self.uring else {
+            return 0;
+        };
+        let before = woken.len();
+        let completions = ring.reap(woken);
+        let waiters = woken.len() - before;
+        if completions > 0 {
+            self.trace.say(
+                Step::Event,
+                format_args!("ring: {completions} completion(s), wake {waiters} waiter(s)"),
+            );
+        }
+        waiters
+    }
+    // ANCHOR_END: uring_turn
 }
 
 impl Source {

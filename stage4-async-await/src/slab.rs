@@ -87,6 +87,20 @@ impl<T> Slab<T> {
         self.len
     }
 
+    /// The key the next [`Slab::insert`] will return.
+    pub(crate) fn next_key(&self) -> Key {
+        match self.free.last() {
+            Some(&index) => Key {
+                index,
+                generation: self.generations[index as usize],
+            },
+            None => Key {
+                index: self.values.len() as u32,
+                generation: 0,
+            },
+        }
+    }
+
     pub(crate) fn insert(&mut self, value: T) -> Key {
         self.len += 1;
         if let Some(index) = self.free.pop() {
@@ -170,7 +184,9 @@ mod tests {
         let mut slab = Slab::new();
         let a = slab.insert("a");
         assert_eq!(slab.remove(a), Some("a"));
+        let next = slab.next_key();
         let b = slab.insert("b");
+        assert_eq!(b, next);
         assert_eq!(slab.get_mut(a), None);
         assert_eq!(slab.remove(a), None);
         assert_eq!(slab.get_mut(b), Some(&mut "b"));

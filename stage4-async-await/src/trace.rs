@@ -98,6 +98,9 @@ pub(crate) enum Waiting {
     Socket(Key, Direction),
     /// A timer, and its deadline.
     Timer(Key, Instant),
+    /// An io_uring operation, by its slot (the `--driver uring` completion driver).
+    #[cfg(target_os = "linux")]
+    Operation(Key),
 }
 
 impl Waiting {
@@ -105,6 +108,8 @@ impl Waiting {
     pub(crate) fn describe(self, trace: Trace) -> String {
         match self {
             Waiting::Socket(key, direction) => format!("socket {key} {direction}"),
+            #[cfg(target_os = "linux")]
+            Waiting::Operation(key) => format!("io_uring operation {key}"),
             Waiting::Timer(key, deadline) => {
                 let start = trace.start.unwrap_or(deadline);
                 let due = deadline.saturating_duration_since(start).as_secs_f64();

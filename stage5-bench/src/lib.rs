@@ -25,7 +25,6 @@ pub mod python;
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shared::bench::SleepBench;
@@ -188,21 +187,11 @@ impl Model {
                 // spawned, so the first threads may be done before the last one starts
                 // (10,000 spawns take about half a second here). Count who is alive, and
                 // only report a figure that saw every thread.
-                let (in_job, alive_then, rss) =
-                    (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+                let probe = shared::bench::AllAliveProbe::new(bench);
                 let elapsed = stage0_blocking::run_jobs(bench.total, bench.concurrency, |job| {
-                    let alive = in_job.fetch_add(1, Ordering::SeqCst) + 1;
-                    if last(job) {
-                        rss.store(resident_bytes().unwrap_or(0), Ordering::SeqCst);
-                        alive_then.store(alive, Ordering::SeqCst);
-                    }
-                    std::thread::sleep(sleep);
-                    in_job.fetch_sub(1, Ordering::SeqCst);
+                    probe.job(job, || std::thread::sleep(sleep));
                 })?;
-                let all_seen = alive_then.load(Ordering::SeqCst) == bench.workers();
-                let per_worker = all_seen
-                    .then(|| sample(rss.load(Ordering::SeqCst)))
-                    .flatten();
+                let per_worker = probe.all_alive().and_then(sample);
                 Ok(Measured {
                     elapsed,
                     per_worker,

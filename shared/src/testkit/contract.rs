@@ -1,8 +1,9 @@
 //! The contract every stage's `run` keeps, as assertions a stage's tests call.
 //!
 //! Stages differ in how they wait; what they promise does not: every response arrives
-//! and matches its request, the requests really overlap, and a server that is not there,
-//! answers garbage or never answers gives a clear error instead of a pass or a hang. Each
+//! and matches its request, the requests really overlap, answers ending in `\r\n` are
+//! answers, and a server that is not there, answers garbage, never answers or answers a
+//! byte at a time gives a clear error instead of a pass or a hang. Each
 //! stage's `tests/contract.rs` turns them into one test each with
 //! [`contract_tests!`](crate::contract_tests):
 //!
@@ -136,7 +137,7 @@ pub fn garbage_fails_the_report(run: impl Fn(&Config) -> Result<Report, Error>) 
             CloseMidLine => closed(&error),
             // An EOF, or a reset when the server closed before reading our request.
             Hangup => closed(&error) || matches!(error, Error::Io { .. }),
-            Silent => unreachable!(),
+            Silent | Drip | Crlf => unreachable!(),
         };
         assert!(named, "{misbehaviour:?} gave {error:?}");
     }
@@ -151,12 +152,54 @@ pub fn silence_times_out(run: impl FnOnce(&Config) -> Result<Report, Error>) {
     let started = Instant::now();
     let error = run(&config).expect_err("silence: no report");
     assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
+    assert_is_the_timeout_line(&error);
+}
+
+/// Every stage words a timeout the same way: `timed out: no answer to request 2 within
+/// 0.3 s`.
+fn assert_is_the_timeout_line(error: &Error) {
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    let line = error.to_string();
+    assert!(
+        line.starts_with("timed out: no answer to request ") && line.ends_with(" s"),
+        "{line}"
+    );
+}
+
+/// A server that answers correctly but one byte every
+/// [`DRIP_INTERVAL`](super::DRIP_INTERVAL): [`Error::Timeout`] after `config.timeout`
+/// for the whole request, although no single read waits that long.
+pub fn a_dripping_answer_times_out(run: impl FnOnce(&Config) -> Result<Report, Error>) {
+    let server = RogueServer::start(Misbehaviour::Drip).expect("start the rogue server");
+    let mut config = Config::new(server.addr(), 3);
+    // Three drips; `Request 2\n` takes ten.
+    config.timeout = 3 * super::DRIP_INTERVAL;
+    let started = Instant::now();
+    let error = match run(&config) {
+        Ok(report) => panic!(
+            "a dripping answer passed a {:?} timeout: {report}",
+            config.timeout
+        ),
+        Err(error) => error,
+    };
+    assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
+    assert_is_the_timeout_line(&error);
+}
+
+/// Answers that end in `\r\n` instead of `\n` are answers all the same.
+pub fn crlf_answers_are_accepted(run: impl FnOnce(&Config) -> Result<Report, Error>) {
+    let server = RogueServer::start(Misbehaviour::Crlf).expect("start the rogue server");
+    let report = run(&Config::new(server.addr(), 3)).expect("a verified report");
+    assert_eq!(report.verified(), 3);
+    for response in report.responses() {
+        assert_eq!(response.line, format!("Request {}", response.id));
+    }
 }
 
 /// Defines one `#[test]` per promise of [`contract`](crate::testkit::contract) for a
 /// stage's `run`: `ten_requests_overlap`, `a_thousand_requests_overlap`,
-/// `refused_is_a_connect_error`, `garbage_fails_the_report` and `silence_times_out`.
+/// `refused_is_a_connect_error`, `garbage_fails_the_report`, `silence_times_out`,
+/// `a_dripping_answer_times_out` and `crlf_answers_are_accepted`.
 #[macro_export]
 macro_rules! contract_tests {
     ($run:path) => {
@@ -184,45 +227,150 @@ macro_rules! contract_tests {
         fn silence_times_out() {
             $crate::testkit::contract::silence_times_out($run);
         }
+
+        #[test]
+        fn a_dripping_answer_times_out() {
+            $crate::testkit::contract::a_dripping_answer_times_out($run);
+        }
+
+        #[test]
+        fn crlf_answers_are_accepted() {
+            $crate::testkit::contract::crlf_answers_are_accepted($run);
+        }
     };
 }
 
 /// The promise of stages 1 to 4: `run` makes fifty requests from the calling thread and
-/// starts no thread. Linux only (it counts `/proc/self/task`); elsewhere it checks just
-/// the report.
+/// starts no thread.
 ///
-/// Call it from a test binary of its own (`tests/one_thread.rs`), so that no other
-/// test's threads come and go while it counts.
-pub fn spawns_no_thread(run: impl FnOnce(&Config) -> Result<Report, Error>) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::thread;
+/// On Linux x86_64 and aarch64, `run` works on a thread of its own whose seccomp filter
+/// refuses to create threads (`clone` with `CLONE_THREAD` fails with `EPERM`, `clone3`
+/// with `ENOSYS`, so that glibc falls back to `clone`). Every way to start a thread ends
+/// in one of these two system calls, so a thread that `run` starts, however briefly it
+/// lives, makes its spawn fail, and this check panics with "`run` started a thread".
+/// What it cannot see: work that `run` hands to a thread that already existed before it
+/// was called (a pool started earlier), and a thread made through another system-call
+/// ABI than the native one (x86_64's 32-bit `int 0x80` entry), which no Rust code uses. Other tests' threads are not counted, so the
+/// check may share a test binary. Where the filter is not available (other OSes and
+/// architectures, or a kernel without seccomp) it checks just the report, and says so on
+/// stderr.
+pub fn spawns_no_thread(run: impl FnOnce(&Config) -> Result<Report, Error> + Send) {
+    let server = SlowServer::start(DELAY).expect("start the slow server");
+    let config = Config::new(server.addr(), 50);
+    let outcome = std::thread::scope(|scope| {
+        let watched = scope.spawn(|| {
+            let forbidden = no_new_threads::forbid();
+            (forbidden, run(&config))
+        });
+        watched.join()
+    });
+    let started_a_thread = "`run` started a thread: the test's seccomp filter refused it";
+    let (forbidden, result) = match outcome {
+        Ok(outcome) => outcome,
+        // std::thread::spawn panics when the OS refuses the thread.
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            panic!("{started_a_thread} ({message})");
+        }
+    };
+    if let Err(why) = &forbidden {
+        eprintln!("spawns_no_thread: not checking for threads here: {why}");
+    }
+    match result {
+        Ok(report) => assert_eq!(report.verified(), 50),
+        Err(error)
+            if forbidden.is_ok() && error.to_string().contains("Operation not permitted") =>
+        {
+            panic!("{started_a_thread} ({error})")
+        }
+        Err(error) => panic!("a verified report: {error}"),
+    }
+}
 
-    /// Threads of this process now, where the OS tells.
-    fn threads() -> Option<usize> {
-        Some(std::fs::read_dir("/proc/self/task").ok()?.count())
+/// A seccomp filter that refuses new threads to the calling thread (and to any thread it
+/// would start: none can be started).
+mod no_new_threads {
+    /// Installs the filter on the calling thread, for the rest of its life.
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    pub fn forbid() -> Result<(), String> {
+        use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
+        use libc::{SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, sock_filter, sock_fprog};
+
+        // `AUDIT_ARCH_*` from <linux/audit.h>: the filter only judges native system calls.
+        #[cfg(target_arch = "x86_64")]
+        const ARCH: u32 = 0xC000_003E;
+        #[cfg(target_arch = "aarch64")]
+        const ARCH: u32 = 0xC000_00B7;
+        // Offsets in `struct seccomp_data`: nr, arch, then args[0] (its low half on
+        // these little-endian targets).
+        const NR: u32 = 0;
+        const ARCH_AT: u32 = 4;
+        const ARG0: u32 = 16;
+
+        let op = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        };
+        let load = |offset: u32| op(BPF_LD | BPF_W | BPF_ABS, offset, 0, 0);
+        let jump_if_eq = |k: u32, jt: u8, jf: u8| op(BPF_JMP | BPF_JEQ | BPF_K, k, jt, jf);
+        let jump_if_set = |k: u32, jt: u8, jf: u8| op(BPF_JMP | BPF_JSET | BPF_K, k, jt, jf);
+        let ret = |k: u32| op(BPF_RET | BPF_K, k, 0, 0);
+        let refuse = |errno: i32| ret(SECCOMP_RET_ERRNO | errno as u32);
+        // A jump skips `jt` or `jf` instructions: `jf = 7` at 1 lands on 9.
+        let filter = [
+            load(ARCH_AT),                                // 0
+            jump_if_eq(ARCH, 0, 7),                       // 1: another ABI: allow
+            load(NR),                                     // 2
+            jump_if_eq(libc::SYS_clone3 as u32, 0, 1),    // 3
+            refuse(libc::ENOSYS),                         // 4: glibc falls back to clone
+            jump_if_eq(libc::SYS_clone as u32, 0, 3),     // 5: not clone: allow
+            load(ARG0),                                   // 6: clone's flags
+            jump_if_set(libc::CLONE_THREAD as u32, 0, 1), // 7
+            refuse(libc::EPERM),                          // 8: a new thread
+            ret(SECCOMP_RET_ALLOW),                       // 9
+        ];
+        let program = sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: prctl with these arguments only sets a flag on the calling thread:
+        // it may no longer gain privileges (what an unprivileged seccomp filter needs).
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "PR_SET_NO_NEW_PRIVS: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `program` points to `filter`, which outlives the call (the kernel copies
+        // it); the filter only allows calls or makes them fail, on this thread only.
+        let installed = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const sock_fprog,
+            )
+        };
+        if installed != 0 {
+            return Err(format!("seccomp: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
-    let server = SlowServer::start(DELAY).expect("start the slow server");
-    // A watcher samples the thread count while `run` works.
-    let done = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let watcher = {
-        let (done, peak) = (Arc::clone(&done), Arc::clone(&peak));
-        thread::spawn(move || {
-            while !done.load(Ordering::Acquire) {
-                peak.fetch_max(threads().unwrap_or(0), Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    thread::sleep(Duration::from_millis(20));
-    let before = threads(); // the test thread, the server, the watcher, the harness
-    let report = run(&Config::new(server.addr(), 50)).expect("a verified report");
-    done.store(true, Ordering::Release);
-    watcher.join().expect("the watcher thread");
-    assert_eq!(report.verified(), 50);
-    if let Some(before) = before {
-        assert_eq!(peak.load(Ordering::Relaxed), before, "run started a thread");
+    /// No filter on this OS or architecture.
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    pub fn forbid() -> Result<(), String> {
+        Err("seccomp filters are used on Linux x86_64 and aarch64 only".to_string())
     }
 }

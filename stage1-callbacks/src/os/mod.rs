@@ -1,13 +1,16 @@
 //! The OS layer by hand (article section 2.2): readiness loops written directly on libc.
 //!
-//! Both modules serve the echo protocol of section 3.2 (every byte a client sends comes
-//! back) to many clients from one thread, and differ only in how they ask the kernel
-//! what is ready: [`select`] hands over the whole set of descriptors on every call,
-//! [`epoll`] registers each one once and gets back only the ready ones. What to do with
-//! a ready client is the same for both, so it lives here, in [`Connection`].
+//! Each module serves the echo protocol of section 3.2 (every byte a client sends comes
+//! back) to many clients from one thread; they differ only in how they ask the kernel
+//! what is ready. `select` hands over the whole set of descriptors on every call and runs
+//! on every Unix; `epoll` (Linux) and `kqueue` (macOS and the BSDs) register each one once
+//! and get back only the ready ones. One file per backend, each compiled only where its
+//! system call exists. What to do with a ready client is the same for all, so it lives
+//! here, in [`Connection`].
 //!
-//! Run them: `cargo run -p stage1-callbacks --example echo_select` (or `echo_epoll`),
-//! then talk to the port it prints with `nc 127.0.0.1 PORT`.
+//! Run them: `cargo run -p stage1-callbacks --example echo_select` (or `echo_epoll` on
+//! Linux, `echo_kqueue` on macOS and the BSDs), then talk to the port it prints with
+//! `nc 127.0.0.1 PORT`.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -17,6 +20,10 @@ pub mod select;
 
 #[cfg(target_os = "linux")]
 pub mod epoll;
+
+// `kqueue` is set by build.rs on macOS and the BSDs.
+#[cfg(kqueue)]
+pub mod kqueue;
 
 /// How long one wait for readiness may last before the loop checks its stop flag.
 const STOP_CHECK_MS: i32 = 100;
@@ -123,7 +130,9 @@ impl AcceptPause {
         self.until.is_none_or(|until| Instant::now() >= until)
     }
 
-    /// `true` once, when a pause has just ended (to watch the listener again).
+    /// `true` once, when a pause has just ended (to watch the listener again). For the
+    /// loops that keep their interest list in the kernel; select rebuilds it every time.
+    #[cfg(any(target_os = "linux", kqueue))]
     fn resume_now(&mut self) -> bool {
         match self.until {
             Some(until) if Instant::now() >= until => {

@@ -90,7 +90,8 @@ pub fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<()> {
         }
         let mut timeout = libc::timeval {
             tv_sec: 0,
-            tv_usec: (STOP_CHECK_MS * 1000).into(),
+            // suseconds_t is i64 on Linux, i32 on macOS.
+            tv_usec: (STOP_CHECK_MS * 1000) as libc::suseconds_t,
         };
         // SAFETY: both sets are initialised `fd_set`s and `timeout` a valid `timeval`,
         // all alive for the call; `max_fd + 1` bounds the descriptors in them.
@@ -141,7 +142,7 @@ fn accept_all(listener: &TcpListener, clients: &mut BTreeMap<RawFd, Connection>)
                     // Dropping the stream closes it: the client sees the connection end.
                     eprintln!(
                         "echo_select: turning {peer} away: its descriptor {fd} is over \
-                         select's FD_SETSIZE ({}); epoll has no such limit",
+                         select's FD_SETSIZE ({}); epoll and kqueue have no such limit",
                         libc::FD_SETSIZE
                     );
                     continue;
