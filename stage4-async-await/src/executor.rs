@@ -16,49 +16,117 @@
 //! - Every poll is timed: a [slow poll](crate::slow_poll) means something blocked the loop.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
 use crate::join_handle::{JoinError, JoinHandle, join_pair};
 use crate::reactor::{Reactor, WAKER_TOKEN};
 use crate::slab::{Key, Slab};
-use crate::slow_poll::{SlowPoll, SlowPolls};
-use crate::task::{Name, Task, TaskFuture, TaskInfo, TaskWaker};
+use crate::slow_poll::{SlowPoll, SlowPolls, watch_clock};
+use crate::task::{Name, Polling, Task, TaskFuture, TaskInfo};
 use crate::trace::{Step, Trace, Waiting};
 
 // ANCHOR: ready_queue
-/// What the wakers share with the loop, across threads: the ready queue, and the
-/// `mio::Waker` that interrupts the loop when it sleeps in `epoll_wait`.
+/// A waker is two words: a vtable, and a data word that std hands back to the vtable's
+/// functions. Ours puts no pointer there, only numbers: which loop (16 bits), and the
+/// task's key in that loop's slab (its index, and the low 16 bits of its generation).
+/// Nothing to count or free, so cloning or dropping a waker costs nothing, and a spawn
+/// allocates no waker.
+fn task_waker(loop_slot: u16, key: Key) -> Waker {
+    let word = (u64::from(loop_slot) << 48) | (key.to_u64() & KEY_BITS);
+    let data = std::ptr::without_provenance(word as usize);
+    // SAFETY: the vtable's functions never dereference `data` (it is a number, not a
+    // pointer), may be called from any thread (a wake from elsewhere goes through a
+    // mutex), and clone and drop own nothing, so every contract of `RawWaker` holds.
+    unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) }
+}
+
+/// The bits of a waker's word that hold the key: index, and 16 bits of generation.
+const KEY_BITS: u64 = (1 << 48) - 1;
+
+// A waker's word must hold 64 bits.
+const _: () = assert!(
+    usize::BITS == 64,
+    "stage 4's wakers pack a loop and a task key into 64 bits: a 64-bit target is needed"
+);
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_waker, wake, wake, drop_waker);
+
+fn clone_waker(data: *const ()) -> RawWaker {
+    RawWaker::new(data, &VTABLE)
+}
+
+fn drop_waker(_: *const ()) {}
+
+/// Both `wake` and `wake_by_ref`: queue the task, once.
+fn wake(data: *const ()) {
+    let word = data.addr() as u64;
+    let loop_slot = (word >> 48) as u16;
+    // On the loop's own thread (a timer, a socket, a task waking another): straight
+    // into its ready queue, no lock and no atomic operation.
+    let local = CURRENT.try_with(|current| match current.try_borrow().as_deref() {
+        Ok(Some(inner)) if inner.slot.get() == Some(loop_slot) => inner.wake_local(word),
+        _ => false,
+    });
+    if local != Ok(true) {
+        // From another thread, or after the loop stopped: through the registry.
+        let loops = LOOPS.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = loops.get(usize::from(loop_slot)).cloned().flatten();
+        drop(loops);
+        if let Some(shared) = shared {
+            shared.push(word);
+        }
+    }
+}
+
+/// The running loops, by slot, for wakes from other threads. A slot is reused once its
+/// loop has stopped: a waker that outlived its loop then wakes a task of the next one,
+/// which is a spurious wake-up, allowed by `Future`'s contract.
+static LOOPS: Mutex<Vec<Option<Arc<Shared>>>> = Mutex::new(Vec::new());
+
+/// What wakers on other threads share with the loop: their wakes, and the `mio::Waker`
+/// that interrupts the loop when it sleeps in `epoll_wait`.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    ready: Mutex<ReadyQueue>,
+    remote: Mutex<RemoteQueue>,
     waker: mio::Waker,
-    /// `--trace`: wakes say which task they queue.
+    /// `--trace`: wakes from other threads say so.
     pub(crate) trace: Trace,
 }
 
 #[derive(Debug, Default)]
-struct ReadyQueue {
-    tasks: Vec<Key>,
+struct RemoteQueue {
+    /// Waker words; the loop queues their tasks at its next round.
+    wakes: Vec<u64>,
+    /// The same words, so that a task woken again and again from another thread while
+    /// the loop is busy takes one place in `wakes`, not one per wake.
+    queued: HashSet<u64>,
     /// The loop is (about to be) blocked in the reactor: a wake must interrupt it.
     sleeping: bool,
 }
 
 impl Shared {
-    pub(crate) fn push(&self, key: Key) {
-        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
-        ready.tasks.push(key);
-        let interrupt = std::mem::replace(&mut ready.sleeping, false);
-        drop(ready);
+    fn push(&self, word: u64) {
+        if self.trace.is_on() {
+            self.trace
+                .say(Step::Wake, format_args!("a task, from another thread"));
+        }
+        let mut remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        if remote.queued.insert(word) {
+            remote.wakes.push(word);
+        }
+        let interrupt = std::mem::replace(&mut remote.sleeping, false);
+        drop(remote);
         // Only a wake from another thread can find the loop asleep, so the common case,
-        // a wake from a task or a timer on the loop's own thread, makes no system call.
+        // a wake on the loop's own thread, never makes a system call.
         if interrupt && let Err(error) = self.waker.wake() {
             eprintln!("warning: could not interrupt the event loop: {error}");
         }
@@ -66,38 +134,31 @@ impl Shared {
 }
 // ANCHOR_END: ready_queue
 
-impl Shared {
-    /// Traces a wake that queues the task `key` (the task is named when the wake comes
-    /// from the loop's own thread, where its number is known).
-    pub(crate) fn trace_wake(&self, key: Key) {
-        let id = try_with_current(|inner| {
-            let here = std::ptr::eq(Arc::as_ptr(&inner.shared), self);
-            here.then(|| inner.task_id(key)).flatten()
-        });
-        match (key == Key::NONE, id.flatten()) {
-            (true, _) => self.trace.say(Step::Wake, format_args!("{}", Name(None))),
-            (false, Some(id)) => self
-                .trace
-                .say(Step::Wake, format_args!("{}", Name(Some(id)))),
-            (false, None) => self
-                .trace
-                .say(Step::Wake, format_args!("a task, from another thread")),
-        }
-    }
-}
-
 /// The loop's state, reachable from futures on its thread through `CURRENT`.
 pub(crate) struct Inner {
     /// Tells this loop's timer and socket keys from another loop's.
     pub(crate) id: u32,
+    /// Its place in `LOOPS` while `block_on` runs: the loop its wakers name.
+    slot: Cell<Option<u16>>,
     shared: Arc<Shared>,
     tasks: RefCell<Slab<Task>>,
+    /// Tasks to poll in the next round, in the order they were woken.
+    ready: RefCell<Vec<Key>>,
+    /// The `scheduled` flag of the `block_on` future, which has no slot.
+    main_scheduled: Cell<bool>,
     pub(crate) reactor: RefCell<Reactor>,
     next_id: Cell<u64>,
     running: Cell<Option<TaskInfo>>,
-    /// The loop's clock: when the last poll or the last reactor turn ended. Reading the
-    /// real clock costs ~25 ns; a million timers make that count.
+    /// The loop's clock, read once per turn of the loop (and again after it slept).
+    /// Reading the real clock costs about 25 ns; read on every poll, it was 13% of a
+    /// million tasks' time.
     clock: Cell<Instant>,
+    /// When the next poll starts, on the slow-poll watch's clock.
+    poll_started: Cell<Duration>,
+    /// Ends the reactor's wait at a deadline to the nanosecond (made at the first timed
+    /// wait; `Err` if the OS refused, and the wait is then precise to the millisecond).
+    #[cfg(target_os = "linux")]
+    precise_wake: std::cell::OnceCell<std::io::Result<crate::time::PreciseWake>>,
     slow_polls: SlowPolls,
     trace: Trace,
 }
@@ -166,16 +227,22 @@ impl EventLoop {
         Ok(EventLoop {
             inner: Inner {
                 id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
+                slot: Cell::new(None),
                 shared: Arc::new(Shared {
-                    ready: Mutex::new(ReadyQueue::default()),
+                    remote: Mutex::new(RemoteQueue::default()),
                     waker,
                     trace: Trace::default(),
                 }),
                 tasks: RefCell::new(Slab::new()),
+                ready: RefCell::new(Vec::new()),
+                main_scheduled: Cell::new(false),
                 reactor: RefCell::new(reactor),
                 next_id: Cell::new(1),
                 running: Cell::new(None),
                 clock: Cell::new(Instant::now()),
+                poll_started: Cell::new(Duration::ZERO),
+                #[cfg(target_os = "linux")]
+                precise_wake: std::cell::OnceCell::new(),
                 slow_polls: SlowPolls::new(),
                 trace: Trace::default(),
             },
@@ -232,16 +299,14 @@ impl EventLoop {
         let inner = Enter::new(self.inner, main);
         let inner = &inner.0;
         inner.clock.set(Instant::now());
+        inner.poll_started.set(watch_clock());
         let mut future = pin!(future);
         // The main future is a task like the others, under the key no task has: it
         // waits its turn in the ready queue, so tasks woken before it (timers that
         // expired earlier) run before it, even if it is about to return.
-        let main_waker = Arc::new(TaskWaker {
-            key: Key::NONE,
-            scheduled: AtomicBool::new(true), // queued just below
-            shared: Arc::clone(&inner.shared),
-        });
-        inner.shared.push(Key::NONE);
+        let main_waker = inner.waker(Key::NONE);
+        inner.main_scheduled.set(true);
+        inner.ready.borrow_mut().push(Key::NONE);
         let mut batch = Vec::new();
         let mut woken = Vec::new();
         loop {
@@ -254,10 +319,9 @@ impl EventLoop {
                     inner.poll_task(key);
                     continue;
                 }
-                main_waker.scheduled.store(false, Ordering::Release);
-                let waker = Waker::from(Arc::clone(&main_waker));
+                inner.main_scheduled.set(false);
                 let poll = inner.poll_timed(main, || {
-                    future.as_mut().poll(&mut Context::from_waker(&waker))
+                    future.as_mut().poll(&mut Context::from_waker(&main_waker))
                 });
                 if let Poll::Ready(output) = poll {
                     return output;
@@ -308,7 +372,22 @@ impl Enter {
             }
             *current = Some(Rc::clone(&inner));
         });
-        Enter(inner)
+        let enter = Enter(inner);
+        // Register for wakes from other threads (after `Enter` exists, whose drop
+        // unregisters, even if this panics).
+        let mut loops = LOOPS.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = loops.iter().position(Option::is_none);
+        let slot = free.unwrap_or(loops.len());
+        let Ok(slot16) = u16::try_from(slot) else {
+            drop(loops);
+            panic!("more than 65,536 event loops run at once: a waker cannot name them");
+        };
+        match free {
+            Some(_) => loops[slot] = Some(Arc::clone(&enter.0.shared)),
+            None => loops.push(Some(Arc::clone(&enter.0.shared))),
+        }
+        enter.0.slot.set(Some(slot16));
+        enter
     }
 }
 
@@ -339,6 +418,9 @@ impl Drop for Enter {
                 }
             }
         }
+        if let Some(slot) = self.0.slot.take() {
+            LOOPS.lock().unwrap_or_else(PoisonError::into_inner)[usize::from(slot)] = None;
+        }
         drop(_leave);
         // Already unwinding (the main future panicked): a second panic would abort.
         if let Some(payload) = first_panic
@@ -350,13 +432,57 @@ impl Drop for Enter {
 }
 
 impl Inner {
+    /// The waker of the task under `key` (`Key::NONE`: the `block_on` future).
+    fn waker(&self, key: Key) -> Waker {
+        task_waker(self.slot.get().expect("the loop is running"), key)
+    }
+
+    /// Queues the task a waker's `word` names, unless it is queued already or gone;
+    /// `false` if the slab is busy (the caller then goes the remote way).
+    fn wake_local(&self, word: u64) -> bool {
+        let key = Key::from_u64(word & KEY_BITS);
+        if key.index() == Key::NONE.index() {
+            if !self.main_scheduled.replace(true) {
+                self.trace.say(Step::Wake, format_args!("{}", Name(None)));
+                self.ready.borrow_mut().push(Key::NONE);
+            }
+            return true;
+        }
+        let Ok(mut tasks) = self.tasks.try_borrow_mut() else {
+            return false;
+        };
+        // A stale waker (its task finished, the slot maybe reused) finds no task, or
+        // one whose generation differs; at worst, after 65,536 reuses of one slot, it
+        // polls a task that did not need it, which `Future`'s contract allows.
+        let Some((key, task)) = tasks.get_mut_by_short_key(key) else {
+            return true;
+        };
+        if !task.set_scheduled(true) {
+            if self.trace.is_on() {
+                self.trace
+                    .say(Step::Wake, format_args!("{}", Name(Some(task.id()))));
+            }
+            self.ready.borrow_mut().push(key);
+        }
+        true
+    }
+
+    /// Moves the tasks woken since the last round into `batch` (empty), those woken
+    /// from other threads after the others.
     fn take_ready(&self, batch: &mut Vec<Key>) {
-        let mut ready = self
-            .shared
-            .ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        std::mem::swap(&mut ready.tasks, batch);
+        let remote = {
+            let mut remote = self
+                .shared
+                .remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            remote.queued.clear();
+            std::mem::take(&mut remote.wakes)
+        };
+        for word in remote {
+            self.wake_local(word);
+        }
+        std::mem::swap(&mut *self.ready.borrow_mut(), batch);
     }
 
     // ANCHOR: poll_task
@@ -366,31 +492,29 @@ impl Inner {
         let Some(task) = tasks.get_mut(key) else {
             return;
         };
-        let Some(mut future) = task.future.take() else {
-            return;
-        };
-        let waker = Arc::clone(&task.waker);
+        // Out of the slab while it runs, so that it may spawn others; the placeholder
+        // is a `Box` of a zero-sized type, which allocates nothing.
+        let mut future = std::mem::replace(&mut task.future, Box::pin(Polling));
         let info = TaskInfo {
-            id: Some(task.id),
-            spawned_at: task.spawned_at,
+            id: Some(task.id()),
+            spawned_at: future.spawned_at(),
         };
-        drop(tasks); // the task may spawn others while it runs
         // Clear the flag *before* polling: a wake during the poll queues the task again,
         // so it is polled again and no wake-up is lost.
-        waker.scheduled.swap(false, Ordering::AcqRel);
-        let task_waker = Waker::from(Arc::clone(&waker));
+        task.set_scheduled(false);
+        drop(tasks);
+        let waker = self.waker(key);
         let poll = self.poll_timed(info, || {
-            future.as_mut().poll(&mut Context::from_waker(&task_waker))
+            future.as_mut().poll(&mut Context::from_waker(&waker))
         });
         match poll {
             Poll::Pending => {
                 if let Some(task) = self.tasks.borrow_mut().get_mut(key) {
-                    task.future = Some(future);
+                    task.future = future;
                 }
             }
             Poll::Ready(()) => {
-                // Wakes after this point are no-ops: the flag stays set forever.
-                waker.scheduled.store(true, Ordering::Release);
+                // Its wakers now find no task under this key: they do nothing.
                 let task = self.tasks.borrow_mut().remove(key);
                 // Dropped outside the borrow: the future's destructor may use the loop.
                 drop((task, future));
@@ -399,8 +523,8 @@ impl Inner {
     }
     // ANCHOR_END: poll_task
 
-    /// The loop's clock, at most one poll behind the real one. Timers compare deadlines
-    /// with it: a deadline that passed meanwhile fires at the next reactor turn.
+    /// The loop's clock: when the reactor last returned. Timers compare deadlines with
+    /// it; a deadline it has not seen pass yet fires at the next reactor turn.
     pub(crate) fn now(&self) -> Instant {
         self.clock.get()
     }
@@ -410,11 +534,12 @@ impl Inner {
         let name = Name(info.id);
         self.trace.say(Step::Poll, format_args!("{name}"));
         let previous = self.running.replace(Some(info));
-        // One clock read per poll: the end of this poll is the start of the next.
-        let started = self.clock.get();
+        // The watch reads a coarse clock (10 ns here, against 40 to 60 for `Instant`),
+        // once per poll: the end of one poll is the start of the next.
         let result = poll();
-        let ended = Instant::now();
-        self.clock.set(ended);
+        let ended = watch_clock();
+        let started = self.poll_started.replace(ended);
+        self.slow_polls.check(info, ended.saturating_sub(started));
         self.running.set(previous);
         let step = if result.is_ready() {
             Step::Ready
@@ -422,14 +547,7 @@ impl Inner {
             Step::Pending
         };
         self.trace.say(step, format_args!("{name}"));
-        self.slow_polls
-            .check(info, ended.saturating_duration_since(started));
         result
-    }
-
-    /// The number of the task under `key`, if it is still there.
-    fn task_id(&self, key: Key) -> Option<u64> {
-        Some(self.tasks.try_borrow().ok()?.get(key)?.id)
     }
 
     /// Traces that the running task left its waker with the reactor.
@@ -446,18 +564,20 @@ impl Inner {
     /// Fires expired timers and collects I/O events. Blocks only if no task is ready,
     /// and then only until the earliest deadline.
     fn turn_reactor(&self, woken: &mut Vec<Waker>) {
+        // The one clock read of a busy turn: timers and `Sleep`s use it until the next.
         let now = Instant::now();
+        self.clock.set(now);
         self.fire_timers(now);
         let mut reactor = self.reactor.borrow_mut();
         let idle = {
-            let mut ready = self
+            let mut remote = self
                 .shared
-                .ready
+                .remote
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let idle = ready.tasks.is_empty();
+            let idle = self.ready.borrow().is_empty() && remote.wakes.is_empty();
             // From here on a wake from another thread must interrupt the wait.
-            ready.sleeping = idle;
+            remote.sleeping = idle;
             idle
         };
         let timeout = if idle {
@@ -468,6 +588,19 @@ impl Inner {
         } else {
             Some(Duration::ZERO)
         };
+        #[cfg(target_os = "linux")]
+        if let Some(timeout) = timeout.filter(|timeout| !timeout.is_zero()) {
+            let wake = self
+                .precise_wake
+                .get_or_init(|| crate::time::PreciseWake::new(reactor.registry()));
+            if let Ok(wake) = wake
+                && let Err(error) = wake.set(timeout)
+            {
+                eprintln!(
+                    "warning: timerfd_settime failed, timers are late by up to 1 ms: {error}"
+                );
+            }
+        }
         // With work waiting and no socket registered there is nothing to ask the OS.
         if timeout != Some(Duration::ZERO) || reactor.sources() > 0 {
             if self.trace.is_on() {
@@ -477,7 +610,7 @@ impl Inner {
         }
         drop(reactor);
         self.shared
-            .ready
+            .remote
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .sleeping = false;
@@ -485,10 +618,13 @@ impl Inner {
             waker.wake();
         }
         if idle {
-            self.fire_timers(Instant::now());
+            // It slept: read the clock again, for the timers that woke it.
+            let now = Instant::now();
+            self.clock.set(now);
+            self.fire_timers(now);
         }
-        // What happened in this turn is nobody's poll: start the clock for the next one.
-        self.clock.set(Instant::now());
+        // What happened in this turn is nobody's poll.
+        self.poll_started.set(watch_clock());
     }
     // ANCHOR_END: turn_reactor
 
@@ -511,27 +647,21 @@ impl Inner {
         spawned_at: &'static Location<'static>,
     ) -> JoinHandle<T> {
         let (handle, completion) = join_pair();
-        let task = TaskFuture { future, completion };
+        let task = TaskFuture {
+            future,
+            completion,
+            spawned_at,
+        };
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         self.trace
             .say(Step::Spawn, format_args!("{}", Name(Some(id))));
-        let mut tasks = self.tasks.borrow_mut();
-        let key = tasks.next_key();
-        let waker = Arc::new(TaskWaker {
-            key,
-            scheduled: AtomicBool::new(true), // it is about to be queued
-            shared: Arc::clone(&self.shared),
-        });
-        let inserted = tasks.insert(Task {
-            future: Some(Box::pin(task)),
-            waker,
-            id,
-            spawned_at,
-        });
-        debug_assert_eq!(inserted, key);
-        drop(tasks);
-        self.shared.push(key);
+        // One allocation per task: the box. Its waker is made from its key when needed.
+        let key = self
+            .tasks
+            .borrow_mut()
+            .insert(Task::new(Box::pin(task), id));
+        self.ready.borrow_mut().push(key);
         handle
     }
 }
@@ -621,4 +751,78 @@ pub async fn yield_now() {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::time::sleep;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_loop_clock_advances_with_every_turn_and_never_runs_ahead() {
+        block_on(async {
+            let mut last = with_current("test", Inner::now);
+            for _ in 0..3 {
+                thread::sleep(5 * MS); // a busy poll: the clock must see it next turn
+                yield_now().await;
+                let now = with_current("test", Inner::now);
+                assert!(now >= last + 5 * MS, "{:?} after {:?}", now - last, last);
+                assert!(now <= Instant::now());
+                last = now;
+            }
+        });
+    }
+
+    #[test]
+    fn a_sleep_set_late_in_a_long_poll_still_lasts_its_duration() {
+        // The loop's clock was read before this poll began, 50 ms before the sleep is
+        // set: measured from that clock, the sleep would be over before it started.
+        block_on(async {
+            yield_now().await;
+            thread::sleep(50 * MS);
+            let set = Instant::now();
+            sleep(20 * MS).await;
+            assert!(set.elapsed() >= 20 * MS, "fired after {:?}", set.elapsed());
+        });
+    }
+
+    #[test]
+    fn a_waker_of_a_stopped_loop_is_harmless_even_when_its_slot_is_reused() {
+        let stale =
+            block_on(async { std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await });
+        stale.wake_by_ref(); // no loop runs on this thread
+        // The next loop on this thread may take the same slot in `LOOPS`: the stale
+        // waker then wakes its main future, spuriously. Never a panic, a lost task or
+        // a hang.
+        let done = block_on(async move {
+            let task = spawn(sleep(20 * MS));
+            yield_now().await;
+            let from_thread = stale.clone();
+            thread::spawn(move || from_thread.wake()).join().unwrap();
+            stale.wake();
+            task.await
+        });
+        assert!(done.is_ok());
+    }
+
+    #[test]
+    fn a_task_woken_again_and_again_from_another_thread_is_queued_once() {
+        block_on(async {
+            let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+            // The loop is busy (in this very poll), so nothing drains the queue meanwhile.
+            thread::spawn(move || (0..1000).for_each(|_| waker.wake_by_ref()))
+                .join()
+                .unwrap();
+            let queued = with_current("test", |inner| {
+                let remote = inner.shared.remote.lock().unwrap();
+                remote.wakes.len()
+            });
+            assert_eq!(queued, 1);
+        });
+    }
 }

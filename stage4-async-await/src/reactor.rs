@@ -12,15 +12,14 @@
 //! fd is one more mio source, readable when completions wait, and each turn submits what
 //! the futures queued since the last one.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 
 use crate::slab::{Key, Slab};
+use crate::time::Timers;
 use crate::trace::{Step, Trace};
 
 /// The token of the `mio::Waker` through which other threads wake the loop.
@@ -313,186 +312,5 @@ impl Source {
             Direction::Read => &mut self.readers,
             Direction::Write => &mut self.writers,
         }
-    }
-}
-
-// ANCHOR: timers
-/// Pending timers: `(deadline, sequence, key)` entries in two queues, and a slab of
-/// wakers.
-///
-/// The sequence number keeps timers with equal deadlines apart and fires them in the
-/// order they were set. Most programs set timers of one duration (a sleep, a timeout per
-/// request), so deadlines mostly arrive in order: those go to a FIFO queue, O(1) to push
-/// and to pop, and only the out-of-order ones pay a min-heap's O(log n).
-///
-/// Cancelling (dropping a `Sleep`) only empties the timer's slab slot; its queue entry is
-/// skipped when it surfaces. A million timers cost a million 24-byte entries and 24-byte
-/// slots, and no system call each: the reactor asks the OS for one wake-up, at the
-/// earliest deadline.
-#[derive(Debug)]
-pub(crate) struct Timers {
-    in_order: VecDeque<(u64, u64, Key)>,
-    heap: BinaryHeap<Reverse<(u64, u64, Key)>>,
-    wakers: Slab<Waker>,
-    next_sequence: u64,
-    /// Deadlines are kept as nanoseconds since `epoch`: 8 bytes instead of an `Instant`'s 16.
-    epoch: Instant,
-}
-
-impl Timers {
-    fn new() -> Timers {
-        Timers {
-            in_order: VecDeque::new(),
-            heap: BinaryHeap::new(),
-            wakers: Slab::new(),
-            next_sequence: 0,
-            epoch: Instant::now(),
-        }
-    }
-
-    /// Sets a timer that will wake `waker` at `deadline`.
-    pub(crate) fn insert(&mut self, deadline: Instant, waker: &Waker) -> Key {
-        let key = self.wakers.insert(waker.clone());
-        let entry = (self.nanos(deadline), self.next_sequence, key);
-        self.next_sequence += 1;
-        match self.in_order.back() {
-            Some(last) if entry < *last => self.heap.push(Reverse(entry)),
-            _ => self.in_order.push_back(entry),
-        }
-        // Lazily cancelled entries pile up when many timers are dropped long before
-        // their deadline (a `timeout` around fast requests): sweep them out now and then.
-        let entries = self.in_order.len() + self.heap.len();
-        if entries > 1024 && entries > 2 * self.wakers.len() {
-            let wakers = &self.wakers;
-            self.heap
-                .retain(|Reverse((_, _, key))| wakers.contains(*key));
-            self.in_order.retain(|(_, _, key)| wakers.contains(*key));
-        }
-        key
-    }
-    // ANCHOR_END: timers
-
-    fn nanos(&self, instant: Instant) -> u64 {
-        // 2^64 ns is 584 years: a later deadline saturates, which is the same in practice.
-        let since = instant.saturating_duration_since(self.epoch);
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Updates the waker of a pending timer; `false` if it has fired or was cancelled.
-    pub(crate) fn update(&mut self, key: Key, waker: &Waker) -> bool {
-        match self.wakers.get_mut(key) {
-            Some(old) => {
-                if !old.will_wake(waker) {
-                    *old = waker.clone();
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Cancels a timer (nothing happens if it already fired).
-    pub(crate) fn cancel(&mut self, key: Key) {
-        self.wakers.remove(key);
-    }
-
-    /// The earliest entry, cancelled or not, and whether it is in the FIFO queue.
-    fn first(&self) -> Option<((u64, u64, Key), bool)> {
-        match (self.in_order.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) if b < a => Some((*b, false)),
-            (Some(a), _) => Some((*a, true)),
-            (None, Some(Reverse(b))) => Some((*b, false)),
-            (None, None) => None,
-        }
-    }
-
-    fn pop_first(&mut self, in_order: bool) {
-        if in_order {
-            self.in_order.pop_front();
-        } else {
-            self.heap.pop();
-        }
-    }
-
-    /// The earliest deadline of a timer still pending.
-    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(((deadline, _, key), in_order)) = self.first() {
-            if self.wakers.contains(key) {
-                return Some(self.epoch + Duration::from_nanos(deadline));
-            }
-            self.pop_first(in_order); // cancelled
-        }
-        None
-    }
-
-    /// Removes one timer whose deadline is `<= now`; returns its key and its waker.
-    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(Key, Waker)> {
-        let now = self.nanos(now);
-        while let Some(((deadline, _, key), in_order)) = self.first() {
-            if deadline > now {
-                return None;
-            }
-            self.pop_first(in_order);
-            if let Some(waker) = self.wakers.remove(key) {
-                return Some((key, waker));
-            }
-        }
-        None
-    }
-
-    /// How many timers are pending.
-    pub(crate) fn len(&self) -> usize {
-        self.wakers.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cancelled_timers_neither_fire_nor_set_the_deadline() {
-        let mut timers = Timers::new();
-        let now = Instant::now();
-        let waker = Waker::noop();
-        let early = timers.insert(now + Duration::from_millis(1), waker);
-        let late = timers.insert(now + Duration::from_millis(2), waker);
-        timers.cancel(early);
-        assert_eq!(timers.next_deadline(), Some(now + Duration::from_millis(2)));
-        assert!(timers.pop_expired(now + Duration::from_millis(1)).is_none());
-        assert!(timers.pop_expired(now + Duration::from_millis(2)).is_some());
-        assert!(!timers.update(late, waker), "a fired timer is gone");
-        assert_eq!(timers.next_deadline(), None);
-    }
-
-    #[test]
-    fn cancelled_entries_are_swept_from_the_heap() {
-        let mut timers = Timers::new();
-        let later = Instant::now() + Duration::from_secs(3600);
-        for _ in 0..10_000 {
-            let key = timers.insert(later, Waker::noop());
-            timers.cancel(key);
-        }
-        assert!(timers.in_order.len() + timers.heap.len() <= 2048);
-    }
-
-    #[test]
-    fn in_order_and_out_of_order_deadlines_fire_in_deadline_order() {
-        let mut timers = Timers::new();
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        // 5, 10, 10, 20 go to the FIFO queue; 7 and 1 to the heap.
-        let order = [5u64, 10, 7, 10, 1, 20];
-        for ms in order {
-            timers.insert(at(ms), Waker::noop());
-        }
-        assert_eq!((timers.in_order.len(), timers.heap.len()), (4, 2));
-        let mut fired = Vec::new();
-        for ms in 0..=20 {
-            while timers.pop_expired(at(ms)).is_some() {
-                fired.push(ms);
-            }
-        }
-        assert_eq!(fired, [1, 5, 7, 10, 10, 20]);
     }
 }

@@ -35,6 +35,31 @@ impl fmt::Display for SlowPoll {
     }
 }
 
+/// The clock of the slow-poll watch, since some fixed origin: on Linux the kernel's
+/// tick-level `CLOCK_MONOTONIC_COARSE` (a few nanoseconds to read against about 25 for
+/// the precise clock, and precise to a tick, 1 to 4 ms), elsewhere `Instant`.
+#[cfg(target_os = "linux")]
+pub(crate) fn watch_clock() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec, and the clock id is a constant the
+    // kernel knows (since Linux 2.6.32).
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    if status != 0 {
+        return Duration::ZERO; // cannot fail; if it did, no warning rather than a panic
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// The clock of the slow-poll watch, since the first time it was read.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn watch_clock() -> Duration {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed()
+}
+
 pub(crate) type SlowPollHook = Box<dyn Fn(&SlowPoll)>;
 
 /// The loop's threshold, and where its warnings go (stderr unless a hook is set).

@@ -1,5 +1,6 @@
-//! The article's `Task`: a future the executor owns, the waker that queues it again, and
-//! the wrapper that hands its output, or its panic, to the [`JoinHandle`].
+//! The article's `Task`: a future the executor owns, in a slot with its number and its
+//! `scheduled` flag, and the wrapper that hands its output, or its panic, to the
+//! [`JoinHandle`]. The waker that queues it again is in the [executor](crate::executor).
 //!
 //! Read stage 3's `task.rs` first. There a `Task` resumed a generator, and when the
 //! generator yielded a future, the task registered its next step as that future's
@@ -14,28 +15,70 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake};
+use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::executor::Shared;
 use crate::join_handle::{Completion, JoinError};
-use crate::slab::Key;
 
 // ANCHOR: task
-/// A spawned task: its future, boxed so that tasks of every type fit in one slab, and
-/// its waker, made once and reused for every poll.
+/// A spawned task, in its slot of the executor's slab: its future, boxed so that tasks of
+/// every type fit in one slab, its number, and whether it is in the ready queue.
 pub(crate) struct Task {
-    /// `None` while the task is being polled (it is out of the slab for that time, so the
-    /// task itself may spawn others).
-    pub(crate) future: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    pub(crate) waker: Arc<TaskWaker>,
-    pub(crate) id: u64,
-    pub(crate) spawned_at: &'static Location<'static>,
+    /// While the task is being polled, a placeholder: the future is out of the slab for
+    /// that time, so the task itself may spawn others.
+    pub(crate) future: Pin<Box<dyn Spawned>>,
+    /// The task's number (from 1, in spawn order) in the low 63 bits, and the
+    /// `scheduled` flag in the top one: one word for both keeps a slot at 32 bytes.
+    word: u64,
+}
+
+impl Task {
+    pub(crate) fn new(future: Pin<Box<dyn Spawned>>, id: u64) -> Task {
+        Task {
+            future,
+            word: id | SCHEDULED, // it is about to be queued
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.word & !SCHEDULED
+    }
+
+    /// Sets the `scheduled` flag and returns what it was: a task woken a thousand
+    /// times before it runs is queued once.
+    pub(crate) fn set_scheduled(&mut self, scheduled: bool) -> bool {
+        let was = self.word & SCHEDULED != 0;
+        self.word = self.id() | if scheduled { SCHEDULED } else { 0 };
+        was
+    }
+}
+
+const SCHEDULED: u64 = 1 << 63;
+
+/// A task's future, and where it was spawned (for warnings and `--trace`): kept in the
+/// box, where it fits in what the allocator rounds up anyway.
+pub(crate) trait Spawned: Future<Output = ()> {
+    fn spawned_at(&self) -> &'static Location<'static>;
 }
 // ANCHOR_END: task
+
+/// What a task's slot holds while its future is out being polled.
+pub(crate) struct Polling;
+
+impl Future for Polling {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+impl Spawned for Polling {
+    fn spawned_at(&self) -> &'static Location<'static> {
+        Location::caller()
+    }
+}
 
 /// Which task is running, for warnings and panic messages.
 #[derive(Debug, Clone, Copy)]
@@ -54,31 +97,6 @@ impl fmt::Display for TaskInfo {
         }
     }
 }
-
-// ANCHOR: task_waker
-/// woken a thousand times before it runs is queued once.
-#[derive(Debug)]
-pub(crate) struct TaskWaker {
-    pub(crate) key: Key,
-    pub(crate) scheduled: AtomicBool,
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            if self.shared.trace.is_on() {
-                self.shared.trace_wake(self.key);
-            }
-            self.shared.push(self.key);
-        }
-    }
-}
-// ANCHOR_END: task_waker
 
 /// The short name `--trace` uses: `task 2`, or `main` for the `block_on` future.
 pub(crate) struct Name(pub(crate) Option<u64>);
@@ -99,6 +117,13 @@ pin_project! {
         #[pin]
         pub(crate) future: F,
         pub(crate) completion: Completion<F::Output>,
+        pub(crate) spawned_at: &'static Location<'static>,
+    }
+}
+
+impl<F: Future> Spawned for TaskFuture<F> {
+    fn spawned_at(&self) -> &'static Location<'static> {
+        self.spawned_at
     }
 }
 
@@ -132,8 +157,8 @@ mod tests {
     /// The book's per-task table counts on these; a change should be a decision.
     #[test]
     fn the_parts_of_a_task_stay_small() {
-        assert!(std::mem::size_of::<Task>() <= 40);
-        assert!(std::mem::size_of::<TaskWaker>() <= 24);
+        assert!(std::mem::size_of::<Task>() <= 24);
+        assert_eq!(std::mem::size_of::<Option<Task>>(), 24);
         assert!(std::mem::size_of::<JoinState<()>>() <= 24);
     }
 }

@@ -229,13 +229,14 @@ fn a_blocking_poll_triggers_the_slow_poll_warning() {
             spawn(async { thread::sleep(60 * MS) }).await.unwrap();
         });
     // NB: not "exactly one warning": on a loaded machine any poll can be descheduled
-    // for 30 ms. What must hold: the blocking task is named, for at least its 60 ms.
+    // for 30 ms. What must hold: the blocking task is named, for about its 60 ms (the
+    // watch reads a coarse clock, precise to a kernel tick: 1 to 4 ms, 10 at worst).
     let warnings = warnings.borrow();
     let slow = warnings
         .iter()
         .find(|slow| slow.task.id == Some(2))
         .unwrap_or_else(|| panic!("no warning names task 2: {warnings:?}"));
-    assert!(slow.took >= 60 * MS, "{slow:?}");
+    assert!(slow.took >= 50 * MS, "{slow:?}");
     let text = slow.to_string();
     assert!(text.contains("task 2, spawned at "), "{text}");
     assert!(text.contains("tests/runtime.rs:"), "{text}");
