@@ -16,8 +16,8 @@ use futures::stream::FuturesUnordered;
 use stage4_async_await::anti_patterns::thread_cpu_time;
 use stage4_async_await::net::{TcpListener, TcpStream};
 use stage4_async_await::{
-    DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, block_on, join_all, sleep, spawn,
-    spawn_blocking, timeout, yield_now,
+    DEFAULT_SLOW_POLL_THRESHOLD, EventLoop, JoinError, block_on, join_all, sleep, sleep_until,
+    spawn, spawn_blocking, timeout, yield_now,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -700,15 +700,18 @@ fn after_a_stall_tasks_whose_timers_expired_first_run_before_block_on_returns() 
     // What had run when the main future returned (the rest is cancelled right after).
     let ran = block_on(async {
         let ran = Rc::new(RefCell::new(Vec::new()));
+        // Deadlines from one instant, so their order does not depend on how fast the
+        // tasks are polled (under an emulator, polling 100 tasks can take milliseconds).
+        let start = Instant::now();
         for i in 0..100u64 {
             let ran = Rc::clone(&ran);
             drop(spawn(async move {
-                sleep(Duration::from_millis(10 + i % 20)).await;
+                sleep_until(start + Duration::from_millis(10 + i % 20)).await;
                 ran.borrow_mut().push(i);
             }));
         }
-        let main_sleep = sleep(100 * MS);
-        yield_now().await; // every task has set its timer: 10 to 29 ms
+        let main_sleep = sleep_until(start + 100 * MS);
+        yield_now().await; // every task has set its timer: 10 to 29 ms after `start`
         // The loop stalls past every deadline, the main future's included.
         thread::sleep(150 * MS);
         main_sleep.await;
