@@ -108,7 +108,10 @@ fn memory_holds_waiting_requests_in_every_model() {
     let (ok, stdout, _) = run(exe, &["--hold", "fibers", "20", &addr]);
     assert!(!ok && stdout.starts_with("failed usage"), "{stdout}");
 
-    let (ok, stdout, stderr) = run(exe, &["--requests", "5", "--runs", "1"]);
+    let (ok, stdout, stderr) = run(
+        exe,
+        &["--requests", "5", "--in-process", "20", "--runs", "1"],
+    );
     assert!(ok, "{stdout}\n{stderr}");
     for row in [
         "processes (this binary), resident (RSS)",

@@ -6,9 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use shared::bench::SleepBench;
-use stage5_bench::{Measured, Model};
 use stage5_bench::cell::{self, Outcome};
 use stage5_bench::python::{self, PyModel};
+use stage5_bench::{Measured, Model};
 
 fn cell(model: &str, total: u64, concurrency: u64, sleep_ms: u64) -> Outcome {
     let mut command = Command::new(env!("CARGO_BIN_EXE_table"));

@@ -61,7 +61,7 @@ fn job(passes: u32) -> u64 {
 // ANCHOR_END: job
 
 /// How many passes make a job of about `ms` milliseconds here.
-fn calibrate(ms: u64) -> (u32, Duration) {
+fn calibrate(ms: u64) -> u32 {
     let one: Vec<f64> = (0..9)
         .map(|_| {
             let start = Instant::now();
@@ -71,31 +71,23 @@ fn calibrate(ms: u64) -> (u32, Duration) {
         .collect();
     // The fastest pass is the one nothing interrupted.
     let fastest = one.iter().copied().fold(f64::MAX, f64::min).max(1e-7);
-    let passes = ((ms as f64 / 1000.0) / fastest).round().max(1.0) as u32;
-    let measured: Vec<f64> = (0..5)
-        .map(|_| {
-            let start = Instant::now();
-            black_box(job(passes));
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    let median = Summary::of(&measured).map_or(0.0, |s| s.median);
-    (passes, Duration::from_secs_f64(median))
+    ((ms as f64 / 1000.0) / fastest).round().max(1.0) as u32
 }
 
 fn main() -> ExitCode {
     let args = <Args as clap::Parser>::parse();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (passes, job_time) = calibrate(args.job_ms);
+    let passes = calibrate(args.job_ms);
     shared::say!("Machine: {}.", machine());
     shared::say!(
-        "One job: hash 1 MiB {passes} times with std's DefaultHasher, {:.1} ms here (median \
-         of 5). Each figure: the median of {} runs, and the fastest and slowest.",
-        job_time.as_secs_f64() * 1e3,
+        "One job: hash 1 MiB {passes} times with std's DefaultHasher (calibrated to about {} \
+         ms on this machine). Each figure: the median of {} runs, and the fastest and \
+         slowest.",
+        args.job_ms,
         args.runs
     );
     shared::say!();
-    match jobs_table(&args, passes, cores, job_time) {
+    match jobs_table(&args, passes, cores) {
         Ok(()) => {}
         Err(error) => {
             eprintln!("error: {error}");
@@ -201,7 +193,7 @@ fn new_loop() -> Result<EventLoop, String> {
         .map_err(|e| format!("creating the event loop: {e}"))
 }
 
-fn jobs_table(args: &Args, passes: u32, cores: usize, job_time: Duration) -> Result<(), String> {
+fn jobs_table(args: &Args, passes: u32, cores: usize) -> Result<(), String> {
     let ways = [
         Way::OneThread,
         Way::Loop,
@@ -226,13 +218,14 @@ fn jobs_table(args: &Args, passes: u32, cores: usize, job_time: Duration) -> Res
         .map(|t| Summary::of(t).ok_or("no runs"))
         .collect::<Result<_, _>>()?;
     let on_loop = summaries[1].median;
+    // What one job costs here: the plain loop's median, divided by the jobs.
+    let one_after_another = summaries[0].median;
     shared::say!(
-        "{} jobs of {:.1} ms, {:.0} ms of computing in all, on {cores} cores. Cores used: the \
-         process's CPU time over the wall time (less than the cores there are when other \
-         programs hold some of them):",
+        "{} jobs, {:.1} ms each one after another, on {cores} cores. Cores used: the \
+         process's CPU time over the wall time (fewer than there are when other programs \
+         hold some of them):",
         args.jobs,
-        job_time.as_secs_f64() * 1e3,
-        job_time.as_secs_f64() * 1e3 * args.jobs as f64
+        one_after_another * 1e3 / args.jobs as f64
     );
     shared::say!();
     let rows: Vec<Vec<String>> = ways

@@ -945,7 +945,7 @@ fn print(rows: &[Row], (ghz, measured): (f64, bool), caches: &Caches, runs: u32)
         "fastest - slowest",
         "1 ns = 1 s",
         "1 cycle = 1 s",
-        "the article (1 cycle = 1 s)",
+        "the article's row (its scale)",
     ];
     let body: Vec<Vec<String>> = rows
         .iter()

@@ -40,9 +40,13 @@ use stage5_bench::text::{machine, print_markdown};
 #[derive(clap::Parser)]
 /// Resident memory of N waiting requests: as processes, threads and async tasks.
 struct Args {
-    /// Waiting requests of each kind.
+    /// Waiting requests held as processes.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=5_000))]
     requests: u64,
+    /// Waiting requests held as threads and as tasks: more than processes, because a
+    /// heap grows in steps of 128 KiB or more, which would blur a few hundred bytes each.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    in_process: u64,
     /// Runs of each kind; the table shows the median and range.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
@@ -232,7 +236,8 @@ fn table(args: &Args) -> Result<(), String> {
                 .into(),
         );
     }
-    shared::limits::check_connections(args.requests * 2 + 16).map_err(|e| e.to_string())?;
+    let most = args.requests.max(args.in_process);
+    shared::limits::check_connections(most * 2 + 16).map_err(|e| e.to_string())?;
     let server =
         SlowServer::start(SERVER_DELAY).map_err(|e| format!("starting the slow server: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
@@ -262,20 +267,22 @@ fn table(args: &Args) -> Result<(), String> {
             python.rss.push(rss);
             python.pss.extend(pss);
         }
-        eprint!("{n} threads... ");
+        let m = args.in_process;
+        eprint!("{m} threads... ");
         threads
             .rss
-            .push(hold_in_child(&exe, "threads", n, server.addr())?);
-        eprintln!("{n} tasks...");
+            .push(hold_in_child(&exe, "threads", m, server.addr())?);
+        eprintln!("{m} tasks...");
         tasks
             .rss
-            .push(hold_in_child(&exe, "tasks", n, server.addr())?);
+            .push(hold_in_child(&exe, "tasks", m, server.addr())?);
     }
     shared::say!("Machine: {}.", machine());
     shared::say!(
-        "{n} requests wait on a slow server, each held by a process, a thread or a stage 4 \
-         task. Memory per waiting request: the median of {} runs, and the smallest and \
-         largest.",
+        "Requests wait on a slow server, each held by a process ({n} at once), a thread or a \
+         stage 4 task ({} at once). Memory per waiting request: the median of {} runs, the \
+         smallest and largest, and what {n} would take.",
+        stage5_bench::text::thousands(args.in_process),
         args.runs
     );
     shared::say!();
@@ -324,7 +331,8 @@ fn table(args: &Args) -> Result<(), String> {
     shared::say!(
         "RSS counts every page a process maps, so the pages of the binary and the C library \
          are counted once per process; PSS divides shared pages among the processes that \
-         share them{}. Threads and tasks: how much one process grew. Not counted anywhere: \
+         share them{}. Threads and tasks: how much one process grew, divided by how many \
+         waited. Not counted anywhere: \
          the kernel's own memory (socket buffers, and for processes and threads their kernel \
          stacks and page tables).",
         if processes.pss.is_empty() {
