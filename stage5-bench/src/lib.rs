@@ -10,7 +10,7 @@
 //!   coroutines (stage 3) and async tasks (stage 4), with the resident memory per worker.
 //! - [`cell`]: one cell of the table, run in a child process of its own, and the one-line
 //!   format children print. [`python`]: the reference rows from Python's asyncio and
-//!   threads. [`reference`]: the tokio and smol columns (feature `reference`).
+//!   threads. [`reference`](mod@reference): the tokio and smol columns (feature `reference`).
 //!   [`plot`]: the SVG for the book. [`stats`] and [`text`]: medians, spreads, tables.
 //!
 //! ```text

@@ -241,11 +241,8 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
                 let _ = writeln!(w, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" {fill}/>"#);
             }
         }
-        // Side by side in the strip, so that two series' marks at one x do not hide
-        // each other.
-        let offset = (i as f64 - (series.len() as f64 - 1.0) / 2.0) * 7.0;
         for &(concurrency, _) in s.points.iter().filter(|p| p.1.is_none()) {
-            let x = px(concurrency as f64) + offset;
+            let x = mark_x(series, i, concurrency, px(concurrency as f64));
             let y = (STRIP_TOP + STRIP_BOTTOM) / 2.0;
             let _ = writeln!(
                 w,
@@ -268,6 +265,23 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Where series `i`'s "did not run" mark at `concurrency` goes in the strip: side by
+/// side with the other series' marks at the same concurrency, 9 px apart, centred on `x`
+/// and shifted as a group to stay inside the strip.
+fn mark_x(series: &[Series], i: usize, concurrency: u64, x: f64) -> f64 {
+    const GAP: f64 = 9.0;
+    let missing_here = |s: &Series| {
+        s.points
+            .iter()
+            .any(|&(c, y)| c == concurrency && y.is_none())
+    };
+    let group = series.iter().filter(|s| missing_here(s)).count();
+    let place = series[..i].iter().filter(|s| missing_here(s)).count();
+    let width = GAP * group.saturating_sub(1) as f64;
+    let first = (x - width / 2.0).clamp(LEFT + 6.0, (RIGHT - 6.0 - width).max(LEFT + 6.0));
+    first + GAP * place as f64
 }
 
 /// `0.01`, `1`, `10`: ten to the `d`, without binary fractions showing.
@@ -333,7 +347,13 @@ mod tests {
                 .nth(1)
                 .and_then(|y| y.parse().ok())
                 .unwrap_or_else(|| panic!("{mark}"));
+            let x: f64 = mark["<path d=\"M".len()..]
+                .split(',')
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("{mark}"));
             assert!(y >= STRIP_TOP && y + 6.0 <= STRIP_BOTTOM, "{mark}");
+            assert!(x >= LEFT && x + 6.0 <= RIGHT, "{mark}");
         }
         // Every data point is inside the axes.
         for circle in svg.lines().filter(|l| l.starts_with("<circle")) {
@@ -345,6 +365,26 @@ mod tests {
                 .unwrap_or_else(|| panic!("{circle}"));
             assert!((TOP..=BOTTOM).contains(&cy), "{circle}");
         }
+    }
+
+    #[test]
+    fn marks_at_the_same_concurrency_stand_apart_inside_the_strip() {
+        let missing = |name: &str| Series {
+            name: name.into(),
+            style: Style::Solid,
+            points: vec![(100, Some(10.0)), (100_000, None)],
+        };
+        let series: Vec<Series> = ["a", "b", "c", "d"].map(missing).to_vec();
+        let xs: Vec<f64> = (0..series.len())
+            .map(|i| mark_x(&series, i, 100_000, RIGHT))
+            .collect();
+        for pair in xs.windows(2) {
+            assert!(pair[1] - pair[0] >= 8.0, "{xs:?}");
+        }
+        assert!(
+            xs.iter().all(|&x| x - 3.0 >= LEFT && x + 3.0 <= RIGHT),
+            "{xs:?}"
+        );
     }
 
     #[test]
