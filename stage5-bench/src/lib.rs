@@ -16,7 +16,7 @@
 //! ```text
 //! cargo bench -p stage5-bench --bench stages -- --quick   # stages 0 to 4, same workload
 //! cargo bench -p stage5-bench --bench models -- --quick   # threads, coroutines, tasks
-//! cargo run --release -p stage5-bench --bin table         # the article's table, ~5 min
+//! cargo run --release -p stage5-bench --bin table         # the article's table, ~7 min
 //! cargo run --release -p stage5-bench --bin table -- --quick
 //! cargo run --release -p stage5-bench --bin latency       # the latency table of 1.2
 //! cargo run --release -p stage5-bench --bin compute       # where the event loop loses

@@ -30,14 +30,14 @@ fn latency_prints_every_row_and_removes_its_scratch_file() {
         "L1 cache load",
         "L2 cache load",
         "main-memory load",
-        "mutex lock + unlock, uncontended",
-        "mutex hand-off between two threads",
-        "system call that does not block",
+        "uncontended mutex lock+unlock",
+        "mutex hand-off, two threads",
+        "non-blocking system call",
         "thread context switch",
-        "stage 3 coroutine resume + suspend",
+        "stage 3 resume + suspend",
         "stage 4 task wake + poll",
         "loopback TCP round trip",
-        "4 KiB random read, not in the page cache",
+        "4 KiB read, not in cache",
         "write 4 KiB + fsync",
     ] {
         let line = stdout
@@ -50,7 +50,11 @@ fn latency_prints_every_row_and_removes_its_scratch_file() {
             "{line}"
         );
     }
-    assert!(stdout.contains("0.5 s: L1 cache reference"), "{stdout}");
+    assert!(stdout.contains(" (0.5 s) |"), "{stdout}");
+    assert!(
+        stdout.contains("L1 cache load beside L1 cache reference"),
+        "{stdout}"
+    );
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "scratch files left behind: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -71,13 +75,13 @@ fn compute_runs_every_way_and_checks_every_answer() {
     // on a wrong one, so success means every round trip was a real echo.
     assert!(ok, "{stdout}\n{stderr}");
     for row in [
-        "plain loop on one thread",
-        "stage 4, one event loop",
+        "one thread, one job after another",
+        "stage 4 loop, a task per job",
         "stage 4, spawn_blocking",
-        "threads (one per core)",
+        "threads, one per core",
         "nothing computes",
-        "compute on the loop",
-        "compute moved off the loop",
+        "on the loop, yielding between jobs",
+        "off the loop, with spawn_blocking",
     ] {
         assert!(stdout.contains(row), "no row {row:?}:\n{stdout}");
     }

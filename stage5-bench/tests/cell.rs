@@ -6,9 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use shared::bench::SleepBench;
+use stage5_bench::Model;
 use stage5_bench::cell::{self, Outcome};
 use stage5_bench::python::{self, PyModel};
-use stage5_bench::{Measured, Model};
 
 fn cell(model: &str, total: u64, concurrency: u64, sleep_ms: u64) -> Outcome {
     let mut command = Command::new(env!("CARGO_BIN_EXE_table"));
@@ -142,7 +142,7 @@ fn the_reference_runtimes_run_the_same_cells() {
         if cfg!(target_os = "linux") {
             let outcome = cell(runtime, 2_000, 2_000, 20);
             let bytes = match &outcome {
-                Outcome::Ran(Measured {
+                Outcome::Ran(stage5_bench::Measured {
                     per_worker: Some(bytes),
                     ..
                 }) => *bytes,

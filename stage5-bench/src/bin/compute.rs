@@ -79,12 +79,20 @@ fn main() -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let passes = calibrate(args.job_ms);
     shared::say!("Machine: {}.", machine());
+    let times = if passes == 1 {
+        "once".to_string()
+    } else {
+        format!("{passes} times")
+    };
+    let runs = if args.runs == 1 {
+        "one run".to_string()
+    } else {
+        format!("{} runs, and the fastest and slowest", args.runs)
+    };
     shared::say!(
-        "One job: hash 1 MiB {passes} times with std's DefaultHasher (calibrated to about {} \
-         ms on this machine). Each figure: the median of {} runs, and the fastest and \
-         slowest.",
+        "One job: hash 1 MiB {times} with std's DefaultHasher (calibrated to about {} ms on \
+         this machine). Each figure: the median of {runs}.",
         args.job_ms,
-        args.runs
     );
     shared::say!();
     match jobs_table(&args, passes, cores) {
@@ -119,10 +127,10 @@ enum Way {
 impl Way {
     fn label(self, cores: usize) -> String {
         match self {
-            Way::OneThread => "plain loop on one thread, one job after another".into(),
-            Way::Loop => "stage 4, one event loop: a task per job".into(),
-            Way::SpawnBlocking => "stage 4, spawn_blocking per job (a thread each)".into(),
-            Way::ThreadPerCore => format!("{cores} threads (one per core) taking jobs"),
+            Way::OneThread => "one thread, one job after another".into(),
+            Way::Loop => "stage 4 loop, a task per job".into(),
+            Way::SpawnBlocking => "stage 4, spawn_blocking per job".into(),
+            Way::ThreadPerCore => format!("{cores} threads, one per core"),
         }
     }
 }
@@ -247,7 +255,7 @@ fn jobs_table(args: &Args, passes: u32, cores: usize) -> Result<(), String> {
             "how the jobs run",
             "wall time",
             "fastest - slowest",
-            "speed-up over the loop",
+            "speed-up vs loop",
             "cores used",
         ],
         &rows,
@@ -270,8 +278,8 @@ impl Compute {
     fn label(self) -> &'static str {
         match self {
             Compute::Nowhere => "nothing computes",
-            Compute::OnTheLoop => "compute on the loop, yielding between jobs",
-            Compute::OffTheLoop => "compute moved off the loop with spawn_blocking",
+            Compute::OnTheLoop => "on the loop, yielding between jobs",
+            Compute::OffTheLoop => "off the loop, with spawn_blocking",
         }
     }
 }
@@ -386,8 +394,8 @@ fn mixed_table(args: &Args, passes: u32) -> Result<(), String> {
     shared::say!(
         "Mixed load: a stage 4 loop echoes the lines of one connection while {} other tasks \
          of the loop run jobs back to back; a client thread has a request due every {} ms \
-         for {} ms, and times each from when it was due to its answer. {} runs; the requests \
-         of all runs pooled, and the range of the runs' medians:",
+         for {} ms, and times each from when it was due to its answer. Runs: {}; the \
+         requests of all runs pooled, and the range of the runs' medians:",
         args.computing_tasks,
         REQUEST_EVERY.as_millis(),
         MIXED_FOR.as_millis(),

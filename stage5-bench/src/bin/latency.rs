@@ -358,7 +358,7 @@ fn uncontended_mutex(runs: usize) -> Row {
     const OPS: u64 = 2_000_000;
     let mutex = Mutex::new(0u64);
     Row {
-        name: "mutex lock + unlock, uncontended".into(),
+        name: "uncontended mutex lock+unlock".into(),
         how: "std::sync::Mutex, one thread".into(),
         article: Some(("mutex lock/unlock", "25 s")),
         ns: measure(runs, || {
@@ -403,7 +403,7 @@ fn contended_mutex(runs: usize) -> Row {
         Ok(per_op(start.elapsed(), HANDOFFS))
     };
     Row {
-        name: "mutex hand-off between two threads".into(),
+        name: "mutex hand-off, two threads".into(),
         how: "std::sync::Mutex, two threads taking strict turns".into(),
         article: None,
         ns: measure(runs, once),
@@ -415,7 +415,7 @@ fn contended_mutex(runs: usize) -> Row {
 fn system_call(runs: usize) -> Row {
     const CALLS: u64 = 200_000;
     Row {
-        name: "system call that does not block".into(),
+        name: "non-blocking system call".into(),
         how: "getppid(), which the C library cannot answer from a cache".into(),
         article: None,
         ns: measure(runs, || {
@@ -432,7 +432,7 @@ fn system_call(runs: usize) -> Row {
 #[cfg(not(unix))]
 fn system_call(_runs: usize) -> Row {
     Row {
-        name: "system call that does not block".into(),
+        name: "non-blocking system call".into(),
         how: "not measured on this OS".into(),
         article: None,
         ns: Err("not measured on this OS".into()),
@@ -577,7 +577,7 @@ fn coroutine_switch(runs: usize) -> Row {
         }
     });
     Row {
-        name: "stage 3 coroutine resume + suspend".into(),
+        name: "stage 3 resume + suspend".into(),
         how: "Generator::resume into a coroutine that suspends straight back: two stack \
               switches"
             .into(),
@@ -659,7 +659,7 @@ fn tcp_round_trip(runs: usize) -> Row {
         name: "loopback TCP round trip".into(),
         how: "one byte to an echo thread on 127.0.0.1 and back, TCP_NODELAY".into(),
         article: Some((
-            "send a packet over the network (not a round trip)",
+            "send a packet over the network (one way, where ours is a round trip)",
             "5.5 hours",
         )),
         ns: measure(runs, once),
@@ -726,7 +726,7 @@ impl Aligned {
 fn uncached_read(scratch: &Scratch, runs: usize) -> Row {
     const READS: u64 = 200;
     let mut row = Row {
-        name: "4 KiB random read, not in the page cache".into(),
+        name: "4 KiB read, not in cache".into(),
         how: String::new(),
         article: Some(("SSD random read", "1.7 days")),
         ns: Err(String::new()),
@@ -934,47 +934,59 @@ fn print(rows: &[Row], (ghz, measured): (f64, bool), caches: &Caches, runs: u32)
         caches.source
     );
     shared::say!(
-        "Each row: the median of {runs} runs (each repeats the operation and divides), and \
+        "Each row: the median of {} (each repeats the operation and divides), and \
          the fastest and slowest run, in ns. Then the article's scales: one ns as one second \
-         (what its figures are), and one CPU cycle as one second (what its text says)."
+         (what its figures are; in brackets its own row, where it has one), and one CPU \
+         cycle as one second (what its text says).",
+        if runs == 1 {
+            "one run".to_string()
+        } else {
+            format!("{runs} runs")
+        }
     );
     shared::say!();
     let header = [
         "operation",
         "median",
         "fastest - slowest",
-        "1 ns = 1 s",
+        "1 ns = 1 s (article)",
         "1 cycle = 1 s",
-        "the article's row (its scale)",
     ];
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
+            // The article's figures are on the 1 ns = 1 s scale: side by side with ours.
             let article = row
                 .article
-                .map_or(String::new(), |(name, figure)| format!("{figure}: {name}"));
+                .map_or(String::new(), |(_, figure)| format!(" ({figure})"));
             match &row.ns {
                 Ok(s) => vec![
                     row.name.clone(),
                     format!("{} ns", ns(s.median)),
                     format!("{} - {}", ns(s.min), ns(s.max)),
-                    human(s.median),
+                    format!("{}{article}", human(s.median)),
                     human(s.median * ghz),
-                    article,
                 ],
                 Err(_) => vec![
                     row.name.clone(),
                     "not measured".into(),
                     String::new(),
+                    article.trim().to_string(),
                     String::new(),
-                    String::new(),
-                    article,
                 ],
             }
         })
         .collect();
-    print_markdown(&header, &body, &[0, 5]);
+    print_markdown(&header, &body, &[0]);
     shared::say!();
+    let pairs: Vec<String> = rows
+        .iter()
+        .filter_map(|row| {
+            let (name, _) = row.article?;
+            Some(format!("{} beside {name}", row.name))
+        })
+        .collect();
+    shared::say!("The article's rows in brackets: {}.", pairs.join("; "));
     shared::say!(
         "The article's rows with no row here: disk seek (16.5 weeks; no spinning disk to \
          seek), packet Tokyo to Los Angeles (3.6 years; that needs the network)."

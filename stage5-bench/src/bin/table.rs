@@ -5,7 +5,7 @@
 //! and smol as reference columns when built with the `reference` feature.
 //!
 //! ```text
-//! cargo run --release -p stage5-bench --bin table               # about 5 minutes on 2 cores
+//! cargo run --release -p stage5-bench --bin table               # about 7 minutes on 2 cores
 //! cargo run --release -p stage5-bench --bin table -- --quick    # 10,000 tasks, a minute
 //! cargo run --release -p stage5-bench --bin table -- --runs 1   # one run per cell
 //! cargo run --release -p stage5-bench --bin table --features reference   # + tokio, smol
