@@ -11,8 +11,7 @@
 //!    after another, as tasks on one stage 4 loop, through stage 4's `spawn_blocking`, and
 //!    on one thread per core. The loop is one thread, so it can use one core.
 //! 2. A mixed load: a stage 4 loop serves an echo connection while other tasks of the
-//!    same loop compute, and a client thread sends a request every 2 ms and times each
-//!    round trip. With the compute on the loop, a request waits for every job that runs
+//!    same loop compute, and a client sends a request every 2 ms and times each one. With the compute on the loop, a request waits for every job that runs
 //!    before the loop gets back to the socket; moved off the loop with `spawn_blocking`,
 //!    it waits only for the OS to schedule the loop's thread.
 
@@ -25,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shared::protocol::{LineDecoder, expected_response, request};
-use stage4_async_await::net::TcpListener;
+use stage4_async_await::net::TcpStream;
 use stage4_async_await::{EventLoop, join_all, spawn, spawn_blocking, yield_now};
 use stage5_bench::stats::Summary;
 use stage5_bench::text::{machine, print_markdown};
@@ -294,11 +293,16 @@ const REQUEST_EVERY: Duration = Duration::from_millis(2);
 /// thread of its own, has a request due every [`REQUEST_EVERY`] for [`MIXED_FOR`] and
 /// returns each one's latency, from when it was due to its answer.
 fn mixed(compute: Compute, tasks: u64, passes: u32) -> Result<Vec<Duration>, String> {
+    // The connection is set up before the loop starts, so that the server's side can
+    // have TCP_NODELAY: with Nagle's algorithm an echo would wait for the client's next
+    // request to carry the ACK of the previous one, and every answer would take 2 ms.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("binding the echo server: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let client = std::thread::spawn(move || client(addr));
+    let (accepted, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    accepted.set_nodelay(true).map_err(|e| e.to_string())?;
     new_loop()?.block_on(async move {
-        let listener = TcpListener::bind(([127, 0, 0, 1], 0).into())
-            .map_err(|e| format!("binding the echo server: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let client = std::thread::spawn(move || client(addr));
         let done = Rc::new(Cell::new(false));
         let workers: Vec<_> = (0..tasks)
             .map(|_| {
@@ -320,8 +324,8 @@ fn mixed(compute: Compute, tasks: u64, passes: u32) -> Result<Vec<Duration>, Str
                 })
             })
             .collect();
-        // The echo server: one connection, every line sent back, until the client leaves.
-        let (mut stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        // The echo server: every line sent back, until the client leaves.
+        let mut stream = TcpStream::from_std(accepted).map_err(|e| e.to_string())?;
         let mut decoder = LineDecoder::new();
         while let Some(line) = stream
             .read_line(&mut decoder)
@@ -333,6 +337,7 @@ fn mixed(compute: Compute, tasks: u64, passes: u32) -> Result<Vec<Duration>, Str
                 .await
                 .map_err(|e| format!("echo server: {e}"))?;
         }
+        drop(stream); // closes the connection: the client's reader sees the end
         done.set(true);
         for worker in workers {
             worker.await.map_err(|e| e.to_string())?;
@@ -343,38 +348,49 @@ fn mixed(compute: Compute, tasks: u64, passes: u32) -> Result<Vec<Duration>, Str
     })
 }
 
-/// The client: blocking std I/O on a thread of its own, outside the loop it measures.
+/// The client: blocking std I/O on threads of its own, outside the loop it measures. It
+/// sends each request when it is due, whether or not the earlier ones were answered (as
+/// independent users would), and a second thread times each answer from when its
+/// request was due.
 fn client(addr: std::net::SocketAddr) -> Result<Vec<Duration>, String> {
     use std::io::{BufRead, BufReader, Write};
     let stream = std::net::TcpStream::connect(addr).map_err(|e| format!("client: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-    let mut writer = stream;
-    let mut round_trips = Vec::new();
+    let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
     let start = Instant::now();
-    let mut line = String::new();
-    for id in 0u64.. {
-        let due = start + REQUEST_EVERY * id as u32;
-        if due > start + MIXED_FOR {
-            break;
+    let due = move |id: u64| start + REQUEST_EVERY * id as u32;
+    let answers = std::thread::spawn(move || -> Result<Vec<Duration>, String> {
+        let mut latencies = Vec::new();
+        for (id, line) in (0u64..).zip(reader.lines()) {
+            let line = line.map_err(|e| format!("client read: {e}"))?;
+            latencies.push(due(id).elapsed());
+            if line != expected_response(id) {
+                return Err(format!("request {id}: wrong answer {line:?}"));
+            }
         }
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        Ok(latencies)
+    });
+    let mut writer = stream;
+    let mut sent = 0;
+    while due(sent) <= start + MIXED_FOR {
+        std::thread::sleep(due(sent).saturating_duration_since(Instant::now()));
         writer
-            .write_all(request(id).as_bytes())
+            .write_all(request(sent).as_bytes())
             .map_err(|e| format!("client write: {e}"))?;
-        line.clear();
-        reader
-            .read_line(&mut line)
-            .map_err(|e| format!("client read: {e}"))?;
-        // NB: from when the request was due, not from when it was sent: while the client
-        // waits for a stalled answer, the requests due meanwhile wait too, and a real
-        // client's users would count that time (wrk2 measures it the same way).
-        round_trips.push(due.elapsed());
-        if line.trim_end() != expected_response(id) {
-            return Err(format!("request {id}: wrong answer {line:?}"));
-        }
+        sent += 1;
     }
-    Ok(round_trips) // dropping the stream ends the echo server's loop
+    // The server answers what it has, sees the end of the stream, and closes: the
+    // reader then sees the end too.
+    writer
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| e.to_string())?;
+    let latencies = answers
+        .join()
+        .map_err(|_| "the client's reader panicked".to_string())??;
+    if latencies.len() as u64 != sent {
+        return Err(format!("{} of {sent} requests answered", latencies.len()));
+    }
+    Ok(latencies)
 }
 // ANCHOR_END: mixed
 
@@ -393,8 +409,8 @@ fn mixed_table(args: &Args, passes: u32) -> Result<(), String> {
     }
     shared::say!(
         "Mixed load: a stage 4 loop echoes the lines of one connection while {} other tasks \
-         of the loop run jobs back to back; a client thread has a request due every {} ms \
-         for {} ms, and times each from when it was due to its answer. Runs: {}; the \
+         of the loop run jobs back to back; a client sends a request every {} ms for {} ms, \
+         answered or not, and times each from when it was due to its answer. Runs: {}; the \
          requests of all runs pooled, and the range of the runs' medians:",
         args.computing_tasks,
         REQUEST_EVERY.as_millis(),
