@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use shared::Error;
 
 use crate::Measured;
+use crate::stats::Summary;
 
 /// How a cell ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +79,64 @@ impl Outcome {
         stdout.lines().rev().find_map(|line| line.parse().ok())
     }
 }
+
+// ANCHOR: runs
+/// The runs of one cell, each in a fresh process: what the table shows is their median,
+/// with the spread beside it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Runs(pub Vec<Outcome>);
+
+impl Runs {
+    /// Whether another run can tell us anything: not after a refusal or a failure (a
+    /// limit refuses every time, and a cell that crashed once is reported as such).
+    pub fn wants_more(&self) -> bool {
+        self.0.iter().all(|run| matches!(run, Outcome::Ran(_)))
+    }
+
+    /// The wall times of the runs that ran, in seconds.
+    pub fn time(&self) -> Option<Summary> {
+        let seconds: Vec<f64> = self.0.iter().filter_map(Outcome::seconds).collect();
+        Summary::of(&seconds)
+    }
+
+    /// What the cell stands for: the median time and median memory per worker when every
+    /// run ran, else the first run that did not.
+    pub fn outcome(&self) -> Option<Outcome> {
+        if let Some(other) = self.0.iter().find(|run| !matches!(run, Outcome::Ran(_))) {
+            return Some(other.clone());
+        }
+        let time = self.time()?;
+        let bytes: Vec<f64> = self
+            .0
+            .iter()
+            .filter_map(|run| match run {
+                Outcome::Ran(measured) => measured.per_worker,
+                _ => None,
+            })
+            .collect();
+        // A memory figure only if every run had one: a median of some would pick.
+        let per_worker = (bytes.len() == self.0.len())
+            .then(|| Summary::of(&bytes).map(|s| s.median))
+            .flatten();
+        Some(Outcome::Ran(Measured {
+            elapsed: Duration::from_secs_f64(time.median),
+            per_worker,
+        }))
+    }
+
+    /// `10.128 s (0.4%)`: the median and the spread of the runs; a single run has no
+    /// spread to show; a cell that did not run says why in a word.
+    pub fn cell_text(&self) -> String {
+        match (self.outcome(), self.time()) {
+            (Some(Outcome::Ran(measured)), Some(time)) if time.runs > 1 => {
+                format!("{} ({})", seconds(measured.elapsed), time.spread_text())
+            }
+            (Some(outcome), _) => outcome.cell_text(),
+            (None, _) => "not run".to_string(),
+        }
+    }
+}
+// ANCHOR_END: runs
 
 /// The limit an [`Error::Limit`] names, in a few words.
 pub fn limit_name(error: &Error) -> &'static str {
@@ -325,6 +384,44 @@ mod tests {
         assert!(detail.contains("Use at most 15875 threads"), "{detail}");
         let other = Outcome::of(Err(Error::Other("boom".into())));
         assert_eq!(other.cell_text(), "failed: error");
+    }
+
+    #[test]
+    fn runs_show_their_median_and_spread_or_the_run_that_did_not_run() {
+        let ran = |ms: u64, bytes: Option<f64>| {
+            Outcome::Ran(Measured {
+                elapsed: Duration::from_millis(ms),
+                per_worker: bytes,
+            })
+        };
+        let three = Runs(vec![
+            ran(1_020, Some(300.0)),
+            ran(1_000, Some(290.0)),
+            ran(1_100, Some(310.0)),
+        ]);
+        assert!(three.wants_more());
+        assert_eq!(three.cell_text(), "1.020 s (9.8%)");
+        assert_eq!(three.outcome(), Some(ran(1_020, Some(300.0))));
+        // One run without a memory figure: the cell has none rather than a biased one.
+        let mixed = Runs(vec![ran(1_000, Some(290.0)), ran(1_000, None)]);
+        assert_eq!(mixed.outcome(), Some(ran(1_000, None)));
+        assert_eq!(Runs(vec![ran(500, None)]).cell_text(), "0.500 s");
+
+        let refused = Outcome::Refused {
+            limit: "vm.max_map_count".into(),
+            detail: "too many".into(),
+        };
+        let runs = Runs(vec![refused.clone()]);
+        assert!(!runs.wants_more());
+        assert_eq!(runs.cell_text(), "refused: vm.max_map_count");
+        let crashed = Outcome::Failed {
+            what: "crashed".into(),
+            detail: "SIGSEGV".into(),
+        };
+        let runs = Runs(vec![ran(1_000, None), crashed.clone(), ran(1_000, None)]);
+        assert_eq!(runs.outcome(), Some(crashed));
+        assert_eq!(runs.cell_text(), "failed: crashed");
+        assert_eq!(Runs::default().cell_text(), "not run");
     }
 
     #[test]

@@ -10,18 +10,26 @@
 //!   coroutines (stage 3) and async tasks (stage 4), with the resident memory per worker.
 //! - [`cell`]: one cell of the table, run in a child process of its own, and the one-line
 //!   format children print. [`python`]: the reference rows from Python's asyncio and
-//!   threads. [`plot`]: the SVG for the book.
+//!   threads. [`reference`](mod@reference): the tokio and smol columns (feature `reference`).
+//!   [`plot`]: the SVG for the book. [`stats`] and [`text`]: medians, spreads, tables.
 //!
 //! ```text
 //! cargo bench -p stage5-bench --bench stages -- --quick   # stages 0 to 4, same workload
 //! cargo bench -p stage5-bench --bench models -- --quick   # threads, coroutines, tasks
-//! cargo run --release -p stage5-bench --bin table         # the article's table, ~3 min
+//! cargo run --release -p stage5-bench --bin table         # the article's table, ~7 min
 //! cargo run --release -p stage5-bench --bin table -- --quick
+//! cargo run --release -p stage5-bench --bin latency       # the latency table of 1.2
+//! cargo run --release -p stage5-bench --bin compute       # where the event loop loses
+//! cargo run --release -p stage5-bench --bin memory        # N waiting requests: processes,
+//!                                                         # threads, tasks
 //! ```
 
 pub mod cell;
 pub mod plot;
 pub mod python;
+pub mod reference;
+pub mod stats;
+pub mod text;
 
 use std::cell::Cell;
 use std::rc::Rc;

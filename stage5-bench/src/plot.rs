@@ -1,31 +1,80 @@
 //! The table as a picture: wall time against concurrency, both on log scales, one line
-//! per model and the physical floor below them.
+//! per model, the physical floor below them, and the article's own figures (measured on
+//! its author's Mac) as a reference.
+//!
+//! A cell that did not run has no point on its line: it gets a cross in a strip of its
+//! own above the plot, labelled "did not run", where no data point can ever be.
 //!
 //! A plot this small does not need a plotting crate: it is a few dozen SVG elements,
 //! written by hand so that the file diffs cleanly when the figures change.
 
 use std::fmt::Write;
 
+/// How a line is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Solid, filled markers: measured here, in Rust.
+    Solid,
+    /// Dashed, filled markers: measured here, another language (the Python rows).
+    Dashed,
+    /// Dash-dotted, hollow markers: the article's figures, from another machine.
+    Article,
+}
+
 /// One line of the plot.
 #[derive(Debug, Clone)]
 pub struct Series {
     /// The legend, e.g. `async tasks` or `Python asyncio`.
     pub name: String,
-    /// Drawn dashed (the reference rows).
-    pub dashed: bool,
+    /// How it is drawn.
+    pub style: Style,
     /// `(concurrency, seconds)`; `None` for a cell that did not run, marked with a cross
-    /// at the top of the plot.
+    /// in the "did not run" strip above the plot.
     pub points: Vec<(u64, Option<f64>)>,
 }
 
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 440.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = WIDTH - 190.0;
-const TOP: f64 = 40.0;
+/// The article's table of section 6.2 (100,000 sleeps of 10 ms on its author's Mac), as
+/// two reference series; its "did not finish" cells become "did not run" marks.
+pub fn article_series() -> Vec<Series> {
+    let series = |name: &str, points: [(u64, Option<f64>); 4]| Series {
+        name: name.to_string(),
+        style: Style::Article,
+        points: points.to_vec(),
+    };
+    vec![
+        series(
+            "article: threading",
+            [
+                (100, Some(11.834)),
+                (1_000, Some(1.245)),
+                (10_000, None),
+                (100_000, None),
+            ],
+        ),
+        series(
+            "article: asyncio",
+            [
+                (100, Some(11.345)),
+                (1_000, Some(1.139)),
+                (10_000, Some(0.293)),
+                (100_000, Some(0.693)),
+            ],
+        ),
+    ]
+}
+
+const WIDTH: f64 = 800.0;
+const HEIGHT: f64 = 480.0;
+const LEFT: f64 = 80.0;
+const RIGHT: f64 = WIDTH - 210.0;
+/// The "did not run" strip: between the title and the plot, outside the axes.
+const STRIP_TOP: f64 = 34.0;
+const STRIP_BOTTOM: f64 = 58.0;
+const TOP: f64 = 66.0;
 const BOTTOM: f64 = HEIGHT - 50.0;
-const COLORS: [&str; 6] = [
-    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+const COLORS: [&str; 10] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
 ];
 
 /// An SVG of `series` and the `floor` (`(concurrency, seconds)`), titled `title`.
@@ -146,55 +195,93 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
     );
     legend(w, 0, "floor (ideal)", "black", dotted);
 
+    let missing = series.iter().flat_map(|s| &s.points).any(|p| p.1.is_none());
+    if missing {
+        // The strip is outside the axes and has no scale: nothing in it is a time.
+        let _ = writeln!(
+            w,
+            r##"<rect x="{LEFT}" y="{STRIP_TOP}" width="{}" height="{}" fill="#f4f4f4" stroke="#bbb"/><text x="{}" y="{}" text-anchor="end" font-size="11">did not run</text>"##,
+            RIGHT - LEFT,
+            STRIP_BOTTOM - STRIP_TOP,
+            LEFT - 6.0,
+            (STRIP_TOP + STRIP_BOTTOM) / 2.0 + 4.0
+        );
+    }
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let dash = if s.dashed {
-            r#" stroke-dasharray="7 4""#
-        } else {
-            ""
+        let dash = match s.style {
+            Style::Solid => "",
+            Style::Dashed => r#" stroke-dasharray="7 4""#,
+            Style::Article => r#" stroke-dasharray="9 3 2 3""#,
         };
-        // A cell that did not run breaks the line, and gets a cross at the top.
+        // Hollow markers for figures from another machine.
+        let fill = match s.style {
+            Style::Article => format!(r#"fill="white" stroke="{color}" stroke-width="1.5""#),
+            _ => format!(r#"fill="{color}""#),
+        };
+        // A cell that did not run breaks the line.
         for run in s.points.split(|p| p.1.is_none()) {
-            let points: Vec<String> = run
+            let points: Vec<(f64, f64)> = run
                 .iter()
-                .filter_map(|&(x, y)| Some(format!("{:.1},{:.1}", px(x as f64), py(y?))))
+                .filter_map(|&(x, y)| Some((px(x as f64), py(y?))))
                 .collect();
             if points.is_empty() {
                 continue;
             }
+            let text: Vec<String> = points
+                .iter()
+                .map(|(x, y)| format!("{x:.1},{y:.1}"))
+                .collect();
             let _ = writeln!(
                 w,
                 r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
-                points.join(" ")
+                text.join(" ")
             );
-            for point in &points {
-                let (x, y) = point.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(w, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
+            for (x, y) in &points {
+                let _ = writeln!(w, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" {fill}/>"#);
             }
         }
-        for &(x, _) in s.points.iter().filter(|p| p.1.is_none()) {
-            let (x, y) = (px(x as f64), TOP + 8.0 + 4.0 * i as f64);
+        for &(concurrency, _) in s.points.iter().filter(|p| p.1.is_none()) {
+            let x = mark_x(series, i, concurrency, px(concurrency as f64));
+            let y = (STRIP_TOP + STRIP_BOTTOM) / 2.0;
             let _ = writeln!(
                 w,
-                r#"<path d="M{:.1},{:.1} l8,8 m0,-8 l-8,8" stroke="{color}" stroke-width="2"><title>{} did not run</title></path>"#,
-                x - 4.0,
-                y - 4.0,
-                escape(&s.name)
+                r#"<path d="M{:.1},{:.1} l6,6 m0,-6 l-6,6" stroke="{color}" stroke-width="2"><title>{} at {}: did not run</title></path>"#,
+                x - 3.0,
+                y - 3.0,
+                escape(&s.name),
+                count(concurrency as f64)
             );
         }
         legend(w, i + 1, &s.name, color, dash);
     }
-    let crosses = series.iter().flat_map(|s| &s.points).any(|p| p.1.is_none());
-    if crosses {
+    if missing {
         let _ = writeln!(
             w,
-            r#"<text x="{}" y="{}" font-size="11">× did not run</text>"#,
+            r#"<text x="{}" y="{}" font-size="11">× in the strip above: did not run</text>"#,
             RIGHT + 14.0,
-            TOP + 30.0 + 20.0 * series.len() as f64
+            TOP + 14.0 + 20.0 * (series.len() + 1) as f64
         );
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Where series `i`'s "did not run" mark at `concurrency` goes in the strip: side by
+/// side with the other series' marks at the same concurrency, 9 px apart, centred on `x`
+/// and shifted as a group to stay inside the strip.
+fn mark_x(series: &[Series], i: usize, concurrency: u64, x: f64) -> f64 {
+    const GAP: f64 = 9.0;
+    let missing_here = |s: &Series| {
+        s.points
+            .iter()
+            .any(|&(c, y)| c == concurrency && y.is_none())
+    };
+    let group = series.iter().filter(|s| missing_here(s)).count();
+    let place = series[..i].iter().filter(|s| missing_here(s)).count();
+    let width = GAP * group.saturating_sub(1) as f64;
+    let first = (x - width / 2.0).clamp(LEFT + 6.0, (RIGHT - 6.0 - width).max(LEFT + 6.0));
+    first + GAP * place as f64
 }
 
 /// `0.01`, `1`, `10`: ten to the `d`, without binary fractions showing.
@@ -223,16 +310,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_markers_and_a_cross_for_what_did_not_run() {
+    fn lines_markers_and_a_cross_outside_the_axes_for_what_did_not_run() {
         let series = [
             Series {
                 name: "threads".into(),
-                dashed: false,
+                style: Style::Solid,
                 points: vec![(100, Some(10.1)), (1000, Some(1.03)), (100_000, None)],
             },
             Series {
                 name: "Python <asyncio>".into(),
-                dashed: true,
+                style: Style::Dashed,
                 points: vec![(100, Some(10.5)), (100_000, Some(2.0))],
             },
         ];
@@ -241,13 +328,80 @@ mod tests {
         assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
         assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
-        assert_eq!(svg.matches("did not run</title>").count(), 1, "{svg}");
-        assert!(svg.contains("Python &lt;asyncio&gt;") && svg.contains("× did not run"));
+        assert_eq!(
+            svg.matches("threads at 100k: did not run</title>").count(),
+            1,
+            "{svg}"
+        );
+        assert!(svg.contains("Python &lt;asyncio&gt;") && svg.contains("did not run</text>"));
         for label in ["100k", "0.01 s", "10 s", "floor (ideal)"] {
             assert!(svg.contains(label), "{label}: {svg}");
         }
         // Every coordinate is a number inside the picture.
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        // Every cross sits in the strip above the axes, never where a time could be.
+        const { assert!(STRIP_BOTTOM < TOP) };
+        for mark in svg.lines().filter(|l| l.starts_with("<path d=\"M")) {
+            let y: f64 = mark["<path d=\"M".len()..]
+                .split([',', ' '])
+                .nth(1)
+                .and_then(|y| y.parse().ok())
+                .unwrap_or_else(|| panic!("{mark}"));
+            let x: f64 = mark["<path d=\"M".len()..]
+                .split(',')
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("{mark}"));
+            assert!(y >= STRIP_TOP && y + 6.0 <= STRIP_BOTTOM, "{mark}");
+            assert!(x >= LEFT && x + 6.0 <= RIGHT, "{mark}");
+        }
+        // Every data point is inside the axes.
+        for circle in svg.lines().filter(|l| l.starts_with("<circle")) {
+            let cy: f64 = circle
+                .split("cy=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .and_then(|y| y.parse().ok())
+                .unwrap_or_else(|| panic!("{circle}"));
+            assert!((TOP..=BOTTOM).contains(&cy), "{circle}");
+        }
+    }
+
+    #[test]
+    fn marks_at_the_same_concurrency_stand_apart_inside_the_strip() {
+        let missing = |name: &str| Series {
+            name: name.into(),
+            style: Style::Solid,
+            points: vec![(100, Some(10.0)), (100_000, None)],
+        };
+        let series: Vec<Series> = ["a", "b", "c", "d"].map(missing).to_vec();
+        let xs: Vec<f64> = (0..series.len())
+            .map(|i| mark_x(&series, i, 100_000, RIGHT))
+            .collect();
+        for pair in xs.windows(2) {
+            assert!(pair[1] - pair[0] >= 8.0, "{xs:?}");
+        }
+        assert!(
+            xs.iter().all(|&x| x - 3.0 >= LEFT && x + 3.0 <= RIGHT),
+            "{xs:?}"
+        );
+    }
+
+    #[test]
+    fn the_article_series_are_hollow_and_its_unfinished_cells_are_marked() {
+        let svg = svg(
+            "article",
+            &article_series(),
+            &[(100, 10.0), (100_000, 0.01)],
+        );
+        // Six points, each a hollow circle; two "did not finish" cells, two crosses.
+        assert_eq!(svg.matches(r#"fill="white" stroke="#).count(), 6, "{svg}");
+        assert_eq!(
+            svg.matches("article: threading at 10k: did not run")
+                .count(),
+            1
+        );
+        assert_eq!(svg.matches(": did not run</title>").count(), 2, "{svg}");
     }
 
     #[test]

@@ -112,3 +112,43 @@ fn python_cells_run_when_python_is_there() {
         );
     }
 }
+
+#[cfg(not(feature = "reference"))]
+#[test]
+fn a_reference_column_without_the_feature_says_how_to_get_it() {
+    for runtime in ["tokio", "smol"] {
+        let outcome = cell(runtime, 40, 10, 5);
+        assert_eq!(outcome.cell_text(), "failed: error", "{outcome:?}");
+        let Outcome::Failed { detail, .. } = outcome else {
+            unreachable!()
+        };
+        assert!(detail.contains("--features reference"), "{detail}");
+    }
+}
+
+#[cfg(feature = "reference")]
+#[test]
+fn the_reference_runtimes_run_the_same_cells() {
+    for runtime in ["tokio", "smol"] {
+        let Outcome::Ran(measured) = cell(runtime, 40, 10, 5) else {
+            panic!("{runtime}: {:?}", cell(runtime, 40, 10, 5));
+        };
+        // Four rounds of 5 ms: the runtime really slept, job after job.
+        assert!(
+            measured.elapsed >= Duration::from_millis(20),
+            "{runtime}: {measured:?}"
+        );
+        assert_eq!(measured.per_worker, None, "{runtime}");
+        if cfg!(target_os = "linux") {
+            let outcome = cell(runtime, 2_000, 2_000, 20);
+            let bytes = match &outcome {
+                Outcome::Ran(stage5_bench::Measured {
+                    per_worker: Some(bytes),
+                    ..
+                }) => *bytes,
+                _ => panic!("{runtime}: {outcome:?}"),
+            };
+            assert!(bytes > 16.0 && bytes < 64.0 * 1024.0, "{runtime}: {bytes}");
+        }
+    }
+}
