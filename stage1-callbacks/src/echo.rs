@@ -128,9 +128,10 @@ fn echo(stream: &mut TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
 }
 // ANCHOR_END: on_client
 
-/// The `main` of the three echo examples (`echo_select`, `echo_epoll`, `echo_server`),
-/// which differ only in the loop that serves: binds `listen`, says where to point `nc`,
-/// and runs `serve` until the process is stopped. `name` says which loop, e.g. `"select"`.
+/// The `main` of the echo examples (`echo_select`, `echo_epoll`, `echo_kqueue`,
+/// `echo_uring`, `echo_server`), which differ only in the loop that serves: binds
+/// `listen`, says where to point `nc`, and runs `serve` until the process is stopped.
+/// `name` says which loop, e.g. `"select"`.
 pub fn example_main(
     name: &str,
     listen: &str,

@@ -2,15 +2,16 @@
 //!
 //! Stage 0 gave each request a thread that blocks in `read`. This stage asks the OS which
 //! sockets are ready instead, first by hand ([`os::select`], then `os::epoll` on Linux or
-//! `os::kqueue` on macOS and the BSDs: article section 2.2), then through a small callback
+//! `os::kqueue` on macOS and the BSDs: article section 2.2, with `os::uring`, Linux's
+//! completion interface, beside them), then through a small callback
 //! [`event_loop`] on mio, which runs the article's [`echo`] server of section 3.2 and its
 //! callback [`client`] of section 4.1, every connection from one thread.
 //!
 //! - `cargo run -p stage1-callbacks`: the article's 10 requests, answered in about one
 //!   delay (5 s), from one thread.
-//! - `cargo run -p stage1-callbacks --example echo_select` (and `echo_epoll` on Linux,
-//!   `echo_kqueue` on macOS, `echo_server`, `callback_hell`): the other listings of the
-//!   chapter.
+//! - `cargo run -p stage1-callbacks --example echo_select` (and `echo_epoll` and
+//!   `echo_uring` on Linux, `echo_kqueue` on macOS, `echo_server`, `callback_hell`): the
+//!   other listings of the chapter.
 //!
 //! Read stage 0 first; stage 2 keeps this loop and turns the closures into a state
 //! machine.

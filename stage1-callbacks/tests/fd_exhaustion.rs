@@ -73,6 +73,7 @@ fn server(name: &str) -> Serve {
     match name {
         "select" => stage1_callbacks::os::select::serve,
         "epoll" => stage1_callbacks::os::epoll::serve,
+        "uring" => stage1_callbacks::os::uring::serve,
         "callbacks" => stage1_callbacks::echo::serve,
         other => panic!("no server named {other}"),
     }
@@ -176,7 +177,7 @@ fn every_server_serves_the_clients_queued_while_out_of_descriptors() {
     if let Ok(name) = std::env::var(SERVER_VAR) {
         return survives_fd_exhaustion(server(&name));
     }
-    for name in ["select", "epoll", "callbacks"] {
+    for name in ["select", "epoll", "uring", "callbacks"] {
         in_child(name);
     }
 }

@@ -1,6 +1,6 @@
 //! `select` cannot watch a descriptor of 1024 or more: the server says so and turns the
-//! client away, while epoll (Linux) or kqueue (macOS, the BSDs) serves it. Its own test binary, because it opens a thousand
-//! descriptors.
+//! client away, while epoll and io_uring (Linux) or kqueue (macOS, the BSDs) serve it. Its
+//! own test binary, because it opens a thousand descriptors.
 //!
 //! Run it: `cargo test -p stage1-callbacks --test fd_setsize`.
 
@@ -57,16 +57,20 @@ fn one_client(serve: Serve, listener: TcpListener) -> io::Result<Vec<u8>> {
     })
 }
 
-/// The loop of this OS that keeps its interest list in the kernel, if it has one.
+/// The loops of this OS that keep their interest list in the kernel (or, for io_uring,
+/// their operations): none of them has a limit on descriptor numbers.
 #[cfg(target_os = "linux")]
-const KERNEL_LIST: Option<(&str, Serve)> = Some(("epoll", stage1_callbacks::os::epoll::serve));
+const KERNEL_LIST: &[(&str, Serve)] = &[
+    ("epoll", stage1_callbacks::os::epoll::serve),
+    ("io_uring", stage1_callbacks::os::uring::serve),
+];
 #[cfg(kqueue)]
-const KERNEL_LIST: Option<(&str, Serve)> = Some(("kqueue", stage1_callbacks::os::kqueue::serve));
+const KERNEL_LIST: &[(&str, Serve)] = &[("kqueue", stage1_callbacks::os::kqueue::serve)];
 #[cfg(not(any(target_os = "linux", kqueue)))]
-const KERNEL_LIST: Option<(&str, Serve)> = None;
+const KERNEL_LIST: &[(&str, Serve)] = &[];
 
 #[test]
-fn select_turns_away_descriptors_over_fd_setsize_and_epoll_or_kqueue_does_not() {
+fn select_turns_away_descriptors_over_fd_setsize_and_the_others_serve_them() {
     shared::limits::check_connections(2 * libc::FD_SETSIZE as u64).expect("fd limit");
     // The listeners first, below FD_SETSIZE; then fill the descriptor table up to it,
     // so that the next accepted socket is above.
@@ -83,10 +87,12 @@ fn select_turns_away_descriptors_over_fd_setsize_and_epoll_or_kqueue_does_not() 
         Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
     }
 
-    if let Some((name, serve)) = KERNEL_LIST {
-        let got = one_client(serve, other_listener)
+    for &(name, serve) in KERNEL_LIST {
+        let listener = other_listener.try_clone().expect("clone the listener");
+        let got = one_client(serve, listener)
             .unwrap_or_else(|e| panic!("{name} did not serve past FD_SETSIZE: {e}"));
         assert_eq!(got, b"hello\n", "{name}");
     }
+    drop(other_listener);
     drop(ballast);
 }

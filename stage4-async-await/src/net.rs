@@ -325,6 +325,18 @@ impl std::fmt::Display for LineError {
 
 impl std::error::Error for LineError {}
 
+// ANCHOR: backlog
+/// How many connections the kernel completes and queues for a listener before anyone
+/// calls `accept`: the listen backlog, the same 4,096 as the slow server's.
+///
+/// NB: mio's `TcpListener::bind` (like std's) asks for 128. On one thread, a thousand
+/// tasks can connect in one round of the loop before the accepting task gets its turn;
+/// over the backlog, Linux drops the handshake and the client retries it a second later
+/// (then two, then four). The kernel caps the value at `net.core.somaxconn` (4,096 on
+/// Linux since 5.4; 128 by default on macOS, `kern.ipc.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+// ANCHOR_END: backlog
+
 /// A listening TCP socket.
 #[derive(Debug)]
 pub struct TcpListener {
@@ -332,10 +344,19 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds to `addr` (port 0 picks a free port). Call it inside `block_on`.
+    /// Binds to `addr` (port 0 picks a free port), with a listen backlog of
+    /// [`LISTEN_BACKLOG`] connections. Call it inside `block_on`.
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // As mio's `bind` does: a restarted server gets its port back at once.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        let listener = mio::net::TcpListener::from_std(socket.into());
         Ok(TcpListener {
-            io: Io::register(mio::net::TcpListener::bind(addr)?, "TcpListener::bind")?,
+            io: Io::register(listener, "TcpListener::bind")?,
         })
     }
 
@@ -397,6 +418,53 @@ mod tests {
             };
             assert_eq!(waiting_at_once, (100, 0));
             assert_eq!(waiting(&listener.io, Direction::Read), (0, 0));
+        });
+    }
+
+    /// More connects than mio's backlog of 128 complete while the loop accepts none: the
+    /// kernel queues them all, because `bind` asked for [`LISTEN_BACKLOG`]. With a
+    /// backlog of 128, the 130th connect finds the queue full, its SYN is dropped and
+    /// retried, and it times out (nobody accepts while this test blocks the loop).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn connects_beyond_128_complete_into_the_backlog_before_any_accept() {
+        use std::collections::HashSet;
+        // The kernel caps every backlog at net.core.somaxconn (4,096 since Linux 5.4).
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        let clients = 1000.min(somaxconn);
+        assert!(
+            clients > 200,
+            "net.core.somaxconn is {somaxconn} here: it caps every listen backlog below \
+             what this test needs (raise it with `sysctl net.core.somaxconn=4096`)"
+        );
+        shared::limits::check_connections(2 * clients as u64).expect("enough descriptors");
+        block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            // Blocking connects from the loop's own thread: no accept can run meanwhile.
+            let connected: HashSet<SocketAddr> = (0..clients)
+                .map(|i| {
+                    let stream =
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                            .unwrap_or_else(|e| {
+                                panic!("connect {} of {clients} found no room: {e}", i + 1)
+                            });
+                    stream.local_addr().unwrap()
+                })
+                .collect();
+            // Now the loop accepts: every one of them is waiting in the queue.
+            let mut accepted = HashSet::new();
+            for _ in 0..clients {
+                let (_stream, peer) = timeout(Duration::from_secs(10), listener.accept())
+                    .await
+                    .expect("a queued connection to accept")
+                    .unwrap();
+                accepted.insert(peer);
+            }
+            assert_eq!(accepted, connected);
         });
     }
 

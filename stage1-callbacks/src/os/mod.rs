@@ -1,4 +1,5 @@
-//! The OS layer by hand (article section 2.2): readiness loops written directly on libc.
+//! The OS layer by hand (article section 2.2): readiness loops written directly on libc,
+//! and one completion loop on io_uring.
 //!
 //! Each module serves the echo protocol of section 3.2 (every byte a client sends comes
 //! back) to many clients from one thread; they differ only in how they ask the kernel
@@ -6,11 +7,13 @@
 //! on every Unix; `epoll` (Linux) and `kqueue` (macOS and the BSDs) register each one once
 //! and get back only the ready ones. One file per backend, each compiled only where its
 //! system call exists. What to do with a ready client is the same for all, so it lives
-//! here, in [`Connection`].
+//! here, in [`Connection`]. `uring` (Linux) asks a different question: it submits the
+//! reads and writes themselves and is told when each is done, so it has no use for
+//! [`Connection`].
 //!
-//! Run them: `cargo run -p stage1-callbacks --example echo_select` (or `echo_epoll` on
-//! Linux, `echo_kqueue` on macOS and the BSDs), then talk to the port it prints with
-//! `nc 127.0.0.1 PORT`.
+//! Run them: `cargo run -p stage1-callbacks --example echo_select` (or `echo_epoll` and
+//! `echo_uring` on Linux, `echo_kqueue` on macOS and the BSDs), then talk to the port it
+//! prints with `nc 127.0.0.1 PORT`.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -20,6 +23,9 @@ pub mod select;
 
 #[cfg(target_os = "linux")]
 pub mod epoll;
+
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 // `kqueue` is set by build.rs on macOS and the BSDs.
 #[cfg(kqueue)]

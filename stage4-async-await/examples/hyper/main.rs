@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p stage4-async-await --example hyper
-//! cargo run --release -p stage4-async-await --example hyper -- --requests 5000 --delay-ms 200
+//! cargo run --release -p stage4-async-await --example hyper -- --requests 4000 --delay-ms 200
 //! ```
 //!
 //! hyper reaches our runtime only through the traits of `hyper::rt` (see `rt.rs`): our
@@ -27,7 +27,7 @@ use std::time::Duration;
 use clap::Parser;
 use shared::{Config, Error, Report, limits, request_ids, say};
 use stage4_async_await::net::TcpListener;
-use stage4_async_await::{EventLoop, join_all, spawn, timeout, yield_now};
+use stage4_async_await::{EventLoop, join_all, spawn, timeout};
 
 use echo::{Server, Stats, fetch};
 
@@ -47,10 +47,6 @@ fn main() -> ExitCode {
     let args = Args::parse();
     shared::cli::exit(run(args.requests, Duration::from_millis(args.delay_ms)))
 }
-
-/// Clients started in one round of the event loop. The server accepts a wave one round
-/// later, while the next wave connects: two waves must fit in the listen backlog (128).
-const WAVE: usize = 50;
 
 // ANCHOR: run
 /// Serves and fetches on one event loop: the server is a task, each connection it
@@ -74,22 +70,18 @@ fn run(requests: u64, delay: Duration) -> Result<Report, Error> {
 
         let config = Config::new(addr, requests);
         let report = Rc::new(RefCell::new(Report::start(&config)));
-        // NB: the clients start in waves, one per round of the loop. `TcpListener::bind`
-        // asks the kernel for mio's (and std's) listen backlog, 128 connections: a
-        // thousand connects sent in one round, before the server's accept task gets its
-        // turn, would overflow it, and Linux makes each client over the limit retry its
-        // handshake a second later.
-        let mut clients = Vec::new();
-        for id in request_ids(requests) {
-            if clients.len() % WAVE == 0 {
-                yield_now().await;
-            }
-            let report = Rc::clone(&report);
-            clients.push(spawn(async move {
-                let answer = fetch(addr, id).await.map_err(Error::from);
-                report.borrow_mut().record(id, answer);
-            }));
-        }
+        // Every client connects in the same round of the loop, before the server's
+        // accept task gets its turn: the listen backlog (`net::LISTEN_BACKLOG`, 4,096)
+        // holds them until it does.
+        let clients: Vec<_> = request_ids(requests)
+            .map(|id| {
+                let report = Rc::clone(&report);
+                spawn(async move {
+                    let answer = fetch(addr, id).await.map_err(Error::from);
+                    report.borrow_mut().record(id, answer);
+                })
+            })
+            .collect();
         if timeout(config.timeout, join_all(clients)).await.is_err() {
             report.borrow_mut().time_out_unanswered(config.timeout);
         }
