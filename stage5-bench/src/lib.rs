@@ -20,6 +20,7 @@
 //! ```
 
 pub mod cell;
+pub mod pictures;
 pub mod plot;
 pub mod python;
 
