@@ -321,10 +321,14 @@ impl Dance {
             } else if rest.starts_with("loop polls without blocking") {
                 dance.push(t, LOOP, OS, "checks, no wait".into());
             } else if let Some(what) = rest.strip_prefix("socket of ") {
-                let future = what.strip_suffix(" is ready").ok_or_else(|| unknown(line))?;
+                let future = what
+                    .strip_suffix(" is ready")
+                    .ok_or_else(|| unknown(line))?;
                 dance.push(t, OS, LOOP, format!("{future} ready"));
             } else if let Some(what) = rest.strip_prefix("future ") {
-                let (future, callbacks) = what.split_once(" set_result: ").ok_or_else(|| unknown(line))?;
+                let (future, callbacks) = what
+                    .split_once(" set_result: ")
+                    .ok_or_else(|| unknown(line))?;
                 let number = future.split(' ').next().unwrap_or(future);
                 let callbacks = callbacks.replace(" scheduled", "");
                 dance.push(t, LOOP, LOOP, format!("future {number} done: {callbacks}"));
@@ -368,7 +372,11 @@ impl Dance {
                     dance.push(t, EXECUTOR, what, "poll".into());
                 }
                 "spawn" => {
-                    let from = if current.is_empty() { EXECUTOR } else { &current.clone() };
+                    let from = if current.is_empty() {
+                        EXECUTOR
+                    } else {
+                        &current.clone()
+                    };
                     dance.lifeline(what);
                     dance.push(t, from, EXECUTOR, format!("spawn {what}"));
                 }
@@ -388,7 +396,11 @@ impl Dance {
                     dance.push(t, REACTOR, REACTOR, what.to_string());
                 }
                 "wake" => {
-                    let from = if current.is_empty() { EXECUTOR } else { &current.clone() };
+                    let from = if current.is_empty() {
+                        EXECUTOR
+                    } else {
+                        &current.clone()
+                    };
                     dance.push(t, from, EXECUTOR, format!("wake {what}"));
                 }
                 "Request" if !current.is_empty() && current != REACTOR => {
@@ -443,7 +455,7 @@ impl Dance {
     pub fn svg(&self) -> String {
         const W: f64 = 760.0;
         const LEFT: f64 = 70.0;
-        const TOP: f64 = 70.0;
+        const TOP: f64 = 82.0;
         const ROW: f64 = 21.0;
         let n = self.lifelines.len().max(1) as f64;
         let column = (W - LEFT - 20.0) / n;
@@ -591,7 +603,13 @@ fn nice_step(max: f64) -> f64 {
 }
 
 fn seconds_label(t: f64, step: f64) -> String {
-    let decimals = if step >= 1.0 { 0 } else if step >= 0.1 { 1 } else { 2 };
+    let decimals = if step >= 1.0 {
+        0
+    } else if step >= 0.1 {
+        1
+    } else {
+        2
+    };
     format!("{t:.decimals$}")
 }
 

@@ -53,8 +53,14 @@ fn the_concurrent_timelines_overlap_and_finish_long_before_ten_delays() {
         assert!(!timeline.is_staircase(), "{stage:?}");
         assert_eq!(timeline.thread_count(), lanes);
         let structure = timeline.structure();
-        assert!(structure.contains(&format!("threads: {lanes}\n")), "{structure}");
-        assert!(structure.contains("every bar overlaps every other"), "{structure}");
+        assert!(
+            structure.contains(&format!("threads: {lanes}\n")),
+            "{structure}"
+        );
+        assert!(
+            structure.contains("every bar overlaps every other"),
+            "{structure}"
+        );
     }
 }
 
@@ -63,7 +69,10 @@ fn a_report_without_an_answer_cannot_be_drawn() {
     let mut report = shared::Report::start(&Config::new("127.0.0.1:1".parse().unwrap(), 2));
     report.record(1, Ok("Request 1".into()));
     let error = Timeline::from_report("half", Threads::PerRequest, &report).unwrap_err();
-    assert!(error.to_string().contains("no answer to request 0"), "{error}");
+    assert!(
+        error.to_string().contains("no answer to request 0"),
+        "{error}"
+    );
 }
 
 /// Each task's messages, as `from -> to: label`.
@@ -99,11 +108,17 @@ fn stage4s_trace_becomes_each_tasks_dance() {
     let labels: Vec<&str> = dance.messages.iter().map(|m| m.label.as_str()).collect();
     assert!(labels.iter().any(|l| l.starts_with("waits ")), "{labels:?}");
     for task in ["task 1", "task 2"] {
-        let woken = labels.iter().position(|l| *l == format!("wake {task}")).unwrap();
+        let woken = labels
+            .iter()
+            .position(|l| *l == format!("wake {task}"))
+            .unwrap();
         let polls: Vec<usize> = (0..dance.messages.len())
             .filter(|&i| dance.messages[i].to == task && dance.messages[i].label == "poll")
             .collect();
-        assert!(polls[0] < woken && woken < polls[1], "{task}: {polls:?} {woken}");
+        assert!(
+            polls[0] < woken && woken < polls[1],
+            "{task}: {polls:?} {woken}"
+        );
         assert_eq!(dance.messages[woken].from, "reactor");
     }
     // Every line of the trace with a step became a message; the header and report did not.
@@ -112,7 +127,10 @@ fn stage4s_trace_becomes_each_tasks_dance() {
     let svg = dance.svg();
     let arrows = dance.messages.iter().filter(|m| m.from != m.to).count();
     assert_eq!(svg.matches(r#"class="arrow""#).count(), arrows);
-    assert!(!svg.contains("<script") && !svg.contains("href"), "self-contained");
+    assert!(
+        !svg.contains("<script") && !svg.contains("href"),
+        "self-contained"
+    );
 }
 
 #[test]
@@ -126,7 +144,10 @@ fn stage3s_trace_becomes_each_tasks_dance() {
     for task in ["request 1", "request 0"] {
         let steps = steps(&dance, task);
         assert_eq!(steps.len(), 8, "{steps:?}");
-        assert!(steps[0].ends_with("created: first step scheduled"), "{steps:?}");
+        assert!(
+            steps[0].ends_with("created: first step scheduled"),
+            "{steps:?}"
+        );
         assert!(steps[2].contains("yield future") && steps[2].ends_with("(writable)"));
         assert!(steps[4].contains("yield future") && steps[4].ends_with("(readable)"));
         assert!(steps[6].contains("got `Request"), "{steps:?}");
@@ -134,8 +155,16 @@ fn stage3s_trace_becomes_each_tasks_dance() {
         assert!(structure.contains(&format!("{task}:\n  {task} -> event loop: created")));
     }
     // Numbers of futures are left out of what CI compares.
-    assert!(structure.contains("yield future N (readable)"), "{structure}");
-    assert!(dance.messages.iter().any(|m| m.to == "OS: poll" && m.label.starts_with("waits")));
+    assert!(
+        structure.contains("yield future N (readable)"),
+        "{structure}"
+    );
+    assert!(
+        dance
+            .messages
+            .iter()
+            .any(|m| m.to == "OS: poll" && m.label.starts_with("waits"))
+    );
 }
 
 #[test]

@@ -39,23 +39,54 @@ fn main() -> ExitCode {
     if let Some(stage) = args.trace_child {
         return shared::cli::exit(trace_child(stage));
     }
-    let out = args.out.unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/figures")
-    });
+    let out = args
+        .out
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/figures"));
     shared::cli::exit(draw_all(&out))
 }
 
 fn draw_all(out: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     let server = SlowServer::start(DELAY).map_err(|e| Error::io("starting the slow server", e))?;
     let config = Config::new(server.addr(), TIMELINE_REQUESTS);
     let runs: [(&str, &str, Threads, Option<Stage>); 6] = [
-        ("timeline-stage0-sequential", "stage 0, one request at a time", Threads::OneSequential, None),
-        ("timeline-stage0-threads", "stage 0, one thread per request", Threads::PerRequest, Some(Stage::Blocking)),
-        ("timeline-stage1", "stage 1, callbacks on one event loop", Threads::OneInterleaved, Some(Stage::Callbacks)),
-        ("timeline-stage2", "stage 2, state machines on one event loop", Threads::OneInterleaved, Some(Stage::StateMachine)),
-        ("timeline-stage3", "stage 3, generator tasks on one event loop", Threads::OneInterleaved, Some(Stage::Generators)),
-        ("timeline-stage4", "stage 4, async tasks on one executor", Threads::OneInterleaved, Some(Stage::AsyncAwait)),
+        (
+            "timeline-stage0-sequential",
+            "stage 0, one request at a time",
+            Threads::OneSequential,
+            None,
+        ),
+        (
+            "timeline-stage0-threads",
+            "stage 0, one thread per request",
+            Threads::PerRequest,
+            Some(Stage::Blocking),
+        ),
+        (
+            "timeline-stage1",
+            "stage 1, callbacks on one event loop",
+            Threads::OneInterleaved,
+            Some(Stage::Callbacks),
+        ),
+        (
+            "timeline-stage2",
+            "stage 2, state machines on one event loop",
+            Threads::OneInterleaved,
+            Some(Stage::StateMachine),
+        ),
+        (
+            "timeline-stage3",
+            "stage 3, generator tasks on one event loop",
+            Threads::OneInterleaved,
+            Some(Stage::Generators),
+        ),
+        (
+            "timeline-stage4",
+            "stage 4, async tasks on one executor",
+            Threads::OneInterleaved,
+            Some(Stage::AsyncAwait),
+        ),
     ];
     for (name, title, threads, stage) in runs {
         let report = match stage {
