@@ -177,6 +177,27 @@ fn a_trace_line_the_parser_does_not_know_is_an_error_and_unstamped_lines_are_ski
     assert!(error.to_string().contains("exploded"), "{error}");
 }
 
+#[test]
+fn the_books_dances_are_drawn_from_the_traces_kept_beside_them() {
+    let figures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/figures");
+    let read = |name: &str| std::fs::read_to_string(figures.join(name)).unwrap();
+    for stage in [3, 4] {
+        let trace = read(&format!("dance-stage{stage}.trace.txt"));
+        let title = format!("stage {stage}: the four players, 2 requests");
+        let dance = match stage {
+            3 => Dance::parse_stage3(&title, &trace),
+            _ => Dance::parse_stage4(&title, &trace),
+        }
+        .unwrap();
+        // Regenerate with `.ci/pictures` rather than editing a picture by hand.
+        assert_eq!(dance.svg(), read(&format!("dance-stage{stage}.svg")));
+        assert_eq!(
+            dance.structure(),
+            read(&format!("dance-stage{stage}.structure.txt"))
+        );
+    }
+}
+
 /// `cargo run -p stage4-async-await -- --requests 2 --delay-ms 200 --trace`, recorded.
 const STAGE4_TRACE: &str = "\
 [   0.000 s] poll     main
