@@ -25,6 +25,7 @@
 //! ```
 
 pub mod cell;
+pub mod pictures;
 pub mod plot;
 pub mod python;
 pub mod reference;
