@@ -325,7 +325,7 @@ fn mixed(compute: Compute, tasks: u64, passes: u32) -> Result<Vec<Duration>, Str
             })
             .collect();
         // The echo server: every line sent back, until the client leaves.
-        let mut stream = TcpStream::from_std(accepted).map_err(|e| e.to_string())?;
+        let stream = TcpStream::from_std(accepted).map_err(|e| e.to_string())?;
         let mut decoder = LineDecoder::new();
         while let Some(line) = stream
             .read_line(&mut decoder)

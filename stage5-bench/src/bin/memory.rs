@@ -195,7 +195,7 @@ fn hold_tasks(n: u64, addr: SocketAddr) -> Result<u64, String> {
             let waiting = Rc::clone(&waiting);
             // Dropping the handle detaches the task: it runs until the loop ends.
             drop(spawn(async move {
-                let Ok(mut stream) = net::TcpStream::connect(addr).await else {
+                let Ok(stream) = net::TcpStream::connect(addr).await else {
                     return;
                 };
                 if stream.write_all(request(0).as_bytes()).await.is_ok() {
