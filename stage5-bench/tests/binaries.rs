@@ -3,9 +3,6 @@
 //! binaries exist to measure, and a loaded machine must not fail them.
 
 use std::process::Command;
-use std::time::Duration;
-
-use shared::server::SlowServer;
 
 fn run(exe: &str, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(exe)
@@ -92,6 +89,9 @@ fn compute_runs_every_way_and_checks_every_answer() {
 #[cfg(target_os = "linux")]
 #[test]
 fn memory_holds_waiting_requests_in_every_model() {
+    use shared::server::SlowServer;
+    use std::time::Duration;
+
     let exe = env!("CARGO_BIN_EXE_memory");
     let server = SlowServer::start(Duration::from_secs(60)).unwrap();
     let addr = server.addr().to_string();
