@@ -14,9 +14,24 @@
 /// `None` where the OS does not tell (callers print "not measured on this OS").
 #[cfg(target_os = "linux")]
 pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line["VmRSS:".len()..]
+    kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
+}
+
+/// The kernel memory holding this process's page tables (`VmPTE`), in bytes; `None`
+/// where the OS does not tell.
+pub fn page_table_bytes() -> Option<u64> {
+    if cfg!(target_os = "linux") {
+        kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmPTE:")
+    } else {
+        None
+    }
+}
+
+/// The figure of a `KEY   1234 kB` line in a Linux memory report (`/proc/PID/status`,
+/// `/proc/PID/smaps_rollup`), in bytes.
+pub fn kib_field(report: &str, key: &str) -> Option<u64> {
+    let line = report.lines().find(|line| line.starts_with(key))?;
+    let kib: u64 = line[key.len()..]
         .trim()
         .strip_suffix("kB")?
         .trim()
@@ -62,6 +77,15 @@ pub fn resident_bytes() -> Option<u64> {
 #[cfg(all(test, any(target_os = "linux", target_vendor = "apple")))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kib_field_is_read_in_bytes_and_nothing_else_is() {
+        let report = "Name:\tcat\nVmPTE:\t      52 kB\nPss:  1234 kB\nThreads:\t1\n";
+        assert_eq!(kib_field(report, "VmPTE:"), Some(52 * 1024));
+        assert_eq!(kib_field(report, "Pss:"), Some(1234 * 1024));
+        assert_eq!(kib_field(report, "VmRSS:"), None, "absent");
+        assert_eq!(kib_field(report, "Threads:"), None, "not in kB");
+    }
 
     #[test]
     fn touched_memory_is_resident() {

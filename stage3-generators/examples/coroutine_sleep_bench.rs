@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 
 use shared::bench::SleepBench;
-use shared::memory::resident_bytes;
+use shared::memory::{page_table_bytes, resident_bytes};
 use stage3_generators::Options;
 use stage3_generators::stack::{self, page_size};
 
@@ -110,17 +110,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The kernel memory holding this process's page tables (`VmPTE`), where the OS tells.
-fn page_table_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmPTE:"))?;
-    let kib: u64 = line["VmPTE:".len()..]
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }

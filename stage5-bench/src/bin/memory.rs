@@ -394,14 +394,7 @@ impl Drop for Children {
 /// `Pss:` of `/proc/PID/smaps_rollup`, in bytes.
 fn proportional_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let line = text.lines().find(|line| line.starts_with("Pss:"))?;
-    let kib: u64 = line["Pss:".len()..]
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    shared::memory::kib_field(&text, "Pss:")
 }
 
 /// Runs `--hold MODEL N ADDR` in a fresh child and returns its growth per request.
