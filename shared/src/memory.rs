@@ -14,14 +14,20 @@
 /// `None` where the OS does not tell (callers print "not measured on this OS").
 #[cfg(target_os = "linux")]
 pub fn resident_bytes() -> Option<u64> {
-    kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
+    kib_field(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmRSS:",
+    )
 }
 
 /// The kernel memory holding this process's page tables (`VmPTE`), in bytes; `None`
 /// where the OS does not tell.
 pub fn page_table_bytes() -> Option<u64> {
     if cfg!(target_os = "linux") {
-        kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmPTE:")
+        kib_field(
+            &std::fs::read_to_string("/proc/self/status").ok()?,
+            "VmPTE:",
+        )
     } else {
         None
     }

@@ -53,31 +53,7 @@ pub enum Wait {
 /// while another task waits `wait` for `duration`; the result says how long the
 /// heartbeat was stalled and what the runtime warned (threshold: `threshold`).
 pub fn blocking_call(wait: Wait, duration: Duration, threshold: Duration) -> Result<Stall, Error> {
-    let period = Duration::from_millis(20);
-    let warnings = Rc::new(RefCell::new(Vec::new()));
-    let record = Rc::clone(&warnings);
-    let event_loop = EventLoop::new()
-        .map_err(|e| Error::io("creating the event loop", e))?
-        .slow_poll_threshold(threshold)
-        .on_slow_poll(move |slow| {
-            eprintln!("{slow}");
-            record.borrow_mut().push(*slow);
-        });
-    let longest_gap = event_loop.block_on(async move {
-        let running = Rc::new(Cell::new(true));
-        let heartbeat = spawn({
-            let running = Rc::clone(&running);
-            async move {
-                let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
-                while running.get() {
-                    sleep(period).await;
-                    longest = longest.max(last.elapsed());
-                    last = Instant::now();
-                }
-                longest
-            }
-        });
-        sleep(2 * period).await; // let the heartbeat find its rhythm
+    let ((), stall) = heartbeat_during(threshold, || async move {
         let waiter = spawn(async move {
             match wait {
                 Wait::ThreadSleep => std::thread::sleep(duration), // blocks the loop
@@ -88,19 +64,57 @@ pub fn blocking_call(wait: Wait, duration: Duration, threshold: Duration) -> Res
             }
             Ok::<(), Error>(())
         });
-        waiter.await??;
+        waiter.await?
+    })?;
+    Ok(stall)
+}
+
+/// The measurement behind [`blocking_call`], for work of any shape (the hyper example's
+/// `blocking_http` uses it too): runs the future that `work` makes on a new event loop
+/// beside a heartbeat task that ticks every 20 ms, and returns its output with the
+/// heartbeat's longest gap and the runtime's slow-poll warnings (threshold: `threshold`).
+pub fn heartbeat_during<T, F>(
+    threshold: Duration,
+    work: impl FnOnce() -> F,
+) -> Result<(T, Stall), Error>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    let period = Duration::from_millis(20);
+    let warnings = Rc::new(RefCell::new(Vec::new()));
+    let record = Rc::clone(&warnings);
+    let event_loop = EventLoop::new()
+        .map_err(|e| Error::io("creating the event loop", e))?
+        .slow_poll_threshold(threshold)
+        .on_slow_poll(move |slow| {
+            eprintln!("{slow}");
+            record.borrow_mut().push(*slow);
+        });
+    let (output, longest_gap) = event_loop.block_on(async move {
+        let running = Rc::new(Cell::new(true));
+        let beating = Rc::clone(&running);
+        let heartbeat = spawn(async move {
+            let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+            while beating.get() {
+                sleep(period).await;
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+            }
+            longest
+        });
+        sleep(2 * period).await;
+        let output = work().await?;
         sleep(2 * period).await;
         running.set(false);
-        Ok::<Duration, Error>(heartbeat.await?)
+        Ok::<_, Error>((output, heartbeat.await?))
     })?;
-    let warnings = Rc::into_inner(warnings)
-        .map(RefCell::into_inner)
-        .unwrap_or_default();
-    Ok(Stall {
+    let warnings = Rc::into_inner(warnings).map_or_else(Vec::new, RefCell::into_inner);
+    let stall = Stall {
         period,
         longest_gap,
         warnings,
-    })
+    };
+    Ok((output, stall))
 }
 // ANCHOR_END: blocking_call
 
@@ -254,53 +268,3 @@ pub fn thread_cpu_time() -> Duration {
         time.tv_nsec.clamp(0, 999_999_999) as u32,
     )
 }
-
-// ANCHOR: heartbeat_during
-/// [`blocking_call`]'s measurement, for work of any shape (the hyper example's
-/// `blocking_http` uses it): runs the future that `work` makes on a new event loop
-/// beside a heartbeat task that ticks every 20 ms, and returns its output with the
-/// heartbeat's longest gap and the runtime's slow-poll warnings (threshold: `threshold`).
-pub fn heartbeat_during<T, F>(
-    threshold: Duration,
-    work: impl FnOnce() -> F,
-) -> Result<(T, Stall), Error>
-where
-    F: Future<Output = Result<T, Error>>,
-{
-    let period = Duration::from_millis(20);
-    let warnings = Rc::new(RefCell::new(Vec::new()));
-    let record = Rc::clone(&warnings);
-    let event_loop = EventLoop::new()
-        .map_err(|e| Error::io("creating the event loop", e))?
-        .slow_poll_threshold(threshold)
-        .on_slow_poll(move |slow| {
-            eprintln!("{slow}");
-            record.borrow_mut().push(*slow);
-        });
-    let (output, longest_gap) = event_loop.block_on(async move {
-        let running = Rc::new(Cell::new(true));
-        let beating = Rc::clone(&running);
-        let heartbeat = spawn(async move {
-            let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
-            while beating.get() {
-                sleep(period).await;
-                longest = longest.max(last.elapsed());
-                last = Instant::now();
-            }
-            longest
-        });
-        sleep(2 * period).await;
-        let output = work().await?;
-        sleep(2 * period).await;
-        running.set(false);
-        Ok::<_, Error>((output, heartbeat.await?))
-    })?;
-    let warnings = Rc::into_inner(warnings).map_or_else(Vec::new, RefCell::into_inner);
-    let stall = Stall {
-        period,
-        longest_gap,
-        warnings,
-    };
-    Ok((output, stall))
-}
-// ANCHOR_END: heartbeat_during
