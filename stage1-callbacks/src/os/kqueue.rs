@@ -77,12 +77,11 @@ impl Kqueue {
         for change in &mut changes {
             change.flags |= libc::EV_RECEIPT;
         }
-        let list = changes.as_mut_ptr();
+        let (kq, list) = (self.0.as_raw_fd(), changes.as_mut_ptr());
         // SAFETY: `list` holds N initialised entries; the kernel reads the changes, then
         // writes one receipt per change (N at most) into the same array, which kevent(2)
         // allows. No timeout is needed: receipts do not wait.
-        let n =
-            unsafe { libc::kevent(self.0.as_raw_fd(), list, N as _, list, N as _, ptr::null()) };
+        let n = unsafe { libc::kevent(kq, list, N as _, list, N as _, ptr::null()) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
