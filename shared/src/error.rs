@@ -142,6 +142,30 @@ impl std::error::Error for Error {
     }
 }
 
+/// Why `io_uring_setup` failed, in words a reader can act on: a kernel without io_uring
+/// (`ENOSYS`), io_uring disabled by the `kernel.io_uring_disabled` sysctl or a seccomp
+/// filter (`EPERM`), or the OS's own message. Stage 1's `echo_uring` and stage 4's
+/// `--driver uring` each add what to run instead.
+pub fn io_uring_refusal(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSYS) => "this kernel has no io_uring (ENOSYS: it needs Linux 5.6 or \
+                               later, built with CONFIG_IO_URING)"
+            .to_string(),
+        Some(libc::EPERM) => {
+            let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                .map(|value| format!("kernel.io_uring_disabled is {} here", value.trim()))
+                .unwrap_or_else(|_| "kernel.io_uring_disabled is unreadable here".into());
+            format!(
+                "io_uring is disabled for this process (EPERM): by the sysctl \
+                 kernel.io_uring_disabled (1: only the group kernel.io_uring_group may use \
+                 it, 2: nobody; {sysctl}), or by a seccomp filter (Docker's default one \
+                 refuses io_uring)"
+            )
+        }
+        _ => format!("io_uring_setup failed: {error}"),
+    }
+}
+
 /// `EMFILE` (this process) or `ENFILE` (the whole system) out of file descriptors.
 pub fn is_fd_exhaustion(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))

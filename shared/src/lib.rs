@@ -52,7 +52,7 @@ pub mod server;
 pub mod testkit;
 
 #[cfg(unix)]
-pub use error::{Error, is_fd_exhaustion};
+pub use error::{Error, io_uring_refusal, is_fd_exhaustion};
 #[cfg(unix)]
 pub use protocol::LineDecoder;
 #[cfg(unix)]

@@ -139,23 +139,7 @@ impl Ring {
 
 /// Explains why `io_uring_setup` failed, and what to do.
 fn unavailable(error: io::Error, simulated: bool) -> io::Error {
-    let why = match error.raw_os_error() {
-        Some(libc::ENOSYS) => "this kernel has no io_uring (ENOSYS: it needs Linux 5.6 or \
-                               later, built with CONFIG_IO_URING)"
-            .to_string(),
-        Some(libc::EPERM) => {
-            let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-                .map(|value| format!("kernel.io_uring_disabled is {} here", value.trim()))
-                .unwrap_or_else(|_| "kernel.io_uring_disabled is unreadable here".into());
-            format!(
-                "io_uring is disabled for this process (EPERM): by the sysctl \
-                 kernel.io_uring_disabled (1: only the group kernel.io_uring_group may use \
-                 it, 2: nobody; {sysctl}), or by a seccomp filter (Docker's default one \
-                 refuses io_uring)"
-            )
-        }
-        _ => format!("io_uring_setup failed: {error}"),
-    };
+    let why = shared::io_uring_refusal(&error);
     let simulated = if simulated {
         " [simulated: STAGE4_URING_SIMULATE or uring::simulate_setup_error]"
     } else {
