@@ -9,32 +9,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 #[test]
 fn at_the_fd_limit_the_server_keeps_serving_and_logs_one_line() {
-    // Find a free port, then start the server in a child with a tiny fd limit (the limit
-    // is per process, so this cannot be done in the test process itself).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 32 && exec {} --listen {addr} --delay-ms 300",
-            env!("CARGO_BIN_EXE_slow-server")
-        ))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start slow-server");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
+    let (mut child, mut stderr, addr, banner) = server_with_32_fds("--delay-ms 300");
     assert!(banner.contains("listening on"), "{banner}");
 
     // 40 connections, more than the 32 descriptors the server may have.
@@ -75,24 +56,8 @@ fn at_the_fd_limit_the_server_keeps_serving_and_logs_one_line() {
 /// timeout closes them, and the newcomer is served.
 #[test]
 fn idle_connections_make_room_for_a_newcomer_at_the_fd_limit() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 32 && exec {} --listen {addr} --delay-ms 10 --idle-timeout-ms 300",
-            env!("CARGO_BIN_EXE_slow-server")
-        ))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start slow-server");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
+    let (mut child, _stderr, addr, banner) =
+        server_with_32_fds("--delay-ms 10 --idle-timeout-ms 300");
     assert!(
         banner.contains("idle connections closed after 300 ms"),
         "{banner}"
@@ -117,4 +82,29 @@ fn idle_connections_make_room_for_a_newcomer_at_the_fd_limit() {
         Some("Request 41\n"),
         "the newcomer waited behind idle connections"
     );
+}
+
+/// The standalone server in a child process limited to 32 file descriptors (the limit is
+/// per process, so this cannot be done in the test process itself), on a free port, with
+/// `flags`: the child, its stderr, its address and its first line.
+fn server_with_32_fds(flags: &str) -> (Child, BufReader<ChildStderr>, String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 32 && exec {} --listen {addr} {flags}",
+            env!("CARGO_BIN_EXE_slow-server")
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slow-server");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    (child, stderr, addr, banner)
 }
