@@ -61,17 +61,7 @@ fn serve_and_fetch(requests: u64, delay: Duration) -> (Report, Arc<Stats>) {
 fn the_server_answers_every_concurrent_client_with_its_own_body() {
     let requests = 100;
     let (report, stats) = serve_and_fetch(requests, Duration::ZERO);
-    assert_eq!(report.verified() as u64, requests);
-    let mut ids: Vec<u64> = report.responses().iter().map(|r| r.id).collect();
-    ids.sort_unstable();
-    assert_eq!(
-        ids,
-        (0..requests).collect::<Vec<_>>(),
-        "every id exactly once"
-    );
-    for response in report.responses() {
-        assert_eq!(response.line, format!("Request {}", response.id));
-    }
+    shared::testkit::contract::every_request_answered_once(&report, requests);
     assert_eq!(stats.answered(), requests);
     assert_eq!(stats.failed_connections(), 0);
 }

@@ -34,16 +34,9 @@ pub const DELAY: Duration = Duration::from_millis(200);
 /// fail a correct stage.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// Runs `requests` requests against a fresh slow server and checks that each arrived,
-/// matched its request, came no earlier than the delay, and that the connections were
-/// open at the same time. Returns the verified report.
-pub fn answers_every_request(
-    run: impl FnOnce(&Config) -> Result<Report, Error>,
-    requests: u64,
-) -> Report {
-    limits::check_connections(2 * requests).expect("enough file descriptors");
-    let server = SlowServer::start(DELAY).expect("start the slow server");
-    let report = run(&Config::new(server.addr(), requests)).expect("a verified report");
+/// Every one of `requests` ids, 0 to `requests - 1`, answered exactly once and with its
+/// own line: what any client of the protocol, ours or a library's, must report.
+pub fn every_request_answered_once(report: &Report, requests: u64) {
     assert_eq!(report.verified() as u64, requests);
     let mut ids: Vec<u64> = report.responses().iter().map(|r| r.id).collect();
     ids.sort_unstable();
@@ -54,6 +47,21 @@ pub fn answers_every_request(
     );
     for response in report.responses() {
         assert_eq!(response.line, format!("Request {}", response.id));
+    }
+}
+
+/// Runs `requests` requests against a fresh slow server and checks that each arrived,
+/// matched its request, came no earlier than the delay, and that the connections were
+/// open at the same time. Returns the verified report.
+pub fn answers_every_request(
+    run: impl FnOnce(&Config) -> Result<Report, Error>,
+    requests: u64,
+) -> Report {
+    limits::check_connections(2 * requests).expect("enough file descriptors");
+    let server = SlowServer::start(DELAY).expect("start the slow server");
+    let report = run(&Config::new(server.addr(), requests)).expect("a verified report");
+    every_request_answered_once(&report, requests);
+    for response in report.responses() {
         assert!(
             response.at >= DELAY,
             "answered before the delay: {response:?}"
