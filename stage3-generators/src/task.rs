@@ -19,7 +19,7 @@
 //! `cargo run -p stage3-generators -- --trace` shows tasks being stepped.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -42,6 +42,8 @@ pub struct Task<R> {
     event_loop: EventLoop,
     /// `None` once cancelled by [`EventLoop::close`].
     generator: RefCell<Option<Generator<(), Awaited, R>>>,
+    /// Where the loop keeps it while it is unfinished.
+    slot: Cell<usize>,
     result: Future<R>,
 }
 
@@ -66,13 +68,15 @@ impl<R: 'static> Task<R> {
             name: name.into(),
             event_loop: event_loop.clone(),
             generator: RefCell::new(Some(generator)),
+            slot: Cell::new(0),
             result: event_loop.create_future("task result"),
         });
         event_loop.trace(format_args!(
             "task `{}` created (its result: {:?}), first step scheduled",
             task.name, task.result
         ));
-        event_loop.track(task.id(), Rc::downgrade(&task) as Weak<dyn Cancel>);
+        task.slot
+            .set(event_loop.track(Rc::downgrade(&task) as Weak<dyn Cancel>));
         let first = task.clone();
         event_loop.call_soon(move || first.step());
         Ok(task)
@@ -100,7 +104,7 @@ impl<R: 'static> Task<R> {
             GeneratorState::Complete(value) => {
                 self.event_loop
                     .trace(format_args!("task `{}` complete", self.name));
-                self.event_loop.untrack(self.id());
+                self.event_loop.untrack(self.slot.get());
                 self.result.set_result(value);
             }
         }
@@ -109,10 +113,6 @@ impl<R: 'static> Task<R> {
     /// The future of the task's return value, for other tasks to wait on.
     pub fn result(&self) -> &Future<R> {
         &self.result
-    }
-
-    fn id(&self) -> u64 {
-        self.result.id()
     }
 }
 

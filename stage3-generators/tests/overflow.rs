@@ -75,6 +75,13 @@ fn overflow_child() {
         unreachable!("the overflow ended the process");
     }
     stack::force_mprotect_guards(mode == "mprotect");
+    // Guard pages are installed several stacks at a time: with "later", the overflowing
+    // stack is the eleventh handed out, in the middle of such a batch. Without its own
+    // guard page, it would run on into the tenth stack, and fault on that one's guard.
+    let held: Vec<Stack> = match mode.as_str() {
+        "later" => (0..10).map(|_| Stack::take().unwrap()).collect(),
+        _ => Vec::new(),
+    };
     // The pool is LIFO: the generator below gets this very stack.
     let probe = Stack::take().unwrap();
     eprintln!("guard: {:?}", probe.guard());
@@ -83,6 +90,7 @@ fn overflow_child() {
         black_box(recurse(0));
     });
     generator.resume(());
+    drop(held);
     unreachable!("the overflow ended the process");
 }
 
@@ -141,6 +149,16 @@ fn overflow_with_madvise_guard_pages_is_reported() {
         stderr.contains("guard: Madvise") || stderr.contains("guard: Mprotect"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_stack_in_the_middle_of_a_batch_of_guard_pages_has_its_own() {
+    let probe = child("probe-madvise");
+    if String::from_utf8_lossy(&probe.stdout).contains("madvise guard not enforced") {
+        eprintln!("skipped: madvise guard pages are not enforced here (qemu-user)");
+        return;
+    }
+    overflow_in_child("later", stack::DEFAULT_STACK_SIZE / 1024);
 }
 
 #[test]
