@@ -21,8 +21,31 @@ use shared::Error;
 use crate::future::Future;
 use crate::task::Cancel;
 
-/// A function the loop runs once, from its ready queue.
-pub type Callback = Box<dyn FnOnce()>;
+/// What the loop runs once, from its ready queue.
+pub enum Callback {
+    /// A function (Python: any callable handed to `call_soon`).
+    Call(Box<dyn FnOnce()>),
+    /// A task's next step. The task itself is the callback, as asyncio's bound method
+    /// `task.__step` is: a boxed closure around the task would cost an allocation per
+    /// step.
+    Step(Rc<dyn Step>),
+}
+
+impl Callback {
+    /// Runs it.
+    pub fn run(self) {
+        match self {
+            Callback::Call(function) => function(),
+            Callback::Step(task) => task.step(),
+        }
+    }
+}
+
+/// What the loop does with a task it was asked to step: implemented by `Task`.
+pub trait Step {
+    /// Resumes the task's generator until it waits again or returns.
+    fn step(self: Rc<Self>);
+}
 
 // ANCHOR: state
 /// A handle to the event loop; clones share it.
@@ -85,7 +108,12 @@ impl EventLoop {
 
     /// Schedules `callback` to run on the next pass of the loop.
     pub fn call_soon(&self, callback: impl FnOnce() + 'static) {
-        self.state.call_soon(Box::new(callback));
+        self.state.call_soon(Callback::Call(Box::new(callback)));
+    }
+
+    /// Schedules `callback` (a function or a task's step) on the next pass of the loop.
+    pub(crate) fn schedule(&self, callback: Callback) {
+        self.state.call_soon(callback);
     }
 
     /// A new, pending future; `label` names it in traces.
@@ -215,7 +243,7 @@ impl EventLoop {
             let Some(callback) = self.state.ready.borrow_mut().pop_front() else {
                 break;
             };
-            callback();
+            callback.run();
         }
     }
 

@@ -14,6 +14,8 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::{Rc, Weak};
 
+use smallvec::SmallVec;
+
 use crate::event_loop::{Callback, LoopState};
 
 // ANCHOR: future
@@ -29,7 +31,9 @@ struct State<T> {
     label: &'static str,
     result: RefCell<Option<T>>,
     done: Cell<bool>,
-    callbacks: RefCell<Vec<Callback>>,
+    /// Nearly always one: the step of the task waiting for this future. Room for it
+    /// inside `State` saves an allocation per future; more go to the heap.
+    callbacks: RefCell<SmallVec<[Callback; 1]>>,
     /// Where callbacks are scheduled. Weak: the loop holds pending futures, not the
     /// other way round.
     event_loop: Weak<LoopState>,
@@ -43,7 +47,7 @@ impl<T> Future<T> {
                 label,
                 result: RefCell::new(None),
                 done: Cell::new(false),
-                callbacks: RefCell::new(Vec::new()),
+                callbacks: RefCell::new(SmallVec::new()),
                 event_loop,
             }),
         }
@@ -83,7 +87,8 @@ impl<T> Future<T> {
     /// Runs `callback` (through the ready queue) once the future is done; at once if it
     /// is done already.
     pub fn add_done_callback(&self, callback: impl FnOnce() + 'static) {
-        self.state.add_done_callback(Box::new(callback));
+        self.state
+            .add_done_callback(Callback::Call(Box::new(callback)));
     }
 
     /// Takes the result out, if there is one (a result is taken once).

@@ -27,7 +27,7 @@ use std::time::Duration;
 use mio::event::Source;
 use shared::Error;
 
-use crate::event_loop::EventLoop;
+use crate::event_loop::{Callback, EventLoop, Step};
 use crate::future::{AnyFuture, Future};
 use crate::generator::{Generator, GeneratorState, Yielder};
 
@@ -77,8 +77,7 @@ impl<R: 'static> Task<R> {
         ));
         task.slot
             .set(event_loop.track(Rc::downgrade(&task) as Weak<dyn Cancel>));
-        let first = task.clone();
-        event_loop.call_soon(move || first.step());
+        event_loop.schedule(Callback::Step(task.clone()));
         Ok(task)
     }
 
@@ -98,8 +97,7 @@ impl<R: 'static> Task<R> {
                      done-callback",
                     self.name
                 ));
-                let task = self.clone();
-                future.add_done_callback(Box::new(move || task.step()));
+                future.add_done_callback(Callback::Step(self.clone()));
             }
             GeneratorState::Complete(value) => {
                 self.event_loop
@@ -113,6 +111,12 @@ impl<R: 'static> Task<R> {
     /// The future of the task's return value, for other tasks to wait on.
     pub fn result(&self) -> &Future<R> {
         &self.result
+    }
+}
+
+impl<R: 'static> Step for Task<R> {
+    fn step(self: Rc<Self>) {
+        Task::step(self);
     }
 }
 
