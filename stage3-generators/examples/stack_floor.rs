@@ -43,9 +43,9 @@ fn main() -> ExitCode {
         unsafe { stack.top().cast::<u64>().sub(1).write_volatile(1) };
     }
     let total = start.elapsed();
-    let guard = stacks
-        .first()
-        .map_or("none".to_string(), |s| format!("{:?}", s.guard()).to_lowercase());
+    let guard = stacks.first().map_or("none".to_string(), |s| {
+        format!("{:?}", s.guard()).to_lowercase()
+    });
     println!(
         "{count} stacks of {} KiB taken from the pool, guard pages by {guard}: {:.3} s",
         DEFAULT_STACK_SIZE / 1024,

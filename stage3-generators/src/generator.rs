@@ -69,10 +69,11 @@ use std::any::Any;
 use std::cell::Cell;
 use std::io::Write;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use crate::stack::{DEFAULT_STACK_SIZE, RUNNING_STACK, Stack};
+use crate::stack::{DEFAULT_STACK_SIZE, Stack};
 use crate::switch::{self, StackPointer};
 
 /// What [`Generator::resume`] returns: the generator suspended with a value, or finished.
@@ -92,14 +93,14 @@ pub enum GeneratorState<Y, R> {
 pub struct Yielder<I, Y> {
     /// Where `suspend` switches to: the stack that called `resume`.
     caller: Cell<StackPointer>,
-    /// Where `resume` switches to: the generator's own stack.
+    /// Where `resume` switches to: the generator's own stack; null once the body has
+    /// finished.
     coroutine: Cell<StackPointer>,
-    input: Cell<Option<I>>,
-    yielded: Cell<Option<Y>>,
     /// Set by `Drop`: the next `suspend` unwinds instead of returning.
     cancelling: Cell<bool>,
-    /// Whether the thread was already unwinding when `resume` (or `Drop`) switched in.
-    resumed_while_panicking: Cell<bool>,
+    /// What `suspend` takes and gives. The values themselves cross each switch in a
+    /// register (see `encode`), not through this struct.
+    _values: PhantomData<*mut (I, Y)>,
 }
 
 impl<I, Y> Yielder<I, Y> {
@@ -113,26 +114,64 @@ impl<I, Y> Yielder<I, Y> {
     ///
     /// When called while this generator's own stack is unwinding (from a destructor,
     /// during a panic or while the generator is dropped): that unwind could never finish.
+    /// `resume` finds out as soon as the switch brings it back, and aborts there.
     pub fn suspend(&self, value: Y) -> I {
-        // NB: Python lets a generator yield in a `finally` while an exception passes. Rust
-        // counts panics per thread, not per stack: a suspended unwind would leave
-        // `thread::panicking()` true for the caller, and no way to ever finish it.
-        if std::thread::panicking() && !self.resumed_while_panicking.get() {
-            suspended_while_unwinding();
-        }
-        self.yielded.set(Some(value));
+        let mut value = ManuallyDrop::new(value);
         // SAFETY: the yielder never leaves the body (lent by reference to a 'static closure,
         // not `Sync`), so we run on the generator's stack, and `caller` is the stack pointer
         // that `resume` just saved: alive, because `resume` waits for us to switch back.
-        unsafe { switch::switch(self.coroutine.as_ptr(), self.caller.get()) };
+        // `resume` decodes `value` before anything else runs (see `encode`).
+        let message = unsafe {
+            switch::switch(
+                self.coroutine.as_ptr(),
+                self.caller.get(),
+                encode(&mut value),
+            )
+        };
         if self.cancelling.get() {
             // The generator is being dropped: unwind this stack so its locals drop.
             panic::resume_unwind(Box::new(Cancelled));
         }
-        self.input.take().expect("resume always sends an input")
+        // SAFETY: `resume` encoded an `I` and waits, switched out, until we switch back.
+        unsafe { decode(message) }
     }
 }
 // ANCHOR_END: yielder
+
+// ANCHOR: message
+/// Encodes `value` for a switch, which carries one word in a register: the value itself
+/// when it fits in a word, its address otherwise. Whoever decodes the word owns the value.
+///
+/// NB: corosensei does the same. A bigger value stays where it is, on the stack of its
+/// sender, which is switched out until the receiver has decoded (moved) it.
+fn encode<T>(value: &mut ManuallyDrop<T>) -> usize {
+    if size_of::<T>() <= size_of::<usize>() {
+        let mut word = 0usize;
+        // SAFETY: `T` fits in `word`; unaligned, because `T` may need more alignment. The
+        // value is moved out once: `value` is never dropped (`ManuallyDrop`) nor read again.
+        unsafe { ptr::write_unaligned((&raw mut word).cast::<T>(), ManuallyDrop::take(value)) };
+        word
+    } else {
+        ptr::from_mut(value).expose_provenance()
+    }
+}
+
+/// Takes the value out of a word made by [`encode`].
+///
+/// # Safety
+///
+/// `word` must come from `encode::<T>`, decoded once, and for a value bigger than a word,
+/// while its sender is still switched out.
+unsafe fn decode<T>(word: usize) -> T {
+    if size_of::<T>() <= size_of::<usize>() {
+        // SAFETY: `encode` wrote a `T` at the start of this word.
+        unsafe { ptr::read_unaligned((&raw const word).cast::<T>()) }
+    } else {
+        // SAFETY: the address of the sender's `ManuallyDrop<T>`, read once (a move).
+        unsafe { ptr::with_exposed_provenance::<T>(word).read() }
+    }
+}
+// ANCHOR_END: message
 
 /// The panic payload that unwinds a suspended generator when it is dropped.
 struct Cancelled;
@@ -211,10 +250,8 @@ impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
             yielder: Yielder {
                 caller: Cell::new(ptr::null_mut()),
                 coroutine: Cell::new(ptr::null_mut()),
-                input: Cell::new(None),
-                yielded: Cell::new(None),
                 cancelling: Cell::new(false),
-                resumed_while_panicking: Cell::new(false),
+                _values: PhantomData,
             },
             body: Cell::new(Some(Box::new(body) as Body<I, Y, R>)),
             outcome: Cell::new(None),
@@ -249,12 +286,15 @@ impl<I, Y, R> Generator<I, Y, R> {
             !self.is_complete(),
             "resumed a generator that has completed"
         );
-        self.yielder().input.set(Some(input));
         self.started = true;
-        self.switch_in();
-        // A suspended body left a value; a finished one left its outcome instead.
-        if let Some(value) = self.yielder().yielded.take() {
-            return GeneratorState::Yielded(value);
+        // The body decodes (moves) `input` before it switches back: see `encode`.
+        let mut input = ManuallyDrop::new(input);
+        let message = self.switch_in(encode(&mut input));
+        // A suspended body sent its value; a finished one left its outcome instead, and
+        // no stack to come back to.
+        if !self.yielder().coroutine.get().is_null() {
+            // SAFETY: `suspend` encoded a `Y` and stays switched out until we switch in.
+            return GeneratorState::Yielded(unsafe { decode(message) });
         }
         let outcome = self.inner().outcome.take();
         self.finish();
@@ -270,19 +310,26 @@ impl<I, Y, R> Generator<I, Y, R> {
         self.stack.is_none()
     }
 
-    /// Switches to the generator's stack until it suspends or finishes.
-    fn switch_in(&mut self) {
-        let stack = self.stack.as_ref().expect("a live generator has a stack");
-        let outer = RUNNING_STACK.replace(stack);
+    /// Switches to the generator's stack, sending it `message`, until it suspends or
+    /// finishes; returns what it sent back (nothing to decode once it has finished).
+    fn switch_in(&mut self, message: usize) -> usize {
         let yielder = self.yielder();
-        yielder
-            .resumed_while_panicking
-            .set(std::thread::panicking());
+        // Read on this side only, so that `suspend` pays nothing for it (see below).
+        let was_panicking = std::thread::panicking();
         // SAFETY: `coroutine` was saved by `suspend` (or made by `init`) on this
         // generator's stack, which is alive and not running: we hold `&mut self`, and the
         // body only runs between this switch and the one that brings us back.
-        unsafe { switch::switch(yielder.caller.as_ptr(), yielder.coroutine.get()) };
-        RUNNING_STACK.set(outer);
+        let received =
+            unsafe { switch::switch(yielder.caller.as_ptr(), yielder.coroutine.get(), message) };
+        // NB: Python lets a generator yield in a `finally` while an exception passes. Rust
+        // counts panics per thread, not per stack: a body that suspended in the middle of
+        // its own unwind left `thread::panicking()` true for us, and no way to ever finish
+        // that unwind. (If we were unwinding already, the count cannot tell; that body's
+        // suspend is allowed, as one from a destructor that runs during our unwind is.)
+        if std::thread::panicking() && !was_panicking {
+            suspended_while_unwinding();
+        }
+        received
     }
     // ANCHOR_END: resume
 
@@ -307,14 +354,15 @@ impl<I, Y, R> Generator<I, Y, R> {
 // ANCHOR: entry
 /// The bottom of every generator stack: runs the body inside `catch_unwind`, records how
 /// it ended, and switches back for the last time.
-extern "C" fn entry<I, Y, R>(inner: *mut u8) -> ! {
+extern "C" fn entry<I, Y, R>(inner: *mut u8, message: usize) -> ! {
     // SAFETY: `init` was given a pointer to the generator's `Inner`, which stays valid
     // until the generator is dropped, and the generator waits in `resume` or `drop` until
     // this stack switches back.
     let inner = unsafe { &*inner.cast::<Inner<I, Y, R>>() };
     let outcome = {
         let body = inner.body.take().expect("the body runs once");
-        let input = inner.yielder.input.take().expect("resume sends an input");
+        // SAFETY: the first `resume` encoded an `I` and waits for us to switch back.
+        let input = unsafe { decode(message) };
         // No unwind may cross the switch: catch it here, re-raise it in `resume`.
         match panic::catch_unwind(AssertUnwindSafe(|| body(&inner.yielder, input))) {
             Ok(value) => Outcome::Returned(value),
@@ -323,11 +371,12 @@ extern "C" fn entry<I, Y, R>(inner: *mut u8) -> ! {
         }
     };
     inner.outcome.set(Some(outcome));
+    inner.yielder.coroutine.set(ptr::null_mut()); // never to be switched to again
     // Nothing with a destructor is left on this stack: it is abandoned, not unwound.
     let mut abandoned: StackPointer = ptr::null_mut();
     // SAFETY: `caller` is the stack pointer saved by the `resume` (or `drop`) that is
     // waiting for us; this stack is never switched to again.
-    unsafe { switch::switch(&mut abandoned, inner.yielder.caller.get()) };
+    unsafe { switch::switch(&mut abandoned, inner.yielder.caller.get(), 0) };
     unreachable!("a finished generator was resumed")
 }
 // ANCHOR_END: entry
@@ -340,7 +389,7 @@ impl<I, Y, R> Drop for Generator<I, Y, R> {
         let mut outcome = None;
         if self.started {
             self.yielder().cancelling.set(true);
-            self.switch_in();
+            self.switch_in(0); // nothing to decode: `suspend` unwinds
             outcome = self.inner().outcome.take();
             if outcome.is_none() {
                 // The body caught the unwind and suspended again: its frames are alive.
@@ -441,6 +490,30 @@ mod tests {
         fn drop(&mut self) {
             self.0.set(self.0.get() + 1);
         }
+    }
+
+    #[test]
+    fn values_in_a_register_and_values_by_address_are_each_dropped_once() {
+        let drops = Rc::new(Cell::new(0));
+        // One `Noisy` is one word (an `Rc`): it crosses the switch in the register. Three
+        // do not fit: they cross as the address of the array on the body's stack.
+        let mut generator = Generator::new(|yielder: &Yielder<Noisy, [Noisy; 3]>, a: Noisy| {
+            let (b, c) = (Noisy(a.0.clone()), Noisy(a.0.clone()));
+            yielder.suspend([a, b, c])
+        });
+        let GeneratorState::Yielded(three) = generator.resume(Noisy(drops.clone())) else {
+            panic!("the body suspends first");
+        };
+        assert_eq!(drops.get(), 0);
+        drop(three);
+        assert_eq!(drops.get(), 3);
+        let GeneratorState::Complete(last) = generator.resume(Noisy(drops.clone())) else {
+            panic!("the body returns what it was sent");
+        };
+        assert_eq!(drops.get(), 3);
+        drop(last);
+        assert_eq!(drops.get(), 4);
+        assert_eq!(Rc::strong_count(&drops), 1, "no value was leaked");
     }
 
     #[test]

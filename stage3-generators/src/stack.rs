@@ -19,7 +19,7 @@
 //! - Rust probes every page of a large stack frame in order, so an overflow always
 //!   touches the guard page before anything below it. A `SIGSEGV` handler (`SIGBUS` too:
 //!   macOS reports guard-page faults with it) on the alternate signal stack recognises
-//!   the running coroutine's guard page and says `fatal: coroutine stack overflow` before
+//!   a guard page of this thread's stacks and says `fatal: coroutine stack overflow` before
 //!   the process dies.
 //!
 //! `cargo run -p stage3-generators --example overflow` shows the overflow message.
@@ -154,6 +154,10 @@ impl Stack {
 struct Chunk {
     ptr: *mut u8,
     len: usize,
+    /// Bytes per stack, its guard page included: slot `i` starts at `ptr + i * slot`.
+    slot: usize,
+    /// The next chunk on this thread's list for the fault handler (see [`CHUNKS`]).
+    next: AtomicPtr<Chunk>,
 }
 
 impl Chunk {
@@ -204,12 +208,15 @@ impl Chunk {
         Ok(Chunk {
             ptr: ptr.cast(),
             len,
+            slot: page_size() + size,
+            next: AtomicPtr::new(ptr::null_mut()),
         })
     }
 }
 
 impl Drop for Chunk {
     fn drop(&mut self) {
+        forget_chunk(self);
         // SAFETY: we mapped exactly this range, and no stack of it is left (each holds an
         // `Rc` to its chunk), so nothing can use it any more.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
@@ -262,7 +269,9 @@ impl Pool {
                     mapped => break mapped?,
                 }
             };
-            self.chunk = Some(Rc::new(chunk));
+            let chunk = Rc::new(chunk);
+            remember_chunk(&chunk);
+            self.chunk = Some(chunk);
             self.slots = slots;
             self.next_slot = 0;
             self.guarded = 0;
@@ -493,12 +502,65 @@ pub fn page_size() -> usize {
 
 // ANCHOR: overflow
 thread_local! {
-    /// The stack of the coroutine running on this thread (null when none is): set by
-    /// `resume` around its switch, read by the fault handler for its guard page and size.
+    /// This thread's chunks of stacks, newest first, for the fault handler: changed when a
+    /// chunk is mapped or unmapped (a few hundred times for a million stacks), never on a
+    /// switch. Coroutines are `!Send`: a stack only ever runs on the thread that took it.
     // NB: a `const` thread-local without a destructor is a plain TLS access, safe to
-    // read in a signal handler. One pointer, not the guard's bounds: `resume` saves and
-    // restores it on every switch: three words and a page-size look-up cost about 1 ns.
-    pub(crate) static RUNNING_STACK: Cell<*const Stack> = const { Cell::new(ptr::null()) };
+    // read in a signal handler. The handler does not need to know which coroutine runs:
+    // a fault in any guard page of ours is one of our stacks overflowing. (Keeping the
+    // running stack in a thread-local instead costs a save and a restore on every switch.)
+    static CHUNKS: AtomicPtr<Chunk> = const { AtomicPtr::new(ptr::null_mut()) };
+}
+
+/// Puts a freshly mapped chunk on this thread's list, where it stays until it is unmapped.
+fn remember_chunk(chunk: &Rc<Chunk>) {
+    CHUNKS.with(|head| {
+        chunk
+            .next
+            .store(head.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Release: a fault handler that finds the chunk on the list sees all its fields.
+        head.store(Rc::as_ptr(chunk).cast_mut(), Ordering::Release);
+    });
+}
+
+/// Takes a chunk off this thread's list before it is unmapped and freed. One store
+/// unlinks it, so a fault handler that interrupts us sees the list either with it or
+/// without it, and never a chunk that is gone.
+fn forget_chunk(chunk: &Chunk) {
+    let this = ptr::from_ref(chunk).cast_mut();
+    let _ = CHUNKS.try_with(|head| {
+        let mut link = head;
+        loop {
+            let current = link.load(Ordering::Acquire);
+            if current.is_null() {
+                return; // never remembered
+            }
+            if current == this {
+                link.store(chunk.next.load(Ordering::Relaxed), Ordering::Release);
+                return;
+            }
+            // SAFETY: every chunk on the list is alive: it leaves the list before it is
+            // freed, here.
+            link = unsafe { &(*current).next };
+        }
+    });
+}
+
+/// The guard page that `address` falls in, if it is one of this thread's stacks, with the
+/// usable size of the stack above it. Reads only atomics: safe in a signal handler.
+fn guard_page_at(address: usize) -> Option<(Range<usize>, usize)> {
+    let page = page_size();
+    let mut chunk = CHUNKS.with(|head| head.load(Ordering::Acquire));
+    // SAFETY: every chunk on the list is alive (see `forget_chunk`).
+    while let Some(found) = unsafe { chunk.as_ref() } {
+        let start = found.ptr as usize;
+        if (start..start + found.len).contains(&address) {
+            let base = start + (address - start) / found.slot * found.slot;
+            return (address < base + page).then(|| (base..base + page, found.slot - page));
+        }
+        chunk = found.next.load(Ordering::Acquire);
+    }
+    None
 }
 
 /// The signals a guard-page fault arrives as: `SIGSEGV` on Linux, `SIGBUS` on macOS.
@@ -516,18 +578,16 @@ extern "C" fn on_fault(
 ) {
     // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler.
     let fault = unsafe { (*info).si_addr() } as usize;
-    // SAFETY: the pointer is set only while its stack runs, and the generator that owns
-    // that `Stack` cannot move meanwhile (`resume` borrows it). The page size it reads
-    // was asked for before any stack was mapped: a plain atomic load now.
-    let (low, high, size) = match unsafe { RUNNING_STACK.with(Cell::get).as_ref() } {
-        Some(stack) => (
-            stack.guard_page().start,
-            stack.guard_page().end,
-            stack.size(),
-        ),
-        None => (0, 0, 0),
-    };
-    if (low..high).contains(&fault) {
+    // The page size it reads was asked for before any stack was mapped: a plain atomic
+    // load now.
+    if let Some((
+        Range {
+            start: low,
+            end: high,
+        },
+        size,
+    )) = guard_page_at(fault)
+    {
         let mut line = Line::default();
         line.push(b"fatal: coroutine stack overflow (fault at ");
         line.push_hex(fault);
@@ -742,6 +802,37 @@ mod tests {
             unsafe { in_use.top().cast::<u64>().sub(1).write_volatile(7) };
             let fresh = Stack::take().unwrap();
             assert_ne!(fresh.top(), in_use.top());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_fault_handler_finds_the_guard_pages_of_this_threads_stacks_only() {
+        std::thread::spawn(|| {
+            let small = Stack::take_sized(MIN_STACK_SIZE).unwrap();
+            let stacks: Vec<Stack> = (0..40).map(|_| Stack::take().unwrap()).collect();
+            for stack in stacks.iter().chain([&small]) {
+                let guard = stack.guard_page();
+                let expected = Some((guard.clone(), stack.size()));
+                assert_eq!(guard_page_at(guard.start), expected);
+                assert_eq!(guard_page_at(guard.end - 1), expected);
+                // The stack itself, just above its guard page and at its top, is not one.
+                assert_eq!(guard_page_at(guard.end), None);
+                assert_eq!(guard_page_at(stack.top() as usize - 1), None);
+            }
+            let guard = small.guard_page();
+            // Another thread's stacks are not on this thread's list.
+            std::thread::spawn(move || assert_eq!(guard_page_at(guard.start), None))
+                .join()
+                .unwrap();
+            // Unmapped chunks leave the list.
+            let guard = stacks[0].guard_page();
+            stacks.into_iter().for_each(Stack::give_back);
+            small.give_back();
+            release_free_stacks();
+            assert_eq!(guard_page_at(guard.start), None);
+            CHUNKS.with(|head| assert!(head.load(Ordering::Relaxed).is_null()));
         })
         .join()
         .unwrap();

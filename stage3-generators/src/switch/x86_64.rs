@@ -1,4 +1,5 @@
-//! The x86_64 context switch (System V ABI): six callee-saved registers and a jump.
+//! The x86_64 context switch (System V ABI): six callee-saved registers, four of them
+//! saved by the compiler only where needed, two by hand, and a jump.
 //!
 //! Read `generator.rs` first; this file is what `resume` and `suspend` call.
 //!
@@ -8,15 +9,48 @@
 use super::{Entry, StackPointer};
 
 // ANCHOR: switch
-/// Saves the callee-saved registers on the current stack, stores the stack pointer in
-/// `*save`, and continues the stack saved in `to`.
+/// Saves the current stack, continues the stack saved in `to`, and hands it `message`;
+/// returns the message passed by whichever stack switches back to `*save`.
 ///
-/// To the caller this is a plain function call that returns when some other stack
-/// switches back to `*save`. `rbx`, `rbp` and `r12` to `r15` are the only registers a
-/// System V function must preserve; the compiler already spills every other register
-/// around a call. We end with `pop` + `jmp`, not `ret`: a `ret` that returns to a
-/// different call than the one that entered is always mispredicted by the return-stack
-/// buffer (a bare round trip takes about 20 ns with `ret` and 3 ns without, here:
+/// The `asm!` block tells the compiler that the call clobbers every register except
+/// `rbx`, `rbp` and `rsp`: it then saves only the values it still needs, where it can
+/// (often none, or once outside a loop), instead of all six callee-saved registers on
+/// every switch. `rbx` and `rbp` are reserved by LLVM and cannot be named as clobbered,
+/// so [`switch_stacks`] saves those two itself. `message` rides in `rdx`, untouched by
+/// the switch, from one stack's `asm!` block to the other's: no memory on the way.
+///
+/// # Safety
+///
+/// `save` must be valid for a write, and `to` must be a stack pointer stored by an
+/// earlier `switch` (or made by [`init`]) whose stack is still alive and not running.
+#[inline(always)]
+pub(crate) unsafe fn switch(save: *mut StackPointer, to: StackPointer, message: usize) -> usize {
+    let received;
+    // SAFETY: the caller upholds `switch_stacks`' contract; the clobbers below are every
+    // register the other stack may change, so the compiler keeps nothing in them.
+    unsafe {
+        core::arch::asm!(
+            "call {switch_stacks}",
+            switch_stacks = sym switch_stacks,
+            in("rdi") save,
+            in("rsi") to,
+            inlateout("rdx") message => received,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("C"),
+        )
+    };
+    received
+}
+
+/// Pushes `rbx` and `rbp`, stores the stack pointer in `*rdi`, loads `rsi` as the stack
+/// pointer, pops that stack's `rbx` and `rbp` and jumps to where it left off.
+///
+/// We end with `pop` + `jmp`, not `ret`: a `ret` that returns to a different call than
+/// the one that entered is always mispredicted by the return-stack buffer (a bare round
+/// trip takes about 20 ns with `ret` and 3 ns without, here:
 /// `benches/switch_variants.rs`).
 ///
 /// NB: the MXCSR and x87 control words are callee-saved too, but Rust code never changes
@@ -24,24 +58,15 @@ use super::{Entry, StackPointer};
 ///
 /// # Safety
 ///
-/// `save` must be valid for a write, and `to` must be a stack pointer stored by an
-/// earlier `switch` (or made by [`init`]) whose stack is still alive and not running.
+/// Only for [`switch`]'s `asm!` block, which declares what it clobbers.
 #[unsafe(naked)]
-pub(crate) unsafe extern "C" fn switch(save: *mut StackPointer, to: StackPointer) {
+unsafe extern "C" fn switch_stacks() {
     core::arch::naked_asm!(
         // The `call` that got us here pushed the return address; push the rest.
         "push rbp",
         "push rbx",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
         "mov [rdi], rsp", // *save = rsp
         "mov rsp, rsi",   // rsp = to
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
         "pop rbx",
         "pop rbp",
         "pop rcx", // the return address saved on the other stack
@@ -50,41 +75,41 @@ pub(crate) unsafe extern "C" fn switch(save: *mut StackPointer, to: StackPointer
 }
 // ANCHOR_END: switch
 
-/// The first code a fresh stack runs, reached by the `jmp` at the end of [`switch`]:
-/// `entry(arg)` with `arg` in `rbx` and `entry` in `r12`, as [`init`] laid them out.
+/// The first code a fresh stack runs, reached by the `jmp` at the end of
+/// [`switch_stacks`]: `entry(arg, message)` with `arg` in `rbx` and `entry` in `rbp`, as
+/// [`init`] laid them out, and the first message still in `rdx`.
 #[unsafe(naked)]
 unsafe extern "C" fn trampoline() {
     core::arch::naked_asm!(
         "mov rdi, rbx",
-        "call r12",
+        "mov rsi, rdx",
+        "mov rax, rbp",
+        "xor ebp, ebp", // the end of the frame-pointer chain
+        "call rax",
         // `entry` never returns; if it did, stop here rather than run off the stack.
         "ud2",
     )
 }
 
-/// Lays out a fresh stack so that the first [`switch`] to it calls `entry(arg)`.
+/// Lays out a fresh stack so that the first [`switch`] to it calls `entry(arg, message)`.
 ///
 /// # Safety
 ///
 /// `top` must be the 16-byte-aligned upper end of a writable stack of at least a few
 /// hundred bytes that nothing else uses.
 pub(crate) unsafe fn init(top: *mut u8, entry: Entry, arg: *mut u8) -> StackPointer {
-    // What `switch` pops, lowest address first: r15, r14, r13, r12, rbx, rbp, then the
-    // address it jumps to. Two spare words above keep `rsp` 16-byte aligned at the
-    // `call` in the trampoline, as the ABI requires.
-    let frame: [usize; 9] = [
-        0,                                // r15
-        0,                                // r14
-        0,                                // r13
-        entry as *const () as usize,      // r12
+    // What `switch_stacks` pops, lowest address first: rbx, rbp, then the address it
+    // jumps to. Two spare words above keep `rsp` 16-byte aligned at the `call` in the
+    // trampoline, as the ABI requires.
+    let frame: [usize; 5] = [
         arg as usize,                     // rbx
-        0,                                // rbp: the end of the frame-pointer chain
-        trampoline as *const () as usize, // where `switch` jumps
+        entry as *const () as usize,      // rbp
+        trampoline as *const () as usize, // where `switch_stacks` jumps
         0,                                // spare (alignment)
         0,                                // spare
     ];
     // SAFETY: the caller guarantees `top` ends a writable, unused, aligned stack with
-    // room for these nine words.
+    // room for these five words.
     unsafe {
         let sp = top.cast::<usize>().sub(frame.len());
         sp.copy_from_nonoverlapping(frame.as_ptr(), frame.len());
