@@ -88,7 +88,7 @@ pub enum GeneratorState<Y, R> {
 // ANCHOR: yielder
 /// Lent to a generator's body: its way to suspend and to receive what `resume` sends.
 ///
-/// The generator owns it at a fixed heap address; both stacks reach it while the other
+/// It lives at a fixed address, the top of the generator's stack; both stacks reach it while the other
 /// one is suspended, so every field is a `Cell` and at most one side runs at a time.
 pub struct Yielder<I, Y> {
     /// Where `suspend` switches to: the stack that called `resume`.
@@ -194,25 +194,38 @@ enum Outcome<R> {
     Cancelled,
 }
 
-type Body<I, Y, R> = Box<dyn FnOnce(&Yielder<I, Y>, I) -> R>;
-
-/// What both stacks share, at a fixed heap address.
+/// What both stacks share, at the top of the generator's own stack, with the body just
+/// below it: nothing on the heap.
 struct Inner<I, Y, R> {
     yielder: Yielder<I, Y>,
-    body: Cell<Option<Body<I, Y, R>>>,
     outcome: Cell<Option<Outcome<R>>>,
+}
+
+/// A body bigger than this goes to the heap, and only a pointer to it onto the stack: it
+/// would take too much of a small stack.
+const MAX_BODY_ON_STACK: usize = 1024;
+
+/// Where [`Generator::with_stack_size`] puts `Inner` below `top`, each aligned for its type.
+fn inner_place<I, Y, R>(top: *mut u8) -> *mut Inner<I, Y, R> {
+    let at = (top as usize - size_of::<Inner<I, Y, R>>()) & !(align_of::<Inner<I, Y, R>>() - 1);
+    top.wrapping_sub(top as usize - at).cast()
+}
+
+/// Where the body of type `F` goes, just below `Inner`.
+fn body_place<I, Y, R, F>(inner: *mut Inner<I, Y, R>) -> *mut F {
+    let below = inner.cast::<u8>();
+    let at = (below as usize - size_of::<F>()) & !(align_of::<F>() - 1);
+    below.wrapping_sub(below as usize - at).cast()
 }
 
 // ANCHOR: generator
 /// A stackful coroutine that takes `I` on each resume, yields `Y`, and returns `R`.
 pub struct Generator<I, Y, R> {
-    /// Leaked from a `Box` while the generator lives: the coroutine holds a raw pointer
-    /// to it, so no `Box` may claim unique access meanwhile.
+    /// At the top of `stack`, until the body has finished: both stacks reach it by this
+    /// raw pointer, so only shared references to it are ever made.
     inner: NonNull<Inner<I, Y, R>>,
     /// `None` once the body has finished and the stack went back to the pool.
     stack: Option<Stack>,
-    /// The body has started (and not finished): dropping must unwind its stack.
-    started: bool,
     /// Not `Send` (see the module docs).
     _not_send: PhantomData<*mut ()>,
 }
@@ -246,27 +259,52 @@ impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
         let stack = Stack::take_sized(stack_size)?;
-        let inner = NonNull::from(Box::leak(Box::new(Inner {
-            yielder: Yielder {
-                caller: Cell::new(ptr::null_mut()),
-                coroutine: Cell::new(ptr::null_mut()),
-                cancelling: Cell::new(false),
-                _values: PhantomData,
-            },
-            body: Cell::new(Some(Box::new(body) as Body<I, Y, R>)),
-            outcome: Cell::new(None),
-        })));
+        if size_of::<F>() <= MAX_BODY_ON_STACK && align_of::<F>() <= 64 {
+            Ok(Generator::on(stack, body))
+        } else {
+            let body = Box::new(body);
+            Ok(Generator::on(
+                stack,
+                move |yielder: &Yielder<I, Y>, input| body(yielder, input),
+            ))
+        }
+    }
+
+    /// Puts `Inner` and `body` at the top of `stack`, and below them the frame that
+    /// starts `entry` at the first switch.
+    // NB: corosensei does the same: a generator costs no allocation beyond its stack,
+    // whose top page the first switch touches anyway.
+    fn on<F>(stack: Stack, body: F) -> Generator<I, Y, R>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let inner = inner_place::<I, Y, R>(stack.top());
+        let body_at = body_place::<I, Y, R, F>(inner);
+        let frame_top = body_at.cast::<u8>().wrapping_sub(body_at as usize % 16);
         // SAFETY: the stack is fresh from the pool, page-aligned, and used by nothing
-        // else; `entry` never returns; `inner` outlives the stack's use (see `Drop`).
-        let sp = unsafe { switch::init(stack.top(), entry::<I, Y, R>, inner.as_ptr().cast()) };
-        // SAFETY: `inner` was just leaked from a live `Box`.
-        unsafe { inner.as_ref() }.yielder.coroutine.set(sp);
-        Ok(Generator {
-            inner,
+        // else. `inner` and `body_at` lie below its top, each aligned for its type and
+        // apart from the other, and `frame_top` below both, 16-byte aligned; both are
+        // small against any stack size we accept. `entry` never returns.
+        let sp = unsafe {
+            inner.write(Inner {
+                yielder: Yielder {
+                    caller: Cell::new(ptr::null_mut()),
+                    coroutine: Cell::new(ptr::null_mut()),
+                    cancelling: Cell::new(false),
+                    _values: PhantomData,
+                },
+                outcome: Cell::new(None),
+            });
+            body_at.write(body);
+            switch::init(frame_top, entry::<I, Y, R, F>, inner.cast())
+        };
+        // SAFETY: just written; only shared references to it are ever made.
+        unsafe { &*inner }.yielder.coroutine.set(sp);
+        Generator {
+            inner: NonNull::new(inner).expect("a stack is never at address 0"),
             stack: Some(stack),
-            started: false,
             _not_send: PhantomData,
-        })
+        }
     }
 }
 
@@ -286,7 +324,6 @@ impl<I, Y, R> Generator<I, Y, R> {
             !self.is_complete(),
             "resumed a generator that has completed"
         );
-        self.started = true;
         // The body decodes (moves) `input` before it switches back: see `encode`.
         let mut input = ManuallyDrop::new(input);
         let message = self.switch_in(encode(&mut input));
@@ -333,16 +370,20 @@ impl<I, Y, R> Generator<I, Y, R> {
     }
     // ANCHOR_END: resume
 
+    /// Drops `inner` and gives the stack it lives on back to the pool.
     fn finish(&mut self) {
-        self.started = false;
         if let Some(stack) = self.stack.take() {
+            // SAFETY: `inner` lives at the top of this stack, whose body has finished:
+            // nothing reads it any more.
+            unsafe { ptr::drop_in_place(self.inner.as_ptr()) };
             stack.give_back();
         }
     }
 
     fn inner(&self) -> &Inner<I, Y, R> {
-        // SAFETY: `inner` is valid from `try_new` until `drop`, and only shared
-        // references to it are ever made (its fields are cells).
+        // SAFETY: `inner` is valid while the stack it lives on is ours (every caller
+        // checks that the generator has not finished), and only shared references to it
+        // are ever made (its fields are cells).
         unsafe { self.inner.as_ref() }
     }
 
@@ -354,13 +395,22 @@ impl<I, Y, R> Generator<I, Y, R> {
 // ANCHOR: entry
 /// The bottom of every generator stack: runs the body inside `catch_unwind`, records how
 /// it ended, and switches back for the last time.
-extern "C" fn entry<I, Y, R>(inner: *mut u8, message: usize) -> ! {
-    // SAFETY: `init` was given a pointer to the generator's `Inner`, which stays valid
-    // until the generator is dropped, and the generator waits in `resume` or `drop` until
-    // this stack switches back.
-    let inner = unsafe { &*inner.cast::<Inner<I, Y, R>>() };
-    let outcome = {
-        let body = inner.body.take().expect("the body runs once");
+extern "C" fn entry<I, Y, R, F>(inner: *mut u8, message: usize) -> !
+where
+    F: FnOnce(&Yielder<I, Y>, I) -> R,
+{
+    let inner = inner.cast::<Inner<I, Y, R>>();
+    // SAFETY: `on` moved the body to its place below `inner`, and this is its one move
+    // out. Both stay valid: the generator waits in `resume` or `drop` until this stack
+    // switches back, and only then frees them.
+    let (inner, body) = unsafe { (&*inner, body_place::<I, Y, R, F>(inner).read()) };
+    let outcome = if inner.yielder.cancelling.get() {
+        // Dropped before its first `resume`: the body is dropped unrun.
+        match panic::catch_unwind(AssertUnwindSafe(|| drop(body))) {
+            Ok(()) => Outcome::Cancelled,
+            Err(payload) => Outcome::Panicked(payload),
+        }
+    } else {
         // SAFETY: the first `resume` encoded an `I` and waits for us to switch back.
         let input = unsafe { decode(message) };
         // No unwind may cross the switch: catch it here, re-raise it in `resume`.
@@ -387,7 +437,8 @@ impl<I, Y, R> Drop for Generator<I, Y, R> {
     /// buffers) is dropped too. Python: `gen.close()`.
     fn drop(&mut self) {
         let mut outcome = None;
-        if self.started {
+        if !self.is_complete() {
+            // Suspended, or never started (then `entry` drops the body unrun).
             self.yielder().cancelling.set(true);
             self.switch_in(0); // nothing to decode: `suspend` unwinds
             outcome = self.inner().outcome.take();
@@ -397,8 +448,6 @@ impl<I, Y, R> Drop for Generator<I, Y, R> {
             }
         }
         self.finish();
-        // SAFETY: leaked in `try_new`; the stack that pointed at it is gone.
-        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
         // The body may have caught the unwind and panicked anyway; pass that on unless we
         // are unwinding already (a second panic would abort).
         if let Some(Outcome::Panicked(payload)) = outcome
@@ -627,6 +676,71 @@ mod tests {
         let generator = Generator::new(move |_: &Yielder<(), ()>, ()| drop(noisy));
         drop(generator);
         assert_eq!(drops.get(), 1);
+    }
+
+    #[test]
+    fn bodies_of_every_size_and_alignment_run_and_drop_once() {
+        #[repr(align(32))]
+        struct Aligned(u8);
+        #[repr(align(256))]
+        struct VeryAligned(u8);
+        let drops = Rc::new(Cell::new(0));
+        // On the stack: small, and over-aligned. On the heap: too big, too aligned.
+        let small = Noisy(drops.clone());
+        let over_aligned = (Noisy(drops.clone()), Aligned(7));
+        let big = (Noisy(drops.clone()), [3u8; 4096]);
+        let drops_e = drops.clone();
+        let huge_alignment = (Noisy(drops.clone()), VeryAligned(9));
+        let mut a =
+            Generator::new(move |y: &Yielder<(), usize>, ()| y.suspend(small.0.get() as usize));
+        let mut b = Generator::new(move |y: &Yielder<(), usize>, ()| {
+            let over_aligned = over_aligned; // the whole tuple, not only the field used
+            assert_eq!(std::ptr::from_ref(&over_aligned.1) as usize % 32, 0);
+            y.suspend(over_aligned.1.0 as usize)
+        });
+        let mut c = Generator::new(move |y: &Yielder<(), usize>, ()| {
+            let big = big;
+            y.suspend(big.1.iter().map(|&b| b as usize).sum())
+        });
+        assert_eq!(a.resume(()), GeneratorState::Yielded(0));
+        assert_eq!(b.resume(()), GeneratorState::Yielded(7));
+        assert_eq!(c.resume(()), GeneratorState::Yielded(3 * 4096));
+        assert_eq!(drops.get(), 0);
+        drop((a, b, c));
+        assert_eq!(
+            drops.get(),
+            3,
+            "each body dropped once, with its stack unwound"
+        );
+        let mut d = Generator::new(move |_: &Yielder<(), ()>, ()| {
+            let huge_alignment = huge_alignment;
+            assert_eq!(std::ptr::from_ref(&huge_alignment.1) as usize % 256, 0);
+        });
+        assert_eq!(d.resume(()), GeneratorState::Complete(()));
+        let e = Generator::new(move |_: &Yielder<(), ()>, ()| drop(Noisy(drops_e)));
+        drop(e);
+        assert_eq!(drops.get(), 4, "an unstarted body is dropped unrun");
+        assert_eq!(Rc::strong_count(&drops), 1, "nothing leaked");
+    }
+
+    #[test]
+    fn an_unstarted_body_whose_drop_panics_passes_the_panic_on() {
+        struct PanicOnDrop;
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("the body's destructor panics");
+            }
+        }
+        let guard = PanicOnDrop;
+        let generator = Generator::new(move |_: &Yielder<(), ()>, ()| drop(guard));
+        let payload = panic::catch_unwind(AssertUnwindSafe(|| drop(generator))).unwrap_err();
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"the body's destructor panics")
+        );
+        // Its stack went back to the pool, and the next generator runs on it.
+        let mut next = Generator::new(|_: &Yielder<(), ()>, ()| 5);
+        assert_eq!(next.resume(()), GeneratorState::Complete(5));
     }
 
     fn countdown(yielder: &Yielder<(), u32>, depth: u32) {
