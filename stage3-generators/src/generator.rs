@@ -715,6 +715,7 @@ mod tests {
         let mut d = Generator::new(move |_: &Yielder<(), ()>, ()| {
             let huge_alignment = huge_alignment;
             assert_eq!(std::ptr::from_ref(&huge_alignment.1) as usize % 256, 0);
+            assert_eq!(huge_alignment.1.0, 9);
         });
         assert_eq!(d.resume(()), GeneratorState::Complete(()));
         let e = Generator::new(move |_: &Yielder<(), ()>, ()| drop(Noisy(drops_e)));
