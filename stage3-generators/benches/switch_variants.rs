@@ -3,10 +3,14 @@
 //!
 //! `cargo bench -p stage3-generators --bench switch_variants`
 //!
-//! - `pop + jmp`: the crate's switch.
+//! - `pop + jmp`: a self-contained switch that saves all six callee-saved registers
+//!   itself, ending as the crate's `switch_stacks` does. (The crate's own switch saves
+//!   only `rbx` and `rbp` and lets the compiler save the rest where needed, which needs an
+//!   `asm!` block at each call site; a bare ping-pong has nothing live to save, so the
+//!   six-register version isolates what the ending costs.)
 //! - `ret`: the same, ending with `ret`. The return-stack buffer predicts every `ret` to
 //!   go back to the call that matches it; a switch never does, so every one mispredicts.
-//! - `+ fp control words`: the crate's switch, also saving and restoring MXCSR and the x87
+//! - `+ fp control words`: the `pop + jmp` switch, also saving and restoring MXCSR and the x87
 //!   control word, the two callee-saved control registers the crate deliberately skips.
 //!   Once with both stacks using the same values, once with different ones (the coroutine
 //!   starts with flush-to-zero set), to see whether differing values cost more.
@@ -24,7 +28,7 @@ mod variants {
 
     type Switch = unsafe extern "C" fn(save: *mut *mut u8, to: *mut u8);
 
-    /// The crate's switch, copied so that the variants below differ from it by one thing.
+    /// The six-register switch, so that the variants below differ from it by one thing.
     #[unsafe(naked)]
     unsafe extern "C" fn pop_jmp(_save: *mut *mut u8, _to: *mut u8) {
         core::arch::naked_asm!(

@@ -23,7 +23,10 @@ const FRAME: usize = 32;
 /// LLVM reserves (x19, the frame pointer x29, and x18, the platform register, which we
 /// leave alone), so the compiler saves only what it still needs, d8 to d15 included
 /// (`clobber_abi("C")` clobbers all of v0 to v31). [`switch_stacks`] saves the rest:
-/// x19, x29 and the return address x30. `message` rides in x2.
+/// x19, x29 and the address to come back to, x30. `message` rides in x2.
+///
+/// As on x86_64, the block sets x30 itself and branches with `b`, not `bl`: the return
+/// predictor pushes an entry on every `bl`, and no `ret` would ever pop this one.
 ///
 /// # Safety
 ///
@@ -36,7 +39,9 @@ pub(crate) unsafe fn switch(save: *mut StackPointer, to: StackPointer, message: 
     // register the other stack may change, so the compiler keeps nothing in them.
     unsafe {
         core::arch::asm!(
-            "bl {switch_stacks}",
+            "adr x30, 2f", // where the other stack comes back to: label 2
+            "b {switch_stacks}",
+            "2:",
             switch_stacks = sym switch_stacks,
             in("x0") save,
             in("x1") to,
@@ -62,6 +67,8 @@ pub(crate) unsafe fn switch(save: *mut StackPointer, to: StackPointer, message: 
 ///
 /// Ends with `br x30` rather than `ret`, for the same reason as on x86_64: the return
 /// predictor would expect the caller of this call, and a switch never goes back there.
+/// Its eight instructions fill one 32-byte-aligned block, so the branch never straddles a
+/// 64-byte line (which cost up to 1.6 ns a round trip on x86_64; not measured here).
 ///
 /// NB: like the x86_64 switch, it does not save the floating-point control register
 /// (FPCR): Rust code never changes it.
@@ -72,15 +79,14 @@ pub(crate) unsafe fn switch(save: *mut StackPointer, to: StackPointer, message: 
 #[unsafe(naked)]
 unsafe extern "C" fn switch_stacks() {
     core::arch::naked_asm!(
-        "sub sp, sp, #32",
-        "stp x19, x29, [sp, #0]",
+        ".p2align 5",
+        "stp x19, x29, [sp, #-32]!",
         "str x30, [sp, #16]",
         "mov x9, sp",
         "str x9, [x0]", // *save = sp
         "mov sp, x1",   // sp = to
-        "ldp x19, x29, [sp, #0]",
         "ldr x30, [sp, #16]",
-        "add sp, sp, #32",
+        "ldp x19, x29, [sp], #32",
         "br x30",
     )
 }

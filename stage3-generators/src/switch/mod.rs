@@ -4,7 +4,7 @@
 //! - `switch(save, to, message)`: stores the stack pointer in `*save`, loads `to` as the
 //!   stack pointer and continues where that stack left off, handing it `message`, one
 //!   word in a register; returns the word the next switch back here hands us. It is an
-//!   `asm!` block that calls a naked function: the block declares every register the
+//!   `asm!` block that jumps to a naked function: the block declares every register the
 //!   compiler may name as clobbered, so the compiler saves only the callee-saved values
 //!   it still needs, and the naked function saves the few LLVM reserves and the block
 //!   cannot name (`rbx` and `rbp`; x19, x29 and x30 on aarch64).

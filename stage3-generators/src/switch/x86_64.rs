@@ -12,12 +12,18 @@ use super::{Entry, StackPointer};
 /// Saves the current stack, continues the stack saved in `to`, and hands it `message`;
 /// returns the message passed by whichever stack switches back to `*save`.
 ///
-/// The `asm!` block tells the compiler that the call clobbers every register except
+/// The `asm!` block tells the compiler that the switch clobbers every register except
 /// `rbx`, `rbp` and `rsp`: it then saves only the values it still needs, where it can
 /// (often none, or once outside a loop), instead of all six callee-saved registers on
 /// every switch. `rbx` and `rbp` are reserved by LLVM and cannot be named as clobbered,
 /// so [`switch_stacks`] saves those two itself. `message` rides in `rdx`, untouched by
 /// the switch, from one stack's `asm!` block to the other's: no memory on the way.
+///
+/// The block pushes its own return address and jumps, rather than `call`: the CPU's
+/// return-stack buffer pushes an entry on every `call`, and no `ret` ever pops this one,
+/// so after a `call` the next `ret` of the resumed side (the function that called
+/// `resume`, returning) is predicted to go back into the other stack: mispredicted, on
+/// every switch (a round trip inside a function that returns took 12 ns instead of 5).
 ///
 /// # Safety
 ///
@@ -30,7 +36,10 @@ pub(crate) unsafe fn switch(save: *mut StackPointer, to: StackPointer, message: 
     // register the other stack may change, so the compiler keeps nothing in them.
     unsafe {
         core::arch::asm!(
-            "call {switch_stacks}",
+            "lea rcx, [rip + 2f]", // where the other stack comes back to: label 2
+            "push rcx",
+            "jmp {switch_stacks}",
+            "2:",
             switch_stacks = sym switch_stacks,
             in("rdi") save,
             in("rsi") to,
@@ -51,7 +60,14 @@ pub(crate) unsafe fn switch(save: *mut StackPointer, to: StackPointer, message: 
 /// We end with `pop` + `jmp`, not `ret`: a `ret` that returns to a different call than
 /// the one that entered is always mispredicted by the return-stack buffer (a bare round
 /// trip takes about 20 ns with `ret` and 3 ns without, here:
-/// `benches/switch_variants.rs`).
+/// `benches/switch_variants.rs`). Nor is it entered by a `call` (see [`switch`]).
+///
+/// Its 13 bytes start on a 16-byte boundary, so the final `jmp` never straddles a 64-byte
+/// line: where it did (wherever the linker happened to put the function), a round trip
+/// took 4.1 to 5.5 ns instead of 3.9, changing from one process to the next (AMD Zen 4).
+/// Naked functions are only 4-byte aligned by default. In an ELF object each one has its
+/// own section, which `.p2align` aligns: no padding is executed (on macOS, a `nop` or
+/// two may be).
 ///
 /// NB: the MXCSR and x87 control words are callee-saved too, but Rust code never changes
 /// them, so we do not pay for saving them (64 to 76 ns per round trip here).
@@ -62,7 +78,8 @@ pub(crate) unsafe fn switch(save: *mut StackPointer, to: StackPointer, message: 
 #[unsafe(naked)]
 unsafe extern "C" fn switch_stacks() {
     core::arch::naked_asm!(
-        // The `call` that got us here pushed the return address; push the rest.
+        ".p2align 4",
+        // `switch` pushed the address to come back to; push the rest.
         "push rbp",
         "push rbx",
         "mov [rdi], rsp", // *save = rsp

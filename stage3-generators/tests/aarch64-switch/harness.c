@@ -9,7 +9,8 @@ void stage3_switch(void); /* not a C function: only called through `sw` below */
 void stage3_trampoline(void);
 static void *main_sp, *co_sp;
 
-/* What `switch` in aarch64.rs does: `bl` to the naked switch, declaring every register
+/* What `switch` in aarch64.rs does: set x30 to label 2 and branch (not `bl`, which
+ * would push the return predictor) to the naked switch, declaring every register
  * clobbered except x19 and x29 (which the switch saves), so the compiler saves whatever
  * it keeps in them. x18 too: GCC uses it as a scratch register on Linux, and so does
  * Rust's `clobber_abi("C")` there. The message rides in x2. */
@@ -17,7 +18,7 @@ static inline uintptr_t sw(void **save, void *to, uintptr_t message) {
     register void **x0 __asm__("x0") = save;
     register void *x1 __asm__("x1") = to;
     register uintptr_t x2 __asm__("x2") = message;
-    __asm__ volatile("bl stage3_switch"
+    __asm__ volatile("adr x30, 2f\n b stage3_switch\n 2:"
                      : "+r"(x0), "+r"(x1), "+r"(x2)
                      :
                      : "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13",
