@@ -10,6 +10,10 @@
 //! randomisation), and our round trip is about 0.8 ns slower for some placements. Each
 //! process's figures are printed, then the medians. `benches/switch.rs` has the same pair
 //! under criterion.
+//!
+//! Each pair is timed twice: with `resume` inlined into the timing loop, the best case,
+//! and behind a function that is not inlined, as a scheduler calls it (a `ret` after
+//! every round trip, which a switch must not leave the CPU mispredicting).
 
 use std::hint::black_box;
 use std::process::Command;
@@ -44,35 +48,42 @@ fn time(mut round_trip: impl FnMut(u64) -> u64) -> f64 {
 
 fn main() {
     if std::env::var_os(CHILD).is_some() {
-        let (ours, theirs) = measure();
-        println!("{ours} {theirs}");
+        let [a, b, c, d] = measure();
+        println!("{a} {b} {c} {d}");
         return;
     }
     println!(
         "resume + suspend round trip, CPU time, median of 3 x {ROUND_TRIPS} in each of \
-         {PROCESSES} processes:"
+         {PROCESSES} processes;"
     );
-    println!("  process  stage3-generators  corosensei  ratio");
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    println!("stage3-generators against corosensei, resume inlined and resume called:");
+    println!("  process  inlined: ours  corosensei  ratio   called: ours  corosensei  ratio");
+    let mut columns: [Vec<f64>; 4] = Default::default();
     for process in 1..=PROCESSES {
-        let (ours, theirs) = child();
-        println!(
-            "  {process:>7}  {ours:>14.2} ns  {theirs:>7.2} ns  {:>5.2}",
-            ours / theirs
-        );
-        a.push(ours);
-        b.push(theirs);
+        let figures = child();
+        println!("  {process:>7}{}", row(figures));
+        for (column, figure) in columns.iter_mut().zip(figures) {
+            column.push(figure);
+        }
     }
-    let (ours, theirs) = (median(&mut a), median(&mut b));
     println!(
-        "  {:>7}  {ours:>14.2} ns  {theirs:>7.2} ns  {:>5.2}",
+        "  {:>7}{}",
         "median",
-        ours / theirs
+        row(columns.map(|mut c| median(&mut c)))
     );
 }
 
-/// Runs this example again as a child process, and reads its two figures.
-fn child() -> (f64, f64) {
+/// One line of the table: two pairs of timings and their ratios.
+fn row([a, b, c, d]: [f64; 4]) -> String {
+    format!(
+        "  {a:>10.2} ns  {b:>7.2} ns  {:>5.2}  {c:>10.2} ns  {d:>7.2} ns  {:>5.2}",
+        a / b,
+        c / d
+    )
+}
+
+/// Runs this example again as a child process, and reads its four figures.
+fn child() -> [f64; 4] {
     let output = Command::new(std::env::current_exe().expect("the path of this example"))
         .env(CHILD, "1")
         .output()
@@ -83,7 +94,7 @@ fn child() -> (f64, f64) {
         .filter_map(|word| word.parse().ok())
         .collect();
     match (output.status.success(), figures.as_slice()) {
-        (true, &[ours, theirs]) => (ours, theirs),
+        (true, &[a, b, c, d]) => [a, b, c, d],
         _ => panic!(
             "the child failed ({}): {text}{}",
             output.status,
@@ -97,8 +108,9 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// The medians of three timings of each round trip, ours and corosensei's, in turns.
-fn measure() -> (f64, f64) {
+/// The medians of three timings of each round trip, ours and corosensei's in turns, first
+/// inlined, then called.
+fn measure() -> [f64; 4] {
     use stage3_generators::generator::{Generator, GeneratorState, Yielder};
     let mut ours = Generator::new(|yielder: &Yielder<u64, u64>, mut x: u64| {
         loop {
@@ -111,16 +123,32 @@ fn measure() -> (f64, f64) {
                 x = yielder.suspend(x);
             }
         });
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    #[inline(never)]
+    fn called_ours<R>(generator: &mut Generator<u64, u64, R>, i: u64) -> u64 {
+        match generator.resume(i) {
+            GeneratorState::Yielded(x) => x,
+            GeneratorState::Complete(_) => unreachable!("the echo never returns"),
+        }
+    }
+    #[inline(never)]
+    fn called_theirs<R>(coroutine: &mut corosensei::Coroutine<u64, u64, R>, i: u64) -> u64 {
+        match coroutine.resume(i) {
+            corosensei::CoroutineResult::Yield(x) => x,
+            corosensei::CoroutineResult::Return(_) => unreachable!("the echo never returns"),
+        }
+    }
+    let mut columns: [Vec<f64>; 4] = Default::default();
     for _ in 0..3 {
-        a.push(time(|i| match ours.resume(i) {
+        columns[0].push(time(|i| match ours.resume(i) {
             GeneratorState::Yielded(x) => x,
             GeneratorState::Complete(never) => never,
         }));
-        b.push(time(|i| match theirs.resume(i) {
+        columns[1].push(time(|i| match theirs.resume(i) {
             corosensei::CoroutineResult::Yield(x) => x,
             corosensei::CoroutineResult::Return(never) => never,
         }));
+        columns[2].push(time(|i| called_ours(&mut ours, i)));
+        columns[3].push(time(|i| called_theirs(&mut theirs, i)));
     }
-    (median(&mut a), median(&mut b))
+    columns.map(|mut column| median(&mut column))
 }

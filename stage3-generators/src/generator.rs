@@ -333,6 +333,15 @@ impl<I, Y, R> Generator<I, Y, R> {
             // SAFETY: `suspend` encoded a `Y` and stays switched out until we switch in.
             return GeneratorState::Yielded(unsafe { decode(message) });
         }
+        self.finished()
+    }
+
+    /// The body has returned or panicked: takes its outcome and gives the stack back.
+    // NB: out of line, because it runs once per generator: the `resume` that remains is
+    // small enough for the compiler to inline where it is called.
+    #[cold]
+    #[inline(never)]
+    fn finished(&mut self) -> GeneratorState<Y, R> {
         let outcome = self.inner().outcome.take();
         self.finish();
         match outcome.expect("a body that did not suspend has finished") {
