@@ -21,6 +21,7 @@ use shared::Error;
 use crate::future::Future;
 use crate::task::Cancel;
 
+// ANCHOR: callback
 /// What the loop runs once, from its ready queue.
 pub enum Callback {
     /// A function (Python: any callable handed to `call_soon`).
@@ -46,6 +47,7 @@ pub trait Step {
     /// Resumes the task's generator until it waits again or returns.
     fn step(self: Rc<Self>);
 }
+// ANCHOR_END: callback
 
 // ANCHOR: state
 /// A handle to the event loop; clones share it.
