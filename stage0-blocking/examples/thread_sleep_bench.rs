@@ -33,16 +33,16 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(elapsed) => {
-            println!("{}", bench.time_line("threads", elapsed));
+            shared::say!("{}", bench.time_line("threads", elapsed));
             match (baseline, probe.all_alive()) {
                 _ if !bench.one_job_each() => {}
-                (None, _) => println!("resident memory: not measured on this OS"),
+                (None, _) => shared::say!("resident memory: not measured on this OS"),
                 (Some(baseline), Some(all_alive)) => {
                     if let Some(line) = bench.memory_line("threads", baseline, all_alive) {
-                        println!("{line}");
+                        shared::say!("{line}");
                     }
                 }
-                (Some(_), None) => println!(
+                (Some(_), None) => shared::say!(
                     "resident memory: not measured, only {} of {} threads were alive when \
                      the last one started (the first had finished: try a longer sleep)",
                     probe.alive_at_sample(),

@@ -150,8 +150,8 @@ fn main() -> std::process::ExitCode {
         handle_request(&mut event_loop, raw, move |_, reply| {
             let at = started.elapsed().as_secs_f64();
             match reply {
-                Ok(reply) => println!("[{at:.3} s] {raw:<22} -> {reply}"),
-                Err(error) => println!("[{at:.3} s] {raw:<22} -> {error}"),
+                Ok(reply) => shared::say!("[{at:.3} s] {raw:<22} -> {reply}"),
+                Err(error) => shared::say!("[{at:.3} s] {raw:<22} -> {error}"),
             }
         });
     }
@@ -161,7 +161,7 @@ fn main() -> std::process::ExitCode {
     }
     // One after the other, the three that reach the orders service alone would take
     // 3 x (50 + 80) ms; on the loop, everything overlaps.
-    println!(
+    shared::say!(
         "5 requests handled in {:.3} s, on one thread",
         started.elapsed().as_secs_f64()
     );

@@ -67,9 +67,9 @@ fn main() -> ExitCode {
     );
     match result {
         Ok(run) => {
-            println!("{}", bench.time_line("coroutines", run.elapsed));
+            shared::say!("{}", bench.time_line("coroutines", run.elapsed));
             let stack_kib = options.stack_size.next_multiple_of(page_size()) / 1024;
-            println!(
+            shared::say!(
                 "address space reserved per coroutine: {} KiB ({stack_kib} KiB of stack, a \
                  {} KiB guard page; guard pages by {guard})",
                 stack_kib + page_size() / 1024,
@@ -79,29 +79,29 @@ fn main() -> ExitCode {
                 (Some(baseline), Some(all_alive), Some(after)) => {
                     if let Some(line) = bench.memory_line("coroutines", baseline, all_alive) {
                         let per = all_alive.saturating_sub(baseline) as f64 / run.workers as f64;
-                        println!(
+                        shared::say!(
                             "{line} ({:.2} pages of {} bytes)",
                             per / page_size() as f64,
                             page_size()
                         );
                     }
-                    println!(
+                    shared::say!(
                         "resident memory after the run: {:.1} MiB above the baseline",
                         after.saturating_sub(baseline) as f64 / (1 << 20) as f64
                     );
                 }
-                _ => println!("resident memory: not measured on this OS"),
+                _ => shared::say!("resident memory: not measured on this OS"),
             }
             // Page tables are kernel memory, outside the resident figure: one 4 KiB table
             // maps 2 MiB, so the sparser the touched pages, the more tables they need.
             match (tables_before, tables_alive.get()) {
-                (Some(before), Some(alive)) => println!(
+                (Some(before), Some(alive)) => shared::say!(
                     "page tables with all {} coroutines alive: {:.1} MiB, {:.0} bytes per coroutine",
                     run.workers,
                     alive.saturating_sub(before) as f64 / (1 << 20) as f64,
                     alive.saturating_sub(before) as f64 / run.workers as f64
                 ),
-                _ => println!("page tables: not measured on this OS"),
+                _ => shared::say!("page tables: not measured on this OS"),
             }
             ExitCode::SUCCESS
         }

@@ -49,24 +49,24 @@ fn time(mut round_trip: impl FnMut(u64) -> u64) -> f64 {
 fn main() {
     if std::env::var_os(CHILD).is_some() {
         let [a, b, c, d] = measure();
-        println!("{a} {b} {c} {d}");
+        shared::say!("{a} {b} {c} {d}");
         return;
     }
-    println!(
+    shared::say!(
         "resume + suspend round trip, CPU time, median of 3 x {ROUND_TRIPS} in each of \
          {PROCESSES} processes;"
     );
-    println!("stage3-generators against corosensei, resume inlined and resume called:");
-    println!("  process  inlined: ours  corosensei  ratio   called: ours  corosensei  ratio");
+    shared::say!("stage3-generators against corosensei, resume inlined and resume called:");
+    shared::say!("  process  inlined: ours  corosensei  ratio   called: ours  corosensei  ratio");
     let mut columns: [Vec<f64>; 4] = Default::default();
     for process in 1..=PROCESSES {
         let figures = child();
-        println!("  {process:>7}{}", row(figures));
+        shared::say!("  {process:>7}{}", row(figures));
         for (column, figure) in columns.iter_mut().zip(figures) {
             column.push(figure);
         }
     }
-    println!(
+    shared::say!(
         "  {:>7}{}",
         "median",
         row(columns.map(|mut c| median(&mut c)))

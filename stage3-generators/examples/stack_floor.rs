@@ -46,17 +46,17 @@ fn main() -> ExitCode {
     let guard = stacks.first().map_or("none".to_string(), |s| {
         format!("{:?}", s.guard()).to_lowercase()
     });
-    println!(
+    shared::say!(
         "{count} stacks of {} KiB taken from the pool, guard pages by {guard}: {:.3} s",
         DEFAULT_STACK_SIZE / 1024,
         taken.as_secs_f64()
     );
-    println!(
+    shared::say!(
         "the first page of each touched, one page fault each: {:.3} s ({:.2} µs per page)",
         (total - taken).as_secs_f64(),
         (total - taken).as_secs_f64() * 1e6 / count as f64
     );
-    println!(
+    shared::say!(
         "the floor for {count} stackful coroutines on this machine: {:.3} s",
         total.as_secs_f64()
     );

@@ -39,9 +39,9 @@ fn main() -> ExitCode {
             Wait::SpawnBlocking,
         ),
     ] {
-        println!("a task waits with {what}:");
+        shared::say!("a task waits with {what}:");
         match blocking_call(how, wait, DEFAULT_SLOW_POLL_THRESHOLD) {
-            Ok(stall) => println!(
+            Ok(stall) => shared::say!(
                 "  longest gap between heartbeats (due every {} ms): {} ms; \
                  slow-poll warnings: {}\n",
                 stall.period.as_millis(),

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!(
+    shared::say!(
         "{requests} tasks, one request each, to an HTTP server that answers in {} ms:\n",
         delay.as_millis()
     );
@@ -50,10 +50,10 @@ fn main() -> ExitCode {
             How::SpawnBlocking,
         ),
     ] {
-        println!("{what}:");
+        shared::say!("{what}:");
         server.stats().take_peak_waiting();
         match fetch_all(how, server.addr(), requests, DEFAULT_SLOW_POLL_THRESHOLD) {
-            Ok(fetched) => println!(
+            Ok(fetched) => shared::say!(
                 "  {}; at most {} waiting at the server at once\n  \
                  longest gap between heartbeats (due every {} ms): {} ms; \
                  slow-poll warnings: {}\n",

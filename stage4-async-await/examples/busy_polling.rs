@@ -14,16 +14,16 @@ use stage4_async_await::anti_patterns::busy_polling;
 
 fn main() {
     let times = busy_polling(Duration::from_millis(500));
-    println!(
+    shared::say!(
         "waiting {} ms for a oneshot channel:",
         times.wait.as_millis()
     );
-    println!(
+    shared::say!(
         "  busy-polling executor: {:>4} ms of CPU ({} polls)",
         times.busy_polling.as_millis(),
         times.busy_polls
     );
-    println!(
+    shared::say!(
         "  our event loop:        {:>4} ms of CPU (woken once, through its mio::Waker)",
         times.event_loop.as_millis()
     );

@@ -17,6 +17,6 @@ fn main() {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
     let by_compiler = std::mem::size_of_val(&client::make_tcp_request(addr, 0));
     let by_hand = std::mem::size_of_val(&desugared::make_tcp_request(addr, 0));
-    println!("make_tcp_request's future, written by the compiler: {by_compiler} bytes");
-    println!("the same state machine, written by hand:           {by_hand} bytes");
+    shared::say!("make_tcp_request's future, written by the compiler: {by_compiler} bytes");
+    shared::say!("the same state machine, written by hand:           {by_hand} bytes");
 }

@@ -12,5 +12,5 @@ fn main() {
     // Rust's panic hook would print the message (and a backtrace) as well: once is enough.
     std::panic::set_hook(Box::new(|_| {}));
     let message = stage4_async_await::anti_patterns::nested_block_on();
-    println!("block_on inside a task:\n  {message}");
+    shared::say!("block_on inside a task:\n  {message}");
 }

@@ -20,15 +20,15 @@ fn main() -> ExitCode {
         .and_then(|server| sequential_awaits(server.addr(), requests));
     match result {
         Ok(timings) => {
-            println!(
+            shared::say!(
                 "{requests} requests, server delay {} ms:",
                 delay.as_millis()
             );
-            println!(
+            shared::say!(
                 "  one .await after another: {:.3} s",
                 timings.sequential.as_secs_f64()
             );
-            println!(
+            shared::say!(
                 "  join_all:                 {:.3} s",
                 timings.concurrent.as_secs_f64()
             );

@@ -40,9 +40,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(elapsed) => {
-            println!("{}", bench.time_line("async tasks, one thread", elapsed));
+            shared::say!("{}", bench.time_line("async tasks, one thread", elapsed));
             if let Some(line) = bench.memory_line("tasks", baseline, all_alive.get()) {
-                println!("{line}");
+                shared::say!("{line}");
             }
             ExitCode::SUCCESS
         }
