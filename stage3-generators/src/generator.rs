@@ -117,10 +117,11 @@ impl<I, Y> Yielder<I, Y> {
     /// `resume` finds out as soon as the switch brings it back, and aborts there.
     pub fn suspend(&self, value: Y) -> I {
         let mut value = ManuallyDrop::new(value);
-        // SAFETY: the yielder never leaves the body (lent by reference to a 'static closure,
-        // not `Sync`), so we run on the generator's stack, and `caller` is the stack pointer
-        // that `resume` just saved: alive, because `resume` waits for us to switch back.
-        // `resume` decodes `value` before anything else runs (see `encode`).
+        // The yielder never leaves the body (lent by reference to a 'static closure, not
+        // `Sync`), so we run on the generator's stack. `resume` decodes `value` before
+        // anything else runs (see `encode`).
+        // SAFETY: `caller` is the stack pointer that `resume` just saved, alive because
+        // `resume` waits for us to switch back.
         let message = unsafe {
             switch::switch(
                 self.coroutine.as_ptr(),
@@ -205,17 +206,16 @@ struct Inner<I, Y, R> {
 /// would take too much of a small stack.
 const MAX_BODY_ON_STACK: usize = 1024;
 
-/// Where [`Generator::with_stack_size`] puts `Inner` below `top`, each aligned for its type.
-fn inner_place<I, Y, R>(top: *mut u8) -> *mut Inner<I, Y, R> {
-    let at = (top as usize - size_of::<Inner<I, Y, R>>()) & !(align_of::<Inner<I, Y, R>>() - 1);
-    top.wrapping_sub(top as usize - at).cast()
+/// The place for a `T` just below `above`, aligned for it: how [`Generator::on`] lays out
+/// `Inner` below the top of the stack, and the body below `Inner`.
+fn place_below<T>(above: *mut u8) -> *mut T {
+    let at = (above.addr() - size_of::<T>()) & !(align_of::<T>() - 1);
+    above.with_addr(at).cast()
 }
 
-/// Where the body of type `F` goes, just below `Inner`.
+/// Where the body of type `F` goes: just below `inner`.
 fn body_place<I, Y, R, F>(inner: *mut Inner<I, Y, R>) -> *mut F {
-    let below = inner.cast::<u8>();
-    let at = (below as usize - size_of::<F>()) & !(align_of::<F>() - 1);
-    below.wrapping_sub(below as usize - at).cast()
+    place_below(inner.cast())
 }
 
 // ANCHOR: generator
@@ -278,13 +278,14 @@ impl<I: 'static, Y: 'static, R: 'static> Generator<I, Y, R> {
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
-        let inner = inner_place::<I, Y, R>(stack.top());
+        let inner = place_below::<Inner<I, Y, R>>(stack.top());
         let body_at = body_place::<I, Y, R, F>(inner);
         let frame_top = body_at.cast::<u8>().wrapping_sub(body_at as usize % 16);
-        // SAFETY: the stack is fresh from the pool, page-aligned, and used by nothing
-        // else. `inner` and `body_at` lie below its top, each aligned for its type and
-        // apart from the other, and `frame_top` below both, 16-byte aligned; both are
-        // small against any stack size we accept. `entry` never returns.
+        // `inner` and `body_at` lie below the top, each aligned for its type and apart
+        // from the other, and `frame_top` below both, 16-byte aligned: together a little
+        // over 1 KiB at most, against 16 KiB or more of stack. `entry` never returns.
+        // SAFETY: the stack is fresh from the pool and used by nothing else, and the three
+        // places above are inside it.
         let sp = unsafe {
             inner.write(Inner {
                 yielder: Yielder {
@@ -362,11 +363,11 @@ impl<I, Y, R> Generator<I, Y, R> {
         let yielder = self.yielder();
         // Read on this side only, so that `suspend` pays nothing for it (see below).
         let was_panicking = std::thread::panicking();
-        // SAFETY: `coroutine` was saved by `suspend` (or made by `init`) on this
-        // generator's stack, which is alive and not running: we hold `&mut self`, and the
-        // body only runs between this switch and the one that brings us back.
-        let received =
-            unsafe { switch::switch(yielder.caller.as_ptr(), yielder.coroutine.get(), message) };
+        let (save, to) = (yielder.caller.as_ptr(), yielder.coroutine.get());
+        // `to` was saved by `suspend` (or made by `init`) on this generator's stack.
+        // SAFETY: that stack is alive and not running: we hold `&mut self`, and the body
+        // only runs between this switch and the one that brings us back.
+        let received = unsafe { switch::switch(save, to, message) };
         // NB: Python lets a generator yield in a `finally` while an exception passes. Rust
         // counts panics per thread, not per stack: a body that suspended in the middle of
         // its own unwind left `thread::panicking()` true for us, and no way to ever finish

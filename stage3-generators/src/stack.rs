@@ -446,7 +446,7 @@ fn madvise_guards_at_once(first: *mut u8, slot: usize, count: usize) -> io::Resu
         iov_base: ptr::null_mut(),
         iov_len: 0,
     }; GUARD_BATCH];
-    let count = count.min(GUARD_BATCH);
+    // NB: a `count` over `GUARD_BATCH` panics here rather than leave stacks unguarded.
     for (i, range) in ranges[..count].iter_mut().enumerate() {
         *range = libc::iovec {
             iov_base: first.wrapping_add(i * slot).cast(),
