@@ -38,22 +38,30 @@ use std::rc::Rc;
 
 use shared::{Config, Error, Report, request_ids};
 
+// Leaves: nothing of the runtime below them.
+pub mod join_handle;
+mod slab;
+pub mod slow_poll;
+pub mod task;
+pub mod trace;
+// Driver parts, and the reactor that owns them: they know wakers, not tasks.
+pub mod reactor;
+pub mod timers;
+// The context: the one thread-local the futures see.
+pub mod context;
+// The futures: they use the context, never the executor.
+pub mod join;
+pub mod net;
+pub mod time;
+#[cfg(target_os = "linux")]
+pub mod uring;
+// The executor, on top.
+pub mod executor;
+// The programs: the article's client, by hand and with async, and what goes wrong.
 pub mod anti_patterns;
 pub mod client;
 pub mod desugared;
-pub mod executor;
-pub mod join;
-pub mod join_handle;
-pub mod net;
-pub mod reactor;
-mod slab;
 mod sleep_bench;
-pub mod slow_poll;
-pub mod task;
-pub mod time;
-pub mod trace;
-#[cfg(target_os = "linux")]
-pub mod uring;
 
 pub use executor::{EventLoop, block_on, spawn, spawn_blocking, yield_now};
 pub use join::{JoinAll, join_all};
