@@ -2,15 +2,15 @@
 //!
 //! A future's `poll` gets a [`std::task::Context`], which carries only a `Waker`. A sleep
 //! also needs the loop's timer queue and its clock; a socket needs the reactor to leave its
-//! waker with. Those live here, in the [`LoopContext`] of the loop that runs on this
+//! waker with. Those live here, in the `LoopContext` of the loop that runs on this
 //! thread, which [`block_on`](crate::block_on) installs for as long as it runs (tokio's
 //! `runtime/context.rs` plays the same part). The futures ([`crate::time`],
 //! [`crate::net`], the io_uring operations) use this module and never the executor: all
 //! they hand upward is a `Waker`.
 //!
-//! - [`with_current`]: the current loop's context; a clear panic outside `block_on`.
-//! - [`try_with_current`]: the same, or `None` (for destructors, which may run anywhere).
-//! - [`enter`]: installs a context, and refuses a second one on the same thread: a nested
+//! - `with_current`: the current loop's context; a clear panic outside `block_on`.
+//! - `try_with_current`: the same, or `None` (for destructors, which may run anywhere).
+//! - `enter`: installs a context, and refuses a second one on the same thread: a nested
 //!   `block_on` would block the loop that runs it.
 
 use std::cell::{Cell, RefCell, RefMut};

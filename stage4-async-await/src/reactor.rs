@@ -10,7 +10,7 @@
 //! cannot progress leaves its waker here, and the reactor calls it.
 //!
 //! It owns the driver parts below it, and knows nothing of tasks or of the executor above:
-//! only `Waker`s go up. On Linux it may also hold an io_uring ([`crate::uring::ring`],
+//! only `Waker`s go up. On Linux it may also hold an io_uring (`uring::ring`,
 //! `--driver uring`): the ring's fd is one more mio source, readable when completions
 //! wait, and each turn submits what the futures queued since the last one.
 
