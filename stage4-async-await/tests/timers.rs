@@ -8,7 +8,6 @@ use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use stage4_async_await::anti_patterns::thread_cpu_time;
 use stage4_async_await::{block_on, join_all, sleep, sleep_until, spawn, timeout, yield_now};
 
