@@ -71,7 +71,7 @@ pub mod uring;
 
 pub use executor::{EventLoop, block_on, spawn, spawn_blocking, yield_now};
 pub use join::{JoinAll, join_all};
-pub use join_handle::{JoinError, JoinHandle};
+pub use join_handle::{AbortHandle, JoinError, JoinHandle};
 pub use sleep_bench::{run_jobs, sleep_bench};
 pub use slow_poll::{DEFAULT_SLOW_POLL_THRESHOLD, SlowPoll};
 pub use task::TaskInfo;
