@@ -139,6 +139,20 @@ impl EventLoop {
         self
     }
 
+    /// How many operations (accepts, reads, writes, timers due) a task may complete in
+    /// one poll before the runtime's futures make it yield: [`DEFAULT_BUDGET`] unless
+    /// set; `None` means no limit, so that a task whose sockets are always ready holds
+    /// the loop (the `flood` example shows both).
+    ///
+    /// [`DEFAULT_BUDGET`]: crate::context::DEFAULT_BUDGET
+    pub fn budget(mut self, per_poll: Option<u32>) -> EventLoop {
+        // No future exists before `block_on`: the loop is the only owner.
+        if let Some(context) = Rc::get_mut(&mut self.inner.context) {
+            context.set_budget_per_poll(per_poll.unwrap_or(u32::MAX));
+        }
+        self
+    }
+
     /// Call `hook` for each slow poll instead of printing the warning on stderr.
     pub fn on_slow_poll(mut self, hook: impl Fn(&SlowPoll) + 'static) -> EventLoop {
         self.inner.slow_polls.hook = Some(Box::new(hook));
@@ -430,14 +444,14 @@ impl Inner {
     fn poll_timed<T>(&self, info: TaskInfo, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
         let name = Name(info.id);
         self.trace.say(Step::Poll, format_args!("{name}"));
-        let previous = self.context.set_running(Some(info));
+        let previous = self.context.begin_poll(info);
         // The watch reads a coarse clock (10 ns here, against 40 to 60 for `Instant`),
         // once per poll: the end of one poll is the start of the next.
         let result = poll();
         let ended = watch_clock();
         let started = self.poll_started.replace(ended);
         self.slow_polls.check(info, ended.saturating_sub(started));
-        self.context.set_running(previous);
+        self.context.end_poll(previous);
         let step = if result.is_ready() {
             Step::Ready
         } else {

@@ -11,7 +11,7 @@ use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use shared::protocol::{DecodeError, LineDecoder};
 
@@ -52,11 +52,14 @@ impl<S: mio::event::Source> Io<S> {
         mut waiter: Option<&mut Option<u64>>,
         mut op: impl FnMut(&S) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
+        // A task out of budget yields before the system call (see `consume_budget`).
+        ready!(with_current("socket I/O", |event_loop| event_loop.consume_budget(cx)));
         loop {
             match op(&self.source) {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     let registered = with_current("socket I/O", |event_loop| {
+                        event_loop.refund_budget(); // no progress, no cost
                         let here = event_loop.id == self.loop_id;
                         if here {
                             let mut reactor = event_loop.reactor();

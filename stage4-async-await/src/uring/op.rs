@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use io_uring::squeue;
 
@@ -66,10 +66,13 @@ impl Future for OpFuture {
                 event_loop.id == self.loop_id,
                 "an io_uring operation must be awaited on the event loop that submitted it"
             );
+            // A task out of budget yields before it collects (see `consume_budget`).
+            ready!(event_loop.consume_budget(cx));
             let mut reactor = event_loop.reactor();
             let ring = reactor.uring().expect("the ring that took the operation");
             let poll = ring.poll_op(key, cx.waker());
             if poll.is_pending() {
+                event_loop.refund_budget(); // no progress, no cost
                 event_loop.trace_waker(Waiting::Operation(key));
             }
             poll
