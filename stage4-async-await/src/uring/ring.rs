@@ -330,6 +330,31 @@ impl Ring {
             return;
         }
         op.state = State::Abandoned;
+        self.cancel(key);
+    }
+    // ANCHOR_END: abandon
+
+    // ANCHOR: orphan
+    /// The future of `key` is dropped, but its stream will take the operation over: the
+    /// slot stays, done or not, until a new future collects it (or the stream, dropped,
+    /// abandons it). `cancel` asks the kernel to stop it (a read: whatever it read by
+    /// then still comes back); without, it runs to its end (a write: its bytes go out).
+    pub(crate) fn orphan(&mut self, key: Key, cancel: bool) {
+        let Some(op) = self.ops.get_mut(key) else {
+            return;
+        };
+        if let State::Waiting(waker) = &mut op.state {
+            *waker = None; // nobody to wake until a future takes it over
+            if cancel {
+                self.cancel(key);
+            }
+        }
+    }
+    // ANCHOR_END: orphan
+
+    /// Asks the kernel to stop the operation in slot `key` soon (with the next
+    /// submission); its completion still comes, with what it did by then.
+    fn cancel(&mut self, key: Key) {
         if self.cancel_on_drop {
             let cancel = opcode::AsyncCancel::new(key.to_usize() as u64)
                 .build()
@@ -338,7 +363,6 @@ impl Ring {
             unsafe { self.push(&cancel) };
         }
     }
-    // ANCHOR_END: abandon
 
     /// Closes `fd` through the ring, with the next submission: no `close(2)` of its own.
     pub(crate) fn close(&mut self, fd: OwnedFd) {
@@ -354,6 +378,14 @@ impl Ring {
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Whether the operation in slot `key` has completed (its result waits there).
+    #[cfg(test)]
+    pub(crate) fn is_done(&mut self, key: Key) -> bool {
+        self.ops
+            .get_mut(key)
+            .is_some_and(|op| matches!(op.state, State::Done(_)))
     }
 }
 
