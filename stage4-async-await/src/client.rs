@@ -23,7 +23,12 @@ pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error
     // A non-blocking connect returns at once; the socket becomes writable once the
     // handshake is over (or has failed), and `connect` waits for that.
     let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+    request_on(&stream, id).await
+}
 
+/// Sends `Request {id}` on a connected `stream` and returns the line the server
+/// answers. (The million-connection run connects first and sends later: it calls this.)
+pub async fn request_on(stream: &TcpStream, id: u64) -> Result<String, Error> {
     // `write_all` loops over partial writes, and waits while the send buffer is full.
     stream
         .write_all(request(id).as_bytes())
@@ -32,7 +37,6 @@ pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
-    let mut buf = [0u8; 1024];
     loop {
         let line = decoder
             .next_line()
@@ -40,13 +44,14 @@ pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error
         if let Some(line) = line {
             return Ok(line);
         }
-        // Drained: `read` waits until more bytes arrive (and retries `Interrupted`).
-        match stream.read(&mut buf).await {
+        // Drained: `read_into` waits until more bytes arrive, and hands them to the
+        // decoder (no buffer waits in this future: see `read_into`).
+        match stream.read_into(&mut decoder).await {
             Ok(0) => {
                 let source = DecodeError::ClosedMidLine;
                 return Err(Error::Decode { id, source });
             }
-            Ok(n) => decoder.push(&buf[..n]),
+            Ok(_) => {}
             Err(e) => return Err(io_error(e, id, "reading the answer to")),
         }
     }
