@@ -51,18 +51,27 @@ pub(super) enum Next {
     Close,
 }
 
-/// What the server knows about one connection.
+/// What the server knows about one connection. Kept small, because a server holding a
+/// million connections holds a million of these: buffers are allocated only while they
+/// hold bytes (an idle connection owns no heap memory), and the waiting lines share one
+/// byte queue instead of a `String` each.
 #[derive(Debug)]
 pub(super) struct Connection {
     stream: TcpStream,
+    /// Tells this connection from earlier ones that used the same slot, so that a timer
+    /// set for one of them does nothing to it.
+    pub(super) generation: u32,
     decoder: LineDecoder,
-    /// Lines waiting for their delay, oldest first; their timers are in the queue.
-    pub(super) pending: VecDeque<String>,
-    /// The size of their answers, newlines included.
-    pending_bytes: usize,
+    /// Lines waiting for their delay, oldest first, each with its `\n`: the answers to
+    /// come, byte for byte. Their timers are in the queue.
+    pending: VecDeque<u8>,
+    /// How many lines `pending` holds.
+    pending_lines: usize,
     /// Bytes to send, from `written` on.
     out: Vec<u8>,
     written: usize,
+    /// When the client last sent bytes or was sent its last answer.
+    pub(super) last_active: Instant,
     /// The peer sent EOF: no more lines will come, but answers still go out.
     read_closed: bool,
     /// We sent `ERROR`: input is discarded until the peer closes or `LINGER` ends.
@@ -72,44 +81,53 @@ pub(super) struct Connection {
     /// Reading stopped because `MAX_PIPELINED` lines or `MAX_UNSENT` bytes are waiting.
     paused: bool,
     writable_interest: bool,
-    /// When the client last sent bytes or was sent its last answer.
-    pub(super) last_active: Instant,
     /// An `IdleCheck` timer is in the queue: one at a time per connection.
     pub(super) idle_check_queued: bool,
 }
 
 impl Connection {
-    pub(super) fn new(stream: TcpStream) -> Connection {
+    pub(super) fn new(stream: TcpStream, generation: u32, now: Instant) -> Connection {
         Connection {
             stream,
+            generation,
             decoder: LineDecoder::new(),
             pending: VecDeque::new(),
-            pending_bytes: 0,
+            pending_lines: 0,
             out: Vec::new(),
             written: 0,
+            last_active: now,
             read_closed: false,
             closing: false,
             write_shut: false,
             paused: false,
             writable_interest: false,
-            last_active: Instant::now(),
             idle_check_queued: false,
         }
     }
 
+    /// Lines received and not answered yet.
+    pub(super) fn waiting(&self) -> usize {
+        self.pending_lines
+    }
+
+    /// Nothing to answer and nothing left to send.
+    pub(super) fn is_done(&self) -> bool {
+        self.pending_lines == 0 && self.out.is_empty()
+    }
+
     /// Nothing to answer and nothing to send: only the idle timeout keeps it open.
     pub(super) fn is_idle(&self) -> bool {
-        !self.closing && self.pending.is_empty() && self.out.is_empty()
+        !self.closing && self.is_done()
     }
 
     /// Whether this connection holds as much as we let it: then we stop reading.
     fn is_full(&self) -> bool {
-        self.pending.len() >= MAX_PIPELINED || self.buffered() >= MAX_UNSENT
+        self.pending_lines >= MAX_PIPELINED || self.buffered() >= MAX_UNSENT
     }
 
     /// Bytes of waiting lines and unsent answers.
     fn buffered(&self) -> usize {
-        self.pending_bytes + self.out.len() - self.written
+        self.pending.len() + self.out.len() - self.written
     }
 
     /// Reads until the socket would block, turning complete lines into timers; stops
@@ -162,8 +180,9 @@ impl Connection {
             }
             match self.decoder.next_line()? {
                 Some(line) => {
-                    self.pending_bytes += line.len() + 1;
-                    self.pending.push_back(line);
+                    self.pending.extend(line.as_bytes());
+                    self.pending.push_back(b'\n');
+                    self.pending_lines += 1;
                     ctx.new_timers.push((delay, TimerKind::Answer));
                 }
                 None => return Ok(()),
@@ -174,7 +193,7 @@ impl Connection {
     /// Reading was paused and the client has caught up (half of each bound is free
     /// again, so we do not flip at every line): read what arrived meanwhile.
     fn resume_if_room(&mut self, delay: Duration, ctx: &mut Ctx) -> Next {
-        if self.paused && self.pending.len() < MAX_PIPELINED / 2 && self.buffered() < MAX_UNSENT / 2
+        if self.paused && self.pending_lines < MAX_PIPELINED / 2 && self.buffered() < MAX_UNSENT / 2
         {
             self.paused = false;
             // Bytes may have arrived while paused; their readiness edge has passed,
@@ -187,8 +206,7 @@ impl Connection {
     /// Sends `ERROR <reason>` and closes politely: no more answers, input discarded.
     fn fail(&mut self, reason: &str, ctx: &mut Ctx) -> Next {
         self.closing = true;
-        self.pending.clear();
-        self.pending_bytes = 0;
+        self.drop_pending();
         self.paused = false;
         self.out
             .extend_from_slice(format!("ERROR {reason}\n").as_bytes());
@@ -203,12 +221,14 @@ impl Connection {
     /// The delay of the oldest pending line is over: queue its echo.
     pub(super) fn answer_next(&mut self, delay: Duration, ctx: &mut Ctx) -> Next {
         // Timers of a failed connection outlive its cleared queue: nothing to do.
-        let Some(line) = self.pending.pop_front() else {
+        let Some(newline) = self.pending.iter().position(|&b| b == b'\n') else {
             return Next::Keep;
         };
-        self.pending_bytes -= line.len() + 1;
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.push(b'\n');
+        self.out.extend(self.pending.drain(..=newline));
+        self.pending_lines -= 1;
+        if self.pending_lines == 0 {
+            self.pending = VecDeque::new(); // give its memory back while idle
+        }
         match self.flush(ctx) {
             Next::Close => Next::Close,
             Next::Keep => self.resume_if_room(delay, ctx),
@@ -238,7 +258,8 @@ impl Connection {
         if !self.out.is_empty() {
             self.last_active = ctx.now; // the idle timeout counts from the last answer
         }
-        self.out.clear();
+        // Not `clear`: a connection waiting for its next line keeps no buffer.
+        self.out = Vec::new();
         self.written = 0;
         if self.closing && !self.write_shut {
             // FIN after the ERROR line; we keep reading until the peer closes too.
@@ -248,12 +269,35 @@ impl Connection {
         self.close_if_done()
     }
 
+    fn drop_pending(&mut self) {
+        self.pending = VecDeque::new();
+        self.pending_lines = 0;
+    }
+
+    /// A graceful shutdown ran out of time: the lines still waiting get one
+    /// `ERROR shutting down` line instead of their echoes (after the answers already on
+    /// their way), sent if the socket takes it now. Returns how many lines were cut short.
+    pub(super) fn cut_short(&mut self, ctx: &Ctx) -> usize {
+        let cut = self.pending_lines;
+        if cut > 0 {
+            self.drop_pending();
+            self.out.extend_from_slice(b"ERROR shutting down\n");
+        }
+        // One try: the connection is closed right after, whether it took it or not.
+        let _ = self.flush(ctx);
+        cut
+    }
+
     fn close_if_done(&mut self) -> Next {
-        if self.read_closed && self.pending.is_empty() && self.out.is_empty() {
+        if self.read_closed && self.is_done() {
             Next::Close
         } else {
             Next::Keep
         }
+    }
+
+    pub(super) fn register(&mut self, registry: &mio::Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.stream, token, Interest::READABLE)
     }
 
     pub(super) fn update_interest(
