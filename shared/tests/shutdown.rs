@@ -100,7 +100,9 @@ fn the_listener_refuses_new_connections_after_the_first_signal() {
                 // In before the listener closed: closed at once, as nothing waits on it.
                 // (A handshake the kernel drops with the listener can leave a client
                 // that sends nothing waiting for ever: hence the timeout.)
-                stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(1)))
+                    .unwrap();
                 let mut received = Vec::new();
                 let _ = stream.read_to_end(&mut received);
                 assert!(received.is_empty(), "{received:?}");
