@@ -1,0 +1,52 @@
+//! What every binary must do when its stdout fails: a closed pipe ends the output
+//! quietly, any other error is one `error:` line and a failure. Each crate's tests call
+//! [`check_stdout_errors`] on its binaries.
+
+use std::process::{Command, Stdio};
+
+/// Runs `binary args` twice and checks both ends of [`say!`](crate::say)'s contract:
+///
+/// - stdout on `/dev/full` (every write fails with `ENOSPC`): exit status 1, and stderr
+///   holds exactly one `error: writing the report to stdout: ...` line;
+/// - stdout into a pipe whose reader has gone (as with `| head`): exit status 0, and no
+///   error or panic on stderr.
+///
+/// `binary` must end on its own with these arguments. Linux only: `/dev/full` is
+/// Linux's.
+#[cfg(target_os = "linux")]
+pub fn check_stdout_errors(binary: &str, args: &[&str]) {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let output = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(full)
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "> /dev/full: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(
+        errors,
+        ["error: writing the report to stdout: No space left on device (os error 28)"],
+        "> /dev/full: {stderr}"
+    );
+
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    drop(child.stdout.take()); // the reader leaves before the first line
+    let output = child.wait_with_output().expect("wait for the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "| (closed): {stderr}");
+    assert!(
+        !stderr.contains("error") && !stderr.contains("panicked"),
+        "| (closed): {stderr}"
+    );
+}
