@@ -269,6 +269,33 @@ mod tests {
         assert!(error.to_string().contains("--addr"), "{error}");
     }
 
+    /// A stage that gives up with a request still waiting: the embedded server stops
+    /// gracefully at once, and the request gets `ERROR shutting down`, not a bare EOF
+    /// after the server's 60 s delay.
+    #[test]
+    fn the_embedded_server_stops_gracefully_when_the_stage_ends() {
+        use std::io::{Read, Write};
+        let args = Args::parse_from(["stage", "--delay-ms", "60000", "--requests", "1"]);
+        let mut left_behind = None;
+        let start = std::time::Instant::now();
+        let result = run(&args.common, |config| {
+            let mut stream = std::net::TcpStream::connect(config.addr).unwrap();
+            stream.write_all(b"Request 0\n").unwrap();
+            std::thread::sleep(Duration::from_millis(100)); // let the server read it
+            left_behind = Some(stream);
+            Err(Error::Other("gave up".into()))
+        });
+        assert!(matches!(result, Err(Error::Other(_))), "{result:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            start.elapsed()
+        );
+        let mut answer = String::new();
+        left_behind.unwrap().read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "ERROR shutting down\n");
+    }
+
     #[test]
     fn host_names_resolve_like_addresses() {
         let addr = parse_addr("localhost:8080").unwrap();

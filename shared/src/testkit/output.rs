@@ -1,6 +1,7 @@
-//! What every binary must do when its stdout fails: a closed pipe ends the output
-//! quietly, any other error is one `error:` line and a failure. Each crate's tests call
-//! [`check_stdout_errors`] on its binaries.
+//! What every binary must do when its stdout fails (a closed pipe ends the output
+//! quietly, any other error is one `error:` line and a failure), and when its command
+//! line is wrong (status 2, as clap's usage errors). Each crate's tests call
+//! [`check_stdout_errors`] and [`check_usage_errors`] on its binaries.
 
 use std::process::{Command, Stdio};
 
@@ -49,4 +50,25 @@ pub fn check_stdout_errors(binary: &str, args: &[&str]) {
         !stderr.contains("error") && !stderr.contains("panicked"),
         "| (closed): {stderr}"
     );
+}
+
+/// Runs `binary` with each of `cases` (a flag and its bad value), and checks that each is
+/// a usage error: exit status 2, as clap gives, and an `error:` on stderr that names
+/// the flag. Addresses that do not parse or resolve (`--addr :::`, `--addr
+/// localhost:99999`) belong here too.
+pub fn check_usage_errors(binary: &str, cases: &[[&str; 2]]) {
+    for args in cases {
+        let output = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the binary");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[0]),
+            "{args:?} names the flag: {stderr}"
+        );
+    }
 }
