@@ -96,6 +96,15 @@ impl Drop for Kept<'_> {
 // ANCHOR_END: orphans
 
 impl TcpStream {
+    /// A stream for a connection the kernel accepted (see [`super::TcpListener`]).
+    pub(super) fn accepted(fd: OwnedFd, loop_id: u32) -> TcpStream {
+        TcpStream {
+            fd: Some(fd),
+            loop_id,
+            orphans: RefCell::default(),
+        }
+    }
+
     fn fd(&self) -> RawFd {
         self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }

@@ -251,3 +251,41 @@ fn a_loop_that_ends_with_reads_in_flight_cancels_them_and_returns() {
         drop(peers.join().unwrap());
     }
 }
+
+#[test]
+fn a_kernel_without_multishot_accept_gets_one_accept_per_connection() {
+    if refused() {
+        return;
+    }
+    block_on(async {
+        // As on Linux before 5.19: each `accept` submits one single accept.
+        ring(|ring| ring.multishot_accept = false);
+        let listener = crate::uring::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients = std::thread::spawn(move || {
+            (0..20)
+                .map(|i| {
+                    std::thread::sleep(Duration::from_micros(500));
+                    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                    stream.write_all(&[i]).unwrap();
+                    stream
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            // Dropped accepts too: the single accept in flight goes to the next one.
+            let Ok(accepted) = crate::timeout(Duration::from_micros(200), listener.accept()).await
+            else {
+                continue;
+            };
+            let (stream, _) = accepted.unwrap();
+            let (read, buf) = stream.read(Vec::with_capacity(1)).await;
+            assert_eq!(read.unwrap(), 1);
+            got.push(buf[0]);
+        }
+        got.sort();
+        assert_eq!(got, (0..20).collect::<Vec<u8>>());
+        drop(clients.join().unwrap());
+    });
+}
