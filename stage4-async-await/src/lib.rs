@@ -57,6 +57,8 @@ pub mod client;
 pub mod context;
 pub mod desugared;
 pub mod executor;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 pub mod join;
 pub mod join_handle;
 pub mod net;
