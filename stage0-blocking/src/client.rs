@@ -28,7 +28,7 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
         .map_err(|e| Error::io("setting the socket's write timeout", e))?;
     stream
         .write_all(request(id).as_bytes())
-        .map_err(|e| deadline.error(e, "sending request"))?;
+        .map_err(|e| deadline.error(e, "sending"))?;
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
@@ -51,7 +51,7 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
             Ok(n) => decoder.push(&buf[..n]),
             // A signal arrived while we slept in read(): just read again.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(deadline.error(e, "reading the answer to request")),
+            Err(e) => return Err(deadline.error(e, "reading the answer to")),
         }
     }
 }
@@ -93,7 +93,7 @@ impl Deadline {
     fn error(&self, error: io::Error, doing: &str) -> Error {
         match error.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timed_out(),
-            _ => Error::io(format!("{doing} {}", self.id), error),
+            _ => Error::request(doing, self.id, error),
         }
     }
 }
