@@ -15,13 +15,9 @@ use std::rc::Rc;
 use stage3_generators::generator::{Generator, GeneratorState, Yielder};
 use stage3_generators::stack::Stack;
 
-/// Counts its drops, like a socket that must be closed.
-struct Noisy(Rc<Cell<u32>>);
-impl Drop for Noisy {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
+mod common;
+
+use common::{Noisy, holds};
 
 #[test]
 fn values_in_a_register_and_values_by_address_are_each_dropped_once() {
@@ -207,10 +203,4 @@ fn a_destructor_may_suspend_when_no_unwind_is_running() {
     assert_eq!(generator.resume(()), GeneratorState::Yielded(1));
     assert_eq!(generator.resume(()), GeneratorState::Yielded(2));
     assert_eq!(generator.resume(()), GeneratorState::Complete("done"));
-}
-
-/// Whether `address` lies on `stack`, between its guard page and its top.
-fn holds(stack: &Stack, address: usize) -> bool {
-    let top = stack.top() as usize;
-    (top - stack.size()..top).contains(&address)
 }

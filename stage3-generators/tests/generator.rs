@@ -16,6 +16,10 @@ use std::rc::Rc;
 use stage3_generators::generator::{Generator, GeneratorState, Yielder};
 use stage3_generators::stack::{self, DEFAULT_STACK_SIZE, Stack};
 
+mod common;
+
+use common::holds;
+
 #[test]
 fn values_go_in_and_out() {
     let mut echo = Generator::new(|yielder, first: String| {
@@ -165,10 +169,4 @@ fn a_generator_gets_the_stack_size_it_asks_for_in_whole_pages() {
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad}");
         assert!(error.to_string().contains("16 KiB to 1024 MiB"), "{error}");
     }
-}
-
-/// Whether `address` lies on `stack`, between its guard page and its top.
-fn holds(stack: &Stack, address: usize) -> bool {
-    let top = stack.top() as usize;
-    (top - stack.size()..top).contains(&address)
 }
