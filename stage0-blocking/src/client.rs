@@ -24,7 +24,7 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
 
     // write_all loops over partial writes for us.
     stream
-        .set_write_timeout(Some(deadline.left()?))
+        .set_write_timeout(deadline.left()?)
         .map_err(|e| Error::io("setting the socket's write timeout", e))?;
     stream
         .write_all(request(id).as_bytes())
@@ -41,7 +41,7 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
             return Ok(line);
         }
         stream
-            .set_read_timeout(Some(deadline.left()?))
+            .set_read_timeout(deadline.left()?)
             .map_err(|e| Error::io("setting the socket's read timeout", e))?;
         match stream.read(&mut buf) {
             Ok(0) => {
@@ -61,7 +61,8 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
 struct Deadline {
     id: u64,
     timeout: Duration,
-    at: Instant,
+    /// `None`: never (a timeout too far for an `Instant`, such as `Duration::MAX`).
+    at: Option<Instant>,
 }
 
 impl Deadline {
@@ -69,14 +70,18 @@ impl Deadline {
         Deadline {
             id,
             timeout,
-            at: Instant::now() + timeout,
+            at: Instant::now().checked_add(timeout),
         }
     }
 
-    /// Time left, never zero (a zero socket timeout is refused), or the timeout error.
-    fn left(&self) -> Result<Duration, Error> {
-        match self.at.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(left),
+    /// Time left as a socket timeout (`None`: no limit), never zero (a zero socket
+    /// timeout is refused), or the timeout error.
+    fn left(&self) -> Result<Option<Duration>, Error> {
+        let Some(at) = self.at else {
+            return Ok(None);
+        };
+        match at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
             _ => Err(self.timed_out()),
         }
     }

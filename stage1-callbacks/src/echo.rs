@@ -37,7 +37,7 @@ pub fn serve(listener: std::net::TcpListener, stop: &AtomicBool) -> io::Result<(
     )?;
     // The listener's callback is never removed: run in slices, to look at `stop`.
     while !stop.load(Ordering::Relaxed) {
-        event_loop.run_until(Instant::now() + Duration::from_millis(100))?;
+        event_loop.run_until(Some(Instant::now() + Duration::from_millis(100)))?;
     }
     Ok(())
 }

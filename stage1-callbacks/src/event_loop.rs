@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use mio::event::{Event, Source};
 use mio::{Events, Interest, Poll, Token};
 
+/// The longest one wait in poll may last; see `run_loop`.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 // ANCHOR: callback
 /// What runs when a registered source is ready. It gets the loop, so it can register
 /// more callbacks, and the event, whose token names the source it was registered for.
@@ -109,11 +112,15 @@ impl EventLoop {
     }
     // ANCHOR_END: register
 
-    /// Calls `callback` once, `delay` from now.
+    /// Calls `callback` once, `delay` from now. A delay too far for an `Instant` to hold
+    /// (`Duration::MAX`, say) is never: the callback is dropped unrun.
     pub fn call_later(&mut self, delay: Duration, callback: impl FnOnce(&mut EventLoop) + 'static) {
+        let Some(when) = Instant::now().checked_add(delay) else {
+            return;
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.timers.push(Reverse((Instant::now() + delay, seq)));
+        self.timers.push(Reverse((when, seq)));
         self.timer_callbacks.insert(seq, Box::new(callback));
     }
 
@@ -139,11 +146,11 @@ impl EventLoop {
         self.run_loop(None)
     }
 
-    /// Like [`run`](EventLoop::run), but gives up at `deadline`. `Ok(true)` when
-    /// everything finished; `Ok(false)` when it gave up (or was stopped) with work still
-    /// pending, which stays registered.
-    pub fn run_until(&mut self, deadline: Instant) -> io::Result<bool> {
-        self.run_loop(Some(deadline))?;
+    /// Like [`run`](EventLoop::run), but gives up at `deadline` (`None`: never).
+    /// `Ok(true)` when everything finished; `Ok(false)` when it gave up (or was stopped)
+    /// with work still pending, which stays registered.
+    pub fn run_until(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
+        self.run_loop(deadline)?;
         Ok(self.pending() == 0)
     }
 
@@ -163,6 +170,9 @@ impl EventLoop {
                 }
                 timeout = Some(timeout.map_or(left, |timeout| timeout.min(left)));
             }
+            // NB: a day at most: macOS's kqueue refuses a wait of more than about three
+            // years (EINVAL), and waking early costs one more pass of the loop.
+            let timeout = timeout.map(|timeout| timeout.min(MAX_WAIT));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 // A signal arrived while we waited: nothing happened, wait again.
