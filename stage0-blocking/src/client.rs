@@ -77,12 +77,10 @@ impl Deadline {
     /// Time left as a socket timeout (`None`: no limit), never zero (a zero socket
     /// timeout is refused), or the timeout error.
     fn left(&self) -> Result<Option<Duration>, Error> {
-        let Some(at) = self.at else {
-            return Ok(None);
-        };
-        match at.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(Some(left)),
-            _ => Err(self.timed_out()),
+        match self.at.map(|at| at.checked_duration_since(Instant::now())) {
+            None => Ok(None),
+            Some(Some(left)) if !left.is_zero() => Ok(Some(left)),
+            Some(_) => Err(self.timed_out()),
         }
     }
 

@@ -53,9 +53,9 @@ pub fn run(config: &Config) -> Result<Report, Error> {
     let finished = event_loop
         .run_until(deadline)
         .map_err(|e| Error::io("waiting for events", e))?;
-    drop(event_loop); // and with it the callbacks of requests still waiting
+    drop(event_loop); // and with it the requests still waiting
     let mut report = Rc::into_inner(report)
-        .ok_or_else(|| Error::Other("a callback outlived the event loop".into()))?
+        .ok_or_else(|| Error::Other("a request outlived the event loop".into()))?
         .into_inner();
     if !finished {
         report.time_out_unanswered(config.timeout);

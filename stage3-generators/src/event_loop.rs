@@ -21,6 +21,9 @@ use shared::Error;
 use crate::future::Future;
 use crate::task::Cancel;
 
+/// The longest one wait in poll may last (see where it is used).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 // ANCHOR: callback
 /// What the loop runs once, from its ready queue.
 pub enum Callback {
@@ -204,14 +207,15 @@ impl EventLoop {
                 .map(|(k, _)| k.0);
             let wait = match self.state.ready.borrow().is_empty() {
                 false => Some(Duration::ZERO),
-                // NB: a day at most: macOS's kqueue refuses a wait of more than about three
-                // years (EINVAL), and waking early costs one more pass of the loop.
                 true => next_timer
                     .into_iter()
                     .chain(deadline)
                     .min()
-                    .map(|at| (at - now).min(Duration::from_secs(24 * 60 * 60))),
+                    .map(|at| at - now),
             };
+            // NB: a day at most: macOS's kqueue refuses a wait of more than about three
+            // years (EINVAL), and waking early costs one more pass of the loop.
+            let wait = wait.map(|wait| wait.min(MAX_WAIT));
             if wait != Some(Duration::ZERO)
                 && next_timer.is_none()
                 && self.state.io.borrow().is_empty()
