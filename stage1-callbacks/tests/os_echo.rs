@@ -5,9 +5,8 @@
 
 #![cfg(unix)]
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
@@ -147,6 +146,9 @@ fn uring_echoes_through_small_socket_buffers() {
 #[cfg(target_os = "linux")]
 #[test]
 fn uring_says_why_where_io_uring_is_unavailable() {
+    use std::io;
+    use std::sync::atomic::AtomicBool;
+
     use stage1_callbacks::os::uring;
     let cases = [
         (
