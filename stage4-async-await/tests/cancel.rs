@@ -137,7 +137,16 @@ fn writes_dropped_midway_on_io_uring_still_reach_the_peer_once_and_in_order() {
         return;
     }
     const CHUNKS: usize = 64;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A small receive buffer (inherited by the accepted socket) and a slow reader: the
+    // writes wait in the kernel, and the timeouts below drop some of them midway.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(16 * 1024).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(16).unwrap();
+    let listener = std::net::TcpListener::from(listener);
     let addr = listener.local_addr().unwrap();
     // A slow reader: the socket buffers fill, and writes wait in the kernel.
     let peer = thread::spawn(move || {
@@ -149,7 +158,7 @@ fn writes_dropped_midway_on_io_uring_still_reach_the_peer_once_and_in_order() {
                 0 => return got,
                 read => got.extend_from_slice(&buf[..read]),
             }
-            thread::sleep(Duration::from_micros(200));
+            thread::sleep(Duration::from_micros(500));
         }
     });
     let outcomes = block_on(async move {
