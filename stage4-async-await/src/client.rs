@@ -8,7 +8,6 @@
 //!
 //! `cargo run -p stage4-async-await -- --delay-ms 200 --trace`
 
-use std::io;
 use std::net::SocketAddr;
 
 use shared::protocol::{DecodeError, LineDecoder, request};
@@ -33,7 +32,7 @@ pub async fn request_on(stream: &TcpStream, id: u64) -> Result<String, Error> {
     stream
         .write_all(request(id).as_bytes())
         .await
-        .map_err(|e| io_error(e, id, "sending"))?;
+        .map_err(|e| Error::request("sending", id, e))?;
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
@@ -52,15 +51,11 @@ pub async fn request_on(stream: &TcpStream, id: u64) -> Result<String, Error> {
                 return Err(Error::Decode { id, source });
             }
             Ok(_) => {}
-            Err(e) => return Err(io_error(e, id, "reading the answer to")),
+            Err(e) => return Err(Error::request("reading the answer to", id, e)),
         }
     }
 }
 // ANCHOR_END: make_tcp_request
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
-}
 
 // ANCHOR: consume_response
 /// The article's `consume_response`: one request, its outcome handed to `record`.

@@ -116,7 +116,7 @@ impl Future for MakeTcpRequest {
                     }
                     Poll::Ready(Ok(0)) => {
                         let error = io::ErrorKind::WriteZero.into();
-                        return Poll::Ready(Err(io_error(error, id, "sending")));
+                        return Poll::Ready(Err(Error::request("sending", id, error)));
                     }
                     Poll::Ready(Ok(n)) if sent + n < request.len() => Writing {
                         id,
@@ -129,7 +129,9 @@ impl Future for MakeTcpRequest {
                         stream,
                         decoder: LineDecoder::new(),
                     },
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e, id, "sending"))),
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(Error::request("sending", id, e)));
+                    }
                 },
                 Reading {
                     id,
@@ -164,7 +166,11 @@ impl Future for MakeTcpRequest {
                             }
                         }
                         Poll::Ready(Err(e)) => {
-                            return Poll::Ready(Err(io_error(e, id, "reading the answer to")));
+                            return Poll::Ready(Err(Error::request(
+                                "reading the answer to",
+                                id,
+                                e,
+                            )));
                         }
                     }
                 }
@@ -176,7 +182,3 @@ impl Future for MakeTcpRequest {
     }
 }
 // ANCHOR_END: poll
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
-}

@@ -41,7 +41,7 @@ pub(crate) mod ring;
 pub use client::{consume_response, make_tcp_request};
 pub use listener::TcpListener;
 pub use net::{TcpStream, sleep};
-pub use ring::simulate_setup_error;
+pub use shared::uring::simulate_setup_error;
 
 use crate::context::with_current;
 

@@ -6,15 +6,15 @@
 //! long the future that asked for it lives: that is what keeps a buffer alive while the
 //! kernel may still write into it.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::task::{Poll, Waker};
 
-use io_uring::{IoUring, Probe, opcode, squeue, types};
+use io_uring::{IoUring, opcode, squeue, types};
 use mio::{Interest, Registry, Token};
+use shared::uring::UringSetup;
 
 use crate::slab::{Key, Slab};
 
@@ -119,37 +119,9 @@ impl Ring {
     /// Sets up a ring and registers its fd with `registry` under `token`: it is readable
     /// when completions wait. Fails with a message that says why io_uring is unusable.
     pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Ring> {
-        let simulated = simulated_error();
-        let setup = match simulated {
-            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-            // A completion queue larger than the submission queue: a turn may complete
-            // more operations than it submits. (Beyond it, the kernel keeps the overflow.)
-            None => IoUring::builder().setup_cqsize(8 * ENTRIES).build(ENTRIES),
-        };
-        let ring = setup.map_err(|error| unavailable(error, simulated.is_some()))?;
-        // What this driver submits: all there since Linux 5.6, like the probe itself.
-        let mut probe = Probe::new();
-        let needed = [
-            ("connect", opcode::Connect::CODE),
-            ("recv", opcode::Recv::CODE),
-            ("send", opcode::Send::CODE),
-            ("close", opcode::Close::CODE),
-            ("async_cancel", opcode::AsyncCancel::CODE),
-            ("timeout", opcode::Timeout::CODE),
-        ];
-        let missing = match ring.submitter().register_probe(&mut probe) {
-            Ok(()) => needed.iter().find(|(_, code)| !probe.is_supported(*code)),
-            Err(_) => needed.first(), // no probe: older than 5.6
-        };
-        if let Some((name, _)) = missing {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "io_uring is too old on this kernel: it lacks the {name} operation \
-                     (the uring driver needs Linux 5.6 or later). Use --driver mio (the default)"
-                ),
-            ));
-        }
+        // A completion queue larger than the submission queue: a turn may complete
+        // more operations than it submits. (Beyond it, the kernel keeps the overflow.)
+        let ring = SETUP.ring(|| IoUring::builder().setup_cqsize(8 * ENTRIES).build(ENTRIES))?;
         let fd = ring.as_raw_fd();
         registry.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)?;
         Ok(Ring {
@@ -184,19 +156,24 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     found >= (major, minor)
 }
 
-/// Explains why `io_uring_setup` failed, and what to do.
-fn unavailable(error: io::Error, simulated: bool) -> io::Error {
-    let why = shared::io_uring_refusal(&error);
-    let simulated = if simulated {
-        " [simulated: STAGE4_URING_SIMULATE or uring::simulate_setup_error]"
-    } else {
-        ""
-    };
-    io::Error::new(
-        error.kind(),
-        format!("{why}. Use --driver mio (the default){simulated}"),
-    )
-}
+/// What this driver submits (all there since Linux 5.6; a multishot accept needs 5.19,
+/// and falls back to one accept per connection), and what it says where io_uring is
+/// unusable.
+const SETUP: UringSetup = UringSetup {
+    who: "the uring driver",
+    needs: &[
+        ("accept", opcode::Accept::CODE),
+        ("connect", opcode::Connect::CODE),
+        ("recv", opcode::Recv::CODE),
+        ("send", opcode::Send::CODE),
+        ("close", opcode::Close::CODE),
+        ("async_cancel", opcode::AsyncCancel::CODE),
+        ("timeout", opcode::Timeout::CODE),
+    ],
+    instead: "Use --driver mio (the default)",
+    simulate_var: "STAGE4_URING_SIMULATE",
+    simulate_fn: "uring::simulate_setup_error",
+};
 // ANCHOR_END: new
 
 impl Ring {
@@ -621,30 +598,3 @@ impl Drop for Ring {
     }
 }
 // ANCHOR_END: drop
-
-// ANCHOR: simulate
-thread_local! {
-    static SIMULATED: Cell<Option<i32>> = const { Cell::new(None) };
-}
-
-/// Makes the next rings created on this thread fail as if `io_uring_setup` had returned
-/// `errno` (`libc::ENOSYS`: a kernel without io_uring; `libc::EPERM`: io_uring disabled),
-/// to test the refusal path on a machine where io_uring works. `None` stops it.
-///
-/// The environment variable `STAGE4_URING_SIMULATE=ENOSYS` (or `EPERM`) does the same for
-/// a whole process, for the command line.
-pub fn simulate_setup_error(errno: Option<i32>) {
-    SIMULATED.set(errno);
-}
-
-/// The error to simulate, if any: the thread's first, then the environment's.
-fn simulated_error() -> Option<i32> {
-    SIMULATED.get().or_else(
-        || match std::env::var("STAGE4_URING_SIMULATE").ok()?.as_str() {
-            "ENOSYS" => Some(libc::ENOSYS),
-            "EPERM" => Some(libc::EPERM),
-            _ => None,
-        },
-    )
-}
-// ANCHOR_END: simulate
