@@ -6,6 +6,12 @@
 //! reactor calls the waker when epoll reports the socket ready, and the task tries again.
 //! `Interrupted` is retried at once. Sockets are registered edge-triggered, so a
 //! `WouldBlock` is what guarantees the next event: never wait without seeing one.
+//!
+//! A read shorter than its buffer guarantees the next event too: it emptied the socket,
+//! so whatever arrives next is new, and edge-triggered epoll reports every arrival. The
+//! reactor keeps what it last heard per socket and direction ("ready", or not since the
+//! last `WouldBlock` or short read), and an operation on a socket not ready waits for
+//! the event without asking the kernel first: one `recvfrom` per request, not two.
 
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
@@ -42,45 +48,57 @@ impl<S: mio::event::Source> Io<S> {
     }
 
     // ANCHOR: poll_io
-    /// Runs `op` until it does not say `WouldBlock`; if it does, the task's waker waits
+    /// Runs `op` unless the socket is known not to be ready in `direction`, retrying
+    /// `Interrupted`; if it says `WouldBlock` (or was not run), the task's waker waits
     /// with the reactor for `direction` (in the entry `waiter` of a future, or as a
-    /// `poll_*` caller's when `waiter` is `None`).
+    /// `poll_*` caller's when `waiter` is `None`). A result for which `drained` holds
+    /// (a short read or write) marks the socket not ready until the next event.
     fn poll_io<T>(
         &self,
         cx: &mut Context<'_>,
         direction: Direction,
-        mut waiter: Option<&mut Option<u64>>,
+        waiter: Option<&mut Option<u64>>,
         mut op: impl FnMut(&S) -> io::Result<T>,
+        drained: impl FnOnce(&T) -> bool,
     ) -> Poll<io::Result<T>> {
-        // A task out of budget yields before the system call (see `consume_budget`).
-        ready!(with_current("socket I/O", |event_loop| event_loop.consume_budget(cx)));
-        loop {
-            match op(&self.source) {
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    let registered = with_current("socket I/O", |event_loop| {
-                        event_loop.refund_budget(); // no progress, no cost
-                        let here = event_loop.id == self.loop_id;
-                        if here {
-                            let mut reactor = event_loop.reactor();
-                            let waiter = waiter.as_deref_mut();
-                            reactor.set_waker(self.key, direction, waiter, cx.waker());
-                            event_loop.trace_waker(Waiting::Socket(self.key, direction));
-                        }
-                        here
-                    });
-                    if !registered {
-                        return Poll::Ready(Err(io::Error::other(
-                            "socket used on another event loop than the one it was created on",
-                        )));
-                    }
-                    return Poll::Pending;
-                }
-                result => return Poll::Ready(result),
+        with_current("socket I/O", |event_loop| {
+            if event_loop.id != self.loop_id {
+                return Poll::Ready(Err(io::Error::other(
+                    "socket used on another event loop than the one it was created on",
+                )));
             }
-        }
+            // A task out of budget yields before the system call (see `consume_budget`).
+            ready!(event_loop.consume_budget(cx));
+            if event_loop.reactor().is_ready(self.key, direction) {
+                loop {
+                    match op(&self.source) {
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                        Ok(value) => {
+                            if drained(&value) {
+                                event_loop.reactor().clear_ready(self.key, direction);
+                            }
+                            return Poll::Ready(Ok(value));
+                        }
+                        Err(error) => return Poll::Ready(Err(error)),
+                    }
+                }
+            }
+            event_loop.refund_budget(); // no progress, no cost
+            let mut reactor = event_loop.reactor();
+            reactor.clear_ready(self.key, direction);
+            reactor.set_waker(self.key, direction, waiter, cx.waker());
+            event_loop.trace_waker(Waiting::Socket(self.key, direction));
+            Poll::Pending
+        })
     }
     // ANCHOR_END: poll_io
+}
+
+/// Whether a read or write of `n` bytes of a `len`-byte buffer emptied the socket (or
+/// filled it): fewer than asked, but not the end of the stream.
+fn short(n: usize, len: usize) -> bool {
+    n > 0 && n < len
 }
 
 // ANCHOR: waiter
@@ -107,9 +125,10 @@ impl<'a, S: mio::event::Source> Waiter<'a, S> {
         &mut self,
         cx: &mut Context<'_>,
         op: impl FnMut(&S) -> io::Result<T>,
+        drained: impl FnOnce(&T) -> bool,
     ) -> Poll<io::Result<T>> {
         self.io
-            .poll_io(cx, self.direction, Some(&mut self.entry), op)
+            .poll_io(cx, self.direction, Some(&mut self.entry), op, drained)
     }
 }
 
@@ -168,7 +187,7 @@ impl TcpStream {
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         let stream = TcpStream::start_connect(addr)?;
         let mut waiter = Waiter::new(&stream.io, Direction::Write);
-        poll_fn(|cx| waiter.poll(cx, connected)).await?;
+        poll_fn(|cx| waiter.poll(cx, connected, |_| false)).await?;
         drop(waiter);
         Ok(stream)
     }
@@ -185,7 +204,8 @@ impl TcpStream {
     /// `Ready(Ok(()))` once the handshake that [`TcpStream::start_connect`] began has
     /// succeeded, `Ready(Err(..))` if it failed.
     pub fn poll_connect(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io.poll_io(cx, Direction::Write, None, connected)
+        self.io
+            .poll_io(cx, Direction::Write, None, connected, |_| false)
     }
     // ANCHOR_END: connect
 
@@ -215,7 +235,7 @@ impl TcpStream {
             )?,
         };
         let mut waiter = Waiter::new(&stream.io, Direction::Write);
-        poll_fn(|cx| waiter.poll(cx, connected)).await?;
+        poll_fn(|cx| waiter.poll(cx, connected, |_| false)).await?;
         drop(waiter);
         Ok(stream)
     }
@@ -232,26 +252,40 @@ impl TcpStream {
     /// tasks may read one stream (each read gets whatever bytes are there).
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut waiter = Waiter::new(&self.io, Direction::Read);
-        poll_fn(|cx| waiter.poll(cx, |mut socket| socket.read(buf))).await
+        let len = buf.len();
+        poll_fn(|cx| waiter.poll(cx, |mut socket| socket.read(buf), |&n| short(n, len))).await
     }
 
     /// [`TcpStream::read`] as a poll function (for `futures::io::AsyncRead`). Every task
     /// that gets `Pending` here is woken at the next event, then it must poll again.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io(cx, Direction::Read, None, |mut socket| socket.read(buf))
+        let len = buf.len();
+        self.io.poll_io(
+            cx,
+            Direction::Read,
+            None,
+            |mut socket| socket.read(buf),
+            |&n| short(n, len),
+        )
     }
 
     /// Writes some bytes of `buf`, returning how many.
     pub async fn write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut waiter = Waiter::new(&self.io, Direction::Write);
-        poll_fn(|cx| waiter.poll(cx, |mut socket| socket.write(buf))).await
+        let len = buf.len();
+        poll_fn(|cx| waiter.poll(cx, |mut socket| socket.write(buf), |&n| short(n, len))).await
     }
 
     /// [`TcpStream::write`] as a poll function (for `futures::io::AsyncWrite`).
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io(cx, Direction::Write, None, |mut socket| socket.write(buf))
+        let len = buf.len();
+        self.io.poll_io(
+            cx,
+            Direction::Write,
+            None,
+            |mut socket| socket.write(buf),
+            |&n| short(n, len),
+        )
     }
 
     /// Writes all of `buf`, however many partial writes it takes.
@@ -278,7 +312,9 @@ impl TcpStream {
         let mut waiter = Waiter::new(&self.io, Direction::Read);
         poll_fn(|cx| {
             let mut buf = [0u8; 1024];
-            let read = ready!(waiter.poll(cx, |mut socket| socket.read(&mut buf)))?;
+            let len = buf.len();
+            let read = waiter.poll(cx, |mut socket| socket.read(&mut buf), |&n| short(n, len));
+            let read = ready!(read)?;
             decoder.push(&buf[..read]);
             Poll::Ready(Ok(read))
         })
@@ -442,7 +478,9 @@ impl TcpListener {
     /// each new connection wakes them all, and each tries to take one.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let mut waiter = Waiter::new(&self.io, Direction::Read);
-        let (stream, peer) = poll_fn(|cx| waiter.poll(cx, |listener| listener.accept())).await?;
+        // An accept never says "drained": more connections may wait behind this one.
+        let accept = |listener: &mio::net::TcpListener| listener.accept();
+        let (stream, peer) = poll_fn(|cx| waiter.poll(cx, accept, |_| false)).await?;
         Ok((
             TcpStream {
                 io: Io::register(stream, "TcpListener::accept")?,

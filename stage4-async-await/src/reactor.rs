@@ -39,10 +39,33 @@ const PRECISE_WAKE_TOKEN: Token = Token(usize::MAX - 2);
 /// The tasks waiting on one socket, per direction. Several may wait at once (two tasks
 /// accepting on one listener, or reading one stream through `&TcpStream`): readiness
 /// wakes all of them, and each tries its system call again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Source {
     readers: Waiters,
     writers: Waiters,
+    /// What the reactor last heard, per direction: ready (an event came, or nothing is
+    /// known yet), or not (a `WouldBlock` or a short read or write since).
+    readable: bool,
+    writable: bool,
+    /// The peer closed (or the socket failed): every later read or write returns at
+    /// once, with no event to announce it, so the socket stays ready for good.
+    /// (tokio's `READ_CLOSED` does the same.)
+    read_closed: bool,
+    write_closed: bool,
+}
+
+impl Default for Source {
+    fn default() -> Source {
+        // Not known yet: try the system call first.
+        Source {
+            readers: Waiters::default(),
+            writers: Waiters::default(),
+            readable: true,
+            writable: true,
+            read_closed: false,
+            write_closed: false,
+        }
+    }
 }
 
 /// The wakers waiting for one direction of one socket.
@@ -197,6 +220,24 @@ impl Reactor {
         }
     }
 
+    /// Whether socket `key` may be ready in `direction`: an event came since the last
+    /// `WouldBlock` or short read or write (or nothing is known yet).
+    pub(crate) fn is_ready(&mut self, key: Key, direction: Direction) -> bool {
+        self.sources
+            .get_mut(key)
+            .is_none_or(|source| match direction {
+                Direction::Read => source.readable || source.read_closed,
+                Direction::Write => source.writable || source.write_closed,
+            })
+    }
+
+    /// Socket `key` is not ready in `direction` until its next event.
+    pub(crate) fn clear_ready(&mut self, key: Key, direction: Direction) {
+        if let Some(source) = self.sources.get_mut(key) {
+            *source.ready(direction) = false;
+        }
+    }
+
     /// Takes a dropped future's entry out: its task no longer waits here.
     pub(crate) fn cancel_wait(&mut self, key: Key, direction: Direction, waiter: u64) {
         if let Some(source) = self.sources.get_mut(key) {
@@ -274,10 +315,15 @@ impl Reactor {
                 continue;
             };
             // Errors and hang-ups wake both sides: the next read or write reports them.
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+            let read_closed = event.is_read_closed() || event.is_error();
+            let write_closed = event.is_write_closed() || event.is_error();
+            source.read_closed |= read_closed;
+            source.write_closed |= write_closed;
+            let readable = event.is_readable() || read_closed;
+            let writable = event.is_writable() || write_closed;
             for (direction, ready) in [(Direction::Read, readable), (Direction::Write, writable)] {
                 if ready {
+                    *source.ready(direction) = true;
                     let before = woken.len();
                     source.waiters(direction).wake_all(woken);
                     let waiters = woken.len() - before;
@@ -368,6 +414,13 @@ impl Reactor {
 }
 
 impl Source {
+    fn ready(&mut self, direction: Direction) -> &mut bool {
+        match direction {
+            Direction::Read => &mut self.readable,
+            Direction::Write => &mut self.writable,
+        }
+    }
+
     fn waiters(&mut self, direction: Direction) -> &mut Waiters {
         match direction {
             Direction::Read => &mut self.readers,
