@@ -11,6 +11,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
 use mio::{Interest, Registry, Token};
@@ -20,6 +21,9 @@ use crate::slab::{Key, Slab};
 
 /// The `user_data` of the operations nobody waits for (a cancel, a close).
 const IGNORED: u64 = u64::MAX;
+
+/// The `user_data` of the poll on the reactor's epoll fd (see [`Ring::wait`]).
+const EPOLL: u64 = u64::MAX - 1;
 
 /// Submission queue entries. A turn that queues more keeps the rest in a backlog.
 const ENTRIES: u32 = 1024;
@@ -99,6 +103,14 @@ pub(crate) struct Ring {
     /// The kernel accepts many connections per submission (Linux 5.19 and later); if
     /// not, a listener submits one accept per connection.
     pub(crate) multishot_accept: bool,
+    /// The loop blocks here, in `io_uring_enter` (see [`Ring::wait`]), rather than in
+    /// `epoll_wait` with the ring's fd among epoll's: a wait with a timeout needs Linux
+    /// 5.11, a multishot poll of the epoll fd 5.13.
+    pub(crate) waits: bool,
+    /// The multishot poll on the epoll fd is armed.
+    epoll_armed: bool,
+    /// It completed since the last look: epoll has events.
+    epoll_ready: bool,
     /// What abandoned operations held, with their result, kept after their completion
     /// for tests to look at.
     #[cfg(test)]
@@ -122,8 +134,13 @@ impl Ring {
         // A completion queue larger than the submission queue: a turn may complete
         // more operations than it submits. (Beyond it, the kernel keeps the overflow.)
         let ring = SETUP.ring(|| IoUring::builder().setup_cqsize(8 * ENTRIES).build(ENTRIES))?;
-        let fd = ring.as_raw_fd();
-        registry.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)?;
+        let waits = ring.params().is_feature_ext_arg() && kernel_at_least(5, 13);
+        if !waits {
+            // The old way: the loop waits in epoll, and the ring's fd is readable there
+            // when completions wait.
+            let fd = ring.as_raw_fd();
+            registry.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)?;
+        }
         Ok(Ring {
             ring,
             ops: Slab::new(),
@@ -131,6 +148,9 @@ impl Ring {
             woken: Vec::new(),
             cancel_on_drop: true,
             multishot_accept: kernel_at_least(5, 19),
+            waits,
+            epoll_armed: false,
+            epoll_ready: false,
             #[cfg(test)]
             released: Vec::new(),
         })
@@ -240,6 +260,53 @@ impl Ring {
         }
     }
 
+    // ANCHOR: ring_wait
+    /// Submits what is queued and waits, in the same `io_uring_enter`, until a
+    /// completion comes or `timeout` passes (`None`: no limit). Before, it makes sure a
+    /// multishot poll watches `epoll` (the reactor's epoll fd): its completion says that
+    /// epoll has events, which [`Ring::take_epoll_ready`] then tells.
+    pub(crate) fn wait(&mut self, epoll: i32, timeout: Option<Duration>) -> io::Result<()> {
+        if !self.epoll_armed {
+            let poll = opcode::PollAdd::new(types::Fd(epoll), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(EPOLL);
+            // SAFETY: a poll points at no memory; the epoll fd outlives the ring (the
+            // reactor owns both, and drops the ring first).
+            unsafe { self.push(&poll) };
+            self.epoll_armed = true;
+        }
+        if !self.backlog.is_empty() {
+            self.submit()?; // what does not fit in one enter
+        }
+        let result = match timeout {
+            Some(timeout) => {
+                // The kernel's seconds are signed: a longer wait is "forever" anyway.
+                let timespec = types::Timespec::new()
+                    .sec(timeout.as_secs().min(i64::MAX as u64))
+                    .nsec(timeout.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&timespec);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(1),
+        };
+        match result {
+            Ok(_) => Ok(()),
+            // The timeout passed, or a signal came: the loop looks around and comes back.
+            Err(error) if error.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(()),
+            // The completion queue is full: the reaper makes room, the next turn waits.
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether epoll has had events since the last call (the poll on its fd completed).
+    pub(crate) fn take_epoll_ready(&mut self) -> bool {
+        std::mem::take(&mut self.epoll_ready)
+    }
+    // ANCHOR_END: ring_wait
+
     /// Moves every completion out of the queue: the waiting futures' wakers go to
     /// `woken`, and abandoned operations free their slot (and buffer) now that the
     /// kernel is done with them. No system call, unless the queue overflowed.
@@ -252,6 +319,11 @@ impl Ring {
                 reaped += 1;
                 let (user_data, result) = (completion.user_data(), completion.result());
                 let more = io_uring::cqueue::more(completion.flags());
+                if user_data == EPOLL {
+                    self.epoll_ready = true;
+                    self.epoll_armed &= more; // ended: armed again at the next wait
+                    continue;
+                }
                 match complete(&mut self.ops, user_data, result, more, woken) {
                     Reaped::Nothing => {}
                     Reaped::Released(released) => {
@@ -572,8 +644,8 @@ impl Drop for Ring {
             }
             for completion in self.ring.completion() {
                 let user_data = completion.user_data();
-                if user_data == IGNORED {
-                    continue;
+                if user_data == IGNORED || user_data == EPOLL {
+                    continue; // not an operation of the slab
                 }
                 if accepting.contains(&user_data) {
                     close_accepted(completion.result());
