@@ -131,9 +131,7 @@ impl Ring {
     /// Sets up a ring and registers its fd with `registry` under `token`: it is readable
     /// when completions wait. Fails with a message that says why io_uring is unusable.
     pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Ring> {
-        // A completion queue larger than the submission queue: a turn may complete
-        // more operations than it submits. (Beyond it, the kernel keeps the overflow.)
-        let ring = SETUP.ring(|| IoUring::builder().setup_cqsize(8 * ENTRIES).build(ENTRIES))?;
+        let ring = SETUP.ring(build)?;
         let waits = ring.params().is_feature_ext_arg() && kernel_at_least(5, 13);
         if !waits {
             // The old way: the loop waits in epoll, and the ring's fd is readable there
@@ -156,6 +154,42 @@ impl Ring {
         })
     }
 }
+
+// ANCHOR: setup_flags
+/// Builds the ring with the setup flags that suit one thread doing all the work, the
+/// newest the kernel takes:
+///
+/// - `SINGLE_ISSUER` and `DEFER_TASKRUN` (Linux 6.1): the kernel finishes operations
+///   (posts their completions) only when this thread enters the ring to wait or to
+///   submit, in one batch, instead of interrupting it whenever one is done;
+/// - else `COOP_TASKRUN` (5.19): it does not interrupt the thread either, but finishes
+///   them at its next system call;
+/// - else none.
+///
+/// `TASKRUN_FLAG` comes with either, so that a turn that has nothing to submit still
+/// enters when completions are waiting to be posted (see `Ring::submit`). A completion
+/// queue larger than the submission queue: a turn may complete more operations than it
+/// submits (beyond it, the kernel keeps the overflow).
+fn build() -> io::Result<IoUring> {
+    let mut deferred = IoUring::builder();
+    deferred
+        .setup_cqsize(8 * ENTRIES)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag();
+    let mut cooperative = IoUring::builder();
+    cooperative
+        .setup_cqsize(8 * ENTRIES)
+        .setup_coop_taskrun()
+        .setup_taskrun_flag();
+    let mut plain = IoUring::builder();
+    plain.setup_cqsize(8 * ENTRIES);
+    deferred
+        .build(ENTRIES)
+        .or_else(|_| cooperative.build(ENTRIES))
+        .or_else(|_| plain.build(ENTRIES))
+}
+// ANCHOR_END: setup_flags
 
 /// Whether the running kernel's version is at least `major.minor` (from `uname`).
 fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -235,7 +269,9 @@ impl Ring {
                 // SAFETY: `push` took it under the same promise; the queue has room.
                 let _ = unsafe { queue.push(&entry) };
             }
-            let nothing = queue.is_empty() && !queue.cq_overflow();
+            // (With deferred task work, completions are only posted by an enter: the
+            // kernel raises `taskrun` when some wait to be.)
+            let nothing = queue.is_empty() && !queue.cq_overflow() && !queue.taskrun();
             drop(queue);
             if nothing {
                 return Ok(()); // no system call for an empty queue
