@@ -45,6 +45,7 @@
 
 // The lesson.
 pub mod cell;
+pub mod net;
 pub mod reference;
 
 // The tooling.
