@@ -92,18 +92,18 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, Error> {
 }
 
 fn run(args: &Args) -> Result<(), Error> {
-    let connections = || args.conns.iter().copied().max().unwrap_or(1) as u64;
+    let count = || args.conns.iter().copied().max().unwrap_or(1) as u64;
     if let Some(key) = &args.serve {
         let server = Server::from_key(key)
             .ok_or_else(|| Error::Other(format!("--serve {key}: no such server")))?;
-        return harness::serve_child(server, args.cpu, connections());
+        return harness::serve_child(server, args.cpu, count());
     }
     if let Some(addr) = &args.load {
         let load = Load {
             addr: addr
                 .parse()
                 .map_err(|_| Error::Other(format!("--load {addr}: not an address")))?,
-            connections: connections() as usize,
+            connections: count() as usize,
             warmup: seconds("--warmup", args.warmup)?,
             window: seconds("--secs", args.secs)?,
             protocol: Protocol::from_key(&args.protocol).ok_or_else(|| {
@@ -176,10 +176,10 @@ fn bench(args: &Args) -> Result<(), Error> {
             let cell = &mut cells[(i + round) % count];
             let (sample, _) = harness::measure(&plan, cell.server, cell.connections, false)?;
             eprintln!(
-                "round {}/{}: {:>6} connections, {:<18} {:>9} requests/s",
+                "round {}/{}: {:>18}, {:<18} {:>9} requests/s",
                 round + 1,
                 args.runs,
-                thousands(cell.connections as u64),
+                connections(cell.connections),
                 cell.server.label(),
                 thousands(sample.rate().round() as u64)
             );
@@ -200,8 +200,8 @@ fn bench(args: &Args) -> Result<(), Error> {
             let (sample, syscalls) =
                 harness::measure(&counted, cell.server, cell.connections, true)?;
             eprintln!(
-                "counted: {:>6} connections, {:<18} {:.2} system calls per request",
-                thousands(cell.connections as u64),
+                "counted: {:>18}, {:<18} {:.2} system calls per request",
+                connections(cell.connections),
                 cell.server.label(),
                 syscalls
                     .as_ref()
@@ -258,6 +258,14 @@ fn median(cell: &Cell, of: impl Fn(&Sample) -> f64) -> f64 {
     Summary::of(&values).map_or(f64::NAN, |s| s.median)
 }
 
+/// `1 connection`, `1,024 connections`.
+fn connections(n: usize) -> String {
+    match n {
+        1 => "1 connection".into(),
+        n => format!("{} connections", thousands(n as u64)),
+    }
+}
+
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -298,7 +306,7 @@ fn print(
     );
     shared::say!(
         "Each cell: the median of {} runs of {} s (after {} s of warm-up), interleaved; \
-         spread = (max - min) / median of req/s; x {} = the median of the ratios within a \
+         spread = (max - min) / median of req/s; × {} = the median of the ratios within a \
          round.",
         args.runs,
         plan.window.as_secs_f64(),
@@ -407,8 +415,8 @@ fn print(
                 parts.push(format!("other {:.2}", per(calls.total - named)));
             }
             shared::say!(
-                "- {} connections, {}: {:.2} = {}",
-                thousands(cell.connections as u64),
+                "- {}, {}: {:.2} = {}",
+                connections(cell.connections),
                 cell.server.label(),
                 per(calls.total),
                 parts.join(" + ")

@@ -179,10 +179,11 @@ mod imp {
 
         fn command(&mut self, command: &str) -> Result<(), Error> {
             writeln!(self.ctl, "{command}").map_err(|e| Error::io("talking to perf", e))?;
-            // perf answers `ack`; it takes a moment to attach first.
+            // perf answers `ack\n` (and a NUL: it writes the C string whole); it takes a
+            // moment to attach first.
             let mut answer = Vec::new();
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while !answer.ends_with(b"ack\n") {
+            while !answer.windows(4).any(|w| w == b"ack\n") {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
                     return Err(Error::Other(format!(
