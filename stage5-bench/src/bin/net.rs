@@ -218,8 +218,11 @@ fn bench(args: &Args) -> Result<(), Error> {
     Ok(())
 }
 
+/// Servers this build cannot run, each with the reason.
+type NotRun = Vec<(Server, &'static str)>;
+
 /// The servers asked for (or all), split into those this build runs and those it cannot.
-fn servers(asked: &[String]) -> Result<(Vec<Server>, Vec<(Server, &'static str)>), Error> {
+fn servers(asked: &[String]) -> Result<(Vec<Server>, NotRun), Error> {
     let asked: Vec<Server> = if asked.is_empty() {
         Server::ALL.to_vec()
     } else {

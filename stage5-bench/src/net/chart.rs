@@ -89,7 +89,7 @@ pub fn svg(title: &str, groups: &[Group]) -> String {
         })
         .fold(0.0, f64::max);
     let top2 = TOP + PANEL + GAP;
-    panel(w, TOP, rate_max, "requests per second", |v| count(v));
+    panel(w, TOP, rate_max, "requests per second", count);
     panel(w, top2, cpu_max, "CPU µs per request", |v| {
         format!("{v:.0}")
     });

@@ -48,6 +48,10 @@ pub const HTTP_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n";
 /// (which changes every second, so no answer could be checked whole).
 pub const HTTP_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
 
+/// A server: serves on the address (port 0: any free port) until the process ends, after
+/// calling the function with the address it listens on.
+pub type Serve = fn(SocketAddr, &dyn Fn(SocketAddr)) -> io::Result<()>;
+
 /// What a server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {

@@ -291,15 +291,17 @@ pub fn parse(text: &str) -> Result<Syscalls, Error> {
         };
         if event == "raw_syscalls:sys_enter" {
             total = Some(count);
-        } else if let Some(name) = event.strip_prefix("syscalls:sys_enter_") {
-            if count > 0 {
-                syscalls.by_name.push((name.to_string(), count));
-            }
+        } else if let Some(name) = event.strip_prefix("syscalls:sys_enter_")
+            && count > 0
+        {
+            syscalls.by_name.push((name.to_string(), count));
         }
     }
     syscalls.total = total
         .ok_or_else(|| Error::Other(format!("perf's output has no system-call total:\n{text}")))?;
-    syscalls.by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    syscalls
+        .by_name
+        .sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     Ok(syscalls)
 }
 

@@ -3,9 +3,6 @@
 //! HTTP/1.1 server on tokio. Each is the runtime's own idiom, as its documentation writes
 //! it (feature `reference`; monoio on Linux only).
 
-use std::io;
-use std::net::SocketAddr;
-
 /// Why the reference rows cannot run, if they cannot.
 pub fn unavailable() -> Option<&'static str> {
     if cfg!(feature = "reference") {
@@ -191,8 +188,5 @@ mod absent {
     }
 }
 
-/// Keeps the signatures of both builds in step: each is a server for [`Server::serve`].
-///
-/// [`Server::serve`]: crate::net::Server::serve
-const _: [fn(SocketAddr, &dyn Fn(SocketAddr)) -> io::Result<()>; 4] =
-    [tokio, smol, monoio, hyper_tokio];
+// Keeps the signatures of both builds in step.
+const _: [crate::net::Serve; 4] = [tokio, smol, monoio, hyper_tokio];
