@@ -16,8 +16,12 @@
 //!   format children print, and the interleaved runs.
 //! - [`reference`](mod@reference): the same benchmark on tokio and smol (feature
 //!   `reference`), and `reference.py`, the same in Python's asyncio and threads.
-//! - The binaries `table` (the article's table), `compute` (where the event loop loses)
-//!   and `memory` (what a waiting request costs as a process, a thread, a task).
+//! - [`net`]: stage 4 on real sockets beside tokio, smol and monoio; its [`net::servers`]
+//!   are the lesson (stage 4's echo servers on mio and io_uring, hyper on stage 4, and the
+//!   floor: only the system calls, no runtime), the rest of it the harness.
+//! - The binaries `table` (the article's table), `compute` (where the event loop loses),
+//!   `memory` (what a waiting request costs as a process, a thread, a task) and `net`
+//!   (the network benchmark).
 //!
 //! # The tooling: what measures, prints and draws the book's figures
 //!
@@ -29,8 +33,9 @@
 //!   measurement do not share one.
 //! - [`svg`]: the one SVG writer; [`plot`] (the table as a picture) and [`pictures`]
 //!   (timelines and sequence diagrams from real runs) draw with it.
-//! - The binaries `latency` (the latency table of the book's first chapter, by what it measures: CPU and
-//!   caches, switches and wake-ups, the disk) and `pictures` (the book's figures).
+//! - The binaries `latency` (the latency table of the book's first chapter, split by what
+//!   it measures: CPU and caches, switches and wake-ups, the disk) and `pictures` (the
+//!   book's figures).
 //!
 //! ```text
 //! cargo bench -p stage5-bench --bench stages -- --quick   # stages 0 to 4, same workload
@@ -41,6 +46,8 @@
 //! cargo run --release -p stage5-bench --bin compute       # where the event loop loses
 //! cargo run --release -p stage5-bench --bin memory        # N waiting requests: processes,
 //!                                                         # threads, tasks
+//! cargo run --release -p stage5-bench --bin net           # echo servers on real sockets
+//! cargo run --release -p stage5-bench --bin net --features reference   # + tokio, smol, ...
 //! ```
 
 // The lesson.

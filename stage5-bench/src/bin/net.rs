@@ -121,7 +121,9 @@ struct Cell {
     server: Server,
     connections: usize,
     samples: Vec<Sample>,
-    syscalls: Option<(Syscalls, u64)>,
+    /// The counted run's system calls, and the requests answered while perf counted
+    /// (its rate of requests times perf's counting time).
+    syscalls: Option<(Syscalls, f64)>,
 }
 
 fn bench(args: &Args) -> Result<(), Error> {
@@ -199,15 +201,19 @@ fn bench(args: &Args) -> Result<(), Error> {
         for cell in &mut cells {
             let (sample, syscalls) =
                 harness::measure(&counted, cell.server, cell.connections, true)?;
+            let syscalls = syscalls.map(|s| {
+                let requests = sample.rate() * s.counted.as_secs_f64();
+                (s, requests)
+            });
             eprintln!(
                 "counted: {:>18}, {:<18} {:.2} system calls per request",
                 connections(cell.connections),
                 cell.server.label(),
                 syscalls
                     .as_ref()
-                    .map_or(0.0, |s| s.total as f64 / sample.requests.max(1) as f64)
+                    .map_or(0.0, |(s, requests)| s.total as f64 / requests.max(1.0))
             );
-            cell.syscalls = syscalls.map(|s| (s, sample.requests));
+            cell.syscalls = syscalls;
         }
     }
     print(args, &plan, &cells, &not_run, perf_off.as_deref());
@@ -259,6 +265,15 @@ fn paired(a: &Cell, b: Option<&Cell>, of: impl Fn(&Sample) -> f64) -> Option<f64
 fn median(cell: &Cell, of: impl Fn(&Sample) -> f64) -> f64 {
     let values: Vec<f64> = cell.samples.iter().map(of).collect();
     Summary::of(&values).map_or(f64::NAN, |s| s.median)
+}
+
+/// System calls per request: `3.02`, `0.071`, `0.0042`: two significant digits at least.
+fn calls(per_request: f64) -> String {
+    match per_request {
+        v if v >= 0.1 => format!("{v:.2}"),
+        v if v >= 0.01 => format!("{v:.3}"),
+        v => format!("{v:.4}"),
+    }
 }
 
 /// `1 connection`, `1,024 connections`.
@@ -385,7 +400,7 @@ fn print(
                 cell.syscalls
                     .as_ref()
                     .map_or("n/a".into(), |(s, requests)| {
-                        format!("{:.2}", s.total as f64 / (*requests).max(1) as f64)
+                        calls(s.total as f64 / requests.max(1.0))
                     }),
                 format!(
                     "{:.1} MiB",
@@ -406,22 +421,22 @@ fn print(
             let Some((calls, requests)) = &cell.syscalls else {
                 continue;
             };
-            let per = |n: u64| n as f64 / (*requests).max(1) as f64;
+            let per = |n: u64| n as f64 / requests.max(1.0);
             let named: u64 = calls.by_name.iter().map(|(_, n)| n).sum();
             let mut parts: Vec<String> = calls
                 .by_name
                 .iter()
-                .filter(|(_, n)| per(*n) >= 0.005)
-                .map(|(name, n)| format!("{name} {:.2}", per(*n)))
+                .filter(|(_, n)| per(*n) >= 0.0005)
+                .map(|(name, n)| format!("{name} {}", self::calls(per(*n))))
                 .collect();
-            if per(calls.total.saturating_sub(named)) >= 0.005 {
-                parts.push(format!("other {:.2}", per(calls.total - named)));
+            if per(calls.total.saturating_sub(named)) >= 0.0005 {
+                parts.push(format!("other {}", self::calls(per(calls.total - named))));
             }
             shared::say!(
-                "- {}, {}: {:.2} = {}",
+                "- {}, {}: {} = {}",
                 connections(cell.connections),
                 cell.server.label(),
-                per(calls.total),
+                self::calls(per(calls.total)),
                 parts.join(" + ")
             );
         }

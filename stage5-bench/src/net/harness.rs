@@ -341,10 +341,10 @@ pub fn measure(
         }
     };
     expect(&mut loading, "start", connect)?;
+    let before = usage(&mut serving)?;
     if let Some(counter) = &mut counter {
         counter.enable()?;
     }
-    let before = usage(&mut serving)?;
     expect(&mut loading, "stop", plan.window + Duration::from_secs(30))?;
     let after = usage(&mut serving)?;
     if let Some(counter) = &mut counter {

@@ -76,6 +76,8 @@ enum State {
     Connecting,
     Writing,
     Reading,
+    /// Answered its first request; waits for the others to be in.
+    Idle,
 }
 
 /// One connection and its request in flight.
@@ -190,6 +192,13 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
         let now = Instant::now();
         match (phase_end, window) {
             (None, _) if established == load.connections => {
+                // Everyone is in: the closed loop starts on every connection at once.
+                // (Started one by one as they came in, the connections already running
+                // would slow every newcomer's first answer down.)
+                for connection in &mut connections {
+                    connection.next_request(load.protocol, load.size);
+                    send(connection)?;
+                }
                 phase_end = Some(now + load.warmup);
             }
             (None, _) if now > connect_deadline => {
@@ -260,8 +269,10 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
             }
             let done = receive(connection, load.protocol, &mut scratch)?;
             if done {
-                if connection.sequence == 1 {
+                if connection.sequence == 1 && phase_end.is_none() {
                     established += 1;
+                    connection.state = State::Idle;
+                    continue;
                 }
                 if window.is_some() {
                     latency.record(connection.sent_at.elapsed());

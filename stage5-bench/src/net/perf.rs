@@ -44,6 +44,12 @@ const NAMED: [&str; 22] = [
 pub struct Syscalls {
     /// Every system call.
     pub total: u64,
+    /// How long the counters were on, by the clock: from halfway between asking perf to
+    /// turn them on and its answer, to halfway between asking it to turn them off and its
+    /// answer. Turning them on takes perf a moment, so this is shorter than the load
+    /// generator's window: divide by the requests answered in this time (the window's
+    /// rate times this), not by the window's count.
+    pub counted: Duration,
     /// The named ones that were made, most first; the rest of `total` is other calls.
     pub by_name: Vec<(String, u64)>,
 }
@@ -63,6 +69,7 @@ mod imp {
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
 
     use super::*;
 
@@ -120,6 +127,9 @@ mod imp {
         ctl: File,
         ack: File,
         dir: PathBuf,
+        /// When the counters went on and off (see [`Syscalls::counted`]).
+        on: Option<Instant>,
+        off: Option<Instant>,
     }
 
     fn fifo(path: &std::path::Path) -> Result<(), Error> {
@@ -174,17 +184,21 @@ mod imp {
                 ctl,
                 ack,
                 dir,
+                on: None,
+                off: None,
             })
         }
 
-        fn command(&mut self, command: &str) -> Result<(), Error> {
+        /// Sends `command` and waits for perf's answer; returns when, halfway between.
+        fn command(&mut self, command: &str) -> Result<Instant, Error> {
+            let asked = Instant::now();
             writeln!(self.ctl, "{command}").map_err(|e| Error::io("talking to perf", e))?;
             // perf answers `ack\n` (and a NUL: it writes the C string whole); it takes a
             // moment to attach first.
             let mut answer = Vec::new();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while !answer.windows(4).any(|w| w == b"ack\n") {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(Error::Other(format!(
                         "perf did not acknowledge `{command}`"
@@ -205,17 +219,19 @@ mod imp {
                     return Err(Error::Other(format!("perf ended early ({status})")));
                 }
             }
-            Ok(())
+            Ok(asked + asked.elapsed() / 2)
         }
 
         /// Turns the counters on.
         pub fn enable(&mut self) -> Result<(), Error> {
-            self.command("enable")
+            self.on = Some(self.command("enable")?);
+            Ok(())
         }
 
         /// Turns the counters off.
         pub fn disable(&mut self) -> Result<(), Error> {
-            self.command("disable")
+            self.off = Some(self.command("disable")?);
+            Ok(())
         }
 
         /// Stops perf and reads its counts.
@@ -226,7 +242,13 @@ mod imp {
             let path = self.dir.join("counts");
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            parse(&text)
+            let (Some(on), Some(off)) = (self.on, self.off) else {
+                return Err(Error::Other("perf's counters were never on and off".into()));
+            };
+            Ok(Syscalls {
+                counted: off.saturating_duration_since(on),
+                ..parse(&text)?
+            })
         }
     }
 

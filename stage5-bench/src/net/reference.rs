@@ -40,7 +40,6 @@ mod run {
 
     use crate::net::BUFFER;
 
-    // ANCHOR: tokio
     /// The echo server on tokio: `tokio::spawn` a task per connection.
     pub fn tokio(addr: SocketAddr, bound: &dyn Fn(SocketAddr)) -> io::Result<()> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,7 +67,6 @@ mod run {
             }
         })
     }
-    // ANCHOR_END: tokio
 
     /// The echo server on smol: a `LocalExecutor` driven by `smol::block_on`.
     pub fn smol(addr: SocketAddr, bound: &dyn Fn(SocketAddr)) -> io::Result<()> {
@@ -127,7 +125,6 @@ mod run {
         })
     }
 
-    // ANCHOR: hyper_tokio
     /// hyper's HTTP/1.1 server on tokio, through hyper-util's `TokioIo` and `TokioTimer`.
     pub fn hyper_tokio(addr: SocketAddr, bound: &dyn Fn(SocketAddr)) -> io::Result<()> {
         use hyper_util::rt::{TokioIo, TokioTimer};
@@ -151,7 +148,6 @@ mod run {
             }
         })
     }
-    // ANCHOR_END: hyper_tokio
 }
 
 mod absent {

@@ -12,7 +12,6 @@ use stage4_async_await::{EventLoop, spawn};
 
 use super::BUFFER;
 
-// ANCHOR: stage4_mio
 /// The echo server on stage 4's mio driver: a task per connection.
 pub fn stage4_mio(addr: SocketAddr, bound: &dyn Fn(SocketAddr)) -> io::Result<()> {
     use stage4_async_await::net::TcpListener;
@@ -40,9 +39,7 @@ async fn echo(stream: stage4_async_await::net::TcpStream) {
         }
     }
 }
-// ANCHOR_END: stage4_mio
 
-// ANCHOR: stage4_uring
 /// The echo server on stage 4's io_uring driver: the buffer goes to the kernel with each
 /// operation and comes back with its result.
 #[cfg(all(target_os = "linux", feature = "stage4-uring-server"))]
@@ -76,7 +73,6 @@ async fn echo_uring(stream: stage4_async_await::uring::TcpStream) {
         }
     }
 }
-// ANCHOR_END: stage4_uring
 
 /// Why the io_uring row cannot run, if it cannot.
 pub fn uring_unavailable() -> Option<&'static str> {
@@ -100,7 +96,6 @@ pub(super) fn stage4_uring(_addr: SocketAddr, _bound: &dyn Fn(SocketAddr)) -> io
     ))
 }
 
-// ANCHOR: hyper_stage4
 /// hyper's HTTP/1.1 server on stage 4: our `TcpStream`, executor and timers behind
 /// hyper's runtime traits, answering every request with [`hello`].
 #[cfg(feature = "stage4-hyper")]
@@ -121,7 +116,6 @@ pub fn hyper_stage4(addr: SocketAddr, bound: &dyn Fn(SocketAddr)) -> io::Result<
         }
     })
 }
-// ANCHOR_END: hyper_stage4
 
 /// Why the row of hyper on stage 4 cannot run, if it cannot.
 pub fn hyper_unavailable() -> Option<&'static str> {
@@ -161,7 +155,6 @@ mod http {
     }
 }
 
-// ANCHOR: floor
 /// The floor: one thread, one mio loop, and per request only the system calls it needs,
 /// one `recv` and one `send` (plus a share of an `epoll_wait`). No tasks, no wakers, no
 /// allocation per request. Its system CPU per request is the kernel's share, which no
@@ -285,4 +278,3 @@ impl Connection {
         true
     }
 }
-// ANCHOR_END: floor
