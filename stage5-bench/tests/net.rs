@@ -20,6 +20,7 @@ fn load(addr: SocketAddr, connections: usize) -> Load {
         window: Duration::from_millis(300),
         protocol: Protocol::Echo,
         size: MESSAGE,
+        paced: false,
     }
 }
 

@@ -110,6 +110,7 @@ fn run(args: &Args) -> Result<(), Error> {
                 Error::Other(format!("--protocol {}: echo or http", args.protocol))
             })?,
             size: args.size,
+            paced: true,
         };
         return harness::load_child(&load, args.cpu);
     }
@@ -121,8 +122,7 @@ struct Cell {
     server: Server,
     connections: usize,
     samples: Vec<Sample>,
-    /// The counted run's system calls, and the requests answered while perf counted
-    /// (its rate of requests times perf's counting time).
+    /// The counted run's system calls, and the requests of its window.
     syscalls: Option<(Syscalls, f64)>,
 }
 
@@ -201,10 +201,7 @@ fn bench(args: &Args) -> Result<(), Error> {
         for cell in &mut cells {
             let (sample, syscalls) =
                 harness::measure(&counted, cell.server, cell.connections, true)?;
-            let syscalls = syscalls.map(|s| {
-                let requests = sample.rate() * s.counted.as_secs_f64();
-                (s, requests)
-            });
+            let syscalls = syscalls.map(|s| (s, sample.requests as f64));
             eprintln!(
                 "counted: {:>18}, {:<18} {:.2} system calls per request",
                 connections(cell.connections),

@@ -119,6 +119,7 @@ pub fn serve_child(server: Server, cpu: Option<usize>, connections: u64) -> Resu
 pub fn load_child(load: &Load, cpu: Option<usize>) -> Result<(), Error> {
     prepare(cpu, load.connections as u64)?;
     let measured = load::run(load, &mut |mark| match mark {
+        Mark::Ready => println!("ready"),
         Mark::Start => println!("start"),
         Mark::Stop => println!("stop"),
     })?;
@@ -340,16 +341,21 @@ pub fn measure(
             )))
         }
     };
-    expect(&mut loading, "start", connect)?;
+    // The load runs all along; the window opens once the server is sampled and perf
+    // counts, and closes before either stops: both cover the window, and only a pipe's
+    // latency more.
+    expect(&mut loading, "ready", connect)?;
     let before = usage(&mut serving)?;
     if let Some(counter) = &mut counter {
         counter.enable()?;
     }
+    loading.ask("go")?;
     expect(&mut loading, "stop", plan.window + Duration::from_secs(30))?;
-    let after = usage(&mut serving)?;
     if let Some(counter) = &mut counter {
         counter.disable()?;
     }
+    let after = usage(&mut serving)?;
+    loading.ask("end")?;
     let line = loading.line(Duration::from_secs(30))?;
     let numbers: Vec<u64> = line
         .strip_prefix("result ")

@@ -45,11 +45,18 @@ pub struct Load {
     pub protocol: Protocol,
     /// The size of an echo message (HTTP requests are [`HTTP_REQUEST`]).
     pub size: usize,
+    /// Paced by the parent through stdin (Unix): after the warm-up, mark
+    /// [`Mark::Ready`] and start the window only on a `go` line; after the window, go on
+    /// loading until an `end` line (or the end of stdin). So the parent can turn perf's
+    /// counters on and off, and sample the server, with the load running all along.
+    pub paced: bool,
 }
 
 /// When the measured window starts and ends, for the caller to sample the server then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
+    /// Warmed up: waiting for `go` ([`Load::paced`]).
+    Ready,
     /// The window starts now.
     Start,
     /// The window ends now.
@@ -69,6 +76,21 @@ pub struct Measured {
     pub fewest: u64,
     /// This process's own CPU time (user + system) in the window.
     pub cpu: Duration,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone)]
+enum Phase {
+    /// Opening connections, each answered once, until all are in.
+    Connecting,
+    /// The closed loop runs, not measured yet, until then.
+    Warming(Instant),
+    /// Warmed up, waiting for `go` (paced only).
+    Ready,
+    /// Measuring, since then, with this process's usage then, until then.
+    Measuring(Instant, Usage, Instant),
+    /// Measured, waiting for `end` (paced only).
+    Done(Measured),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,8 +178,8 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
     let mut latency = Histogram::new();
     let (mut established, mut requests) = (0usize, 0u64);
     let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
-    let mut phase_end: Option<Instant> = None; // the end of the warm-up, then of the window
-    let mut window: Option<(Instant, Usage)> = None;
+    let mut phase = Phase::Connecting;
+    let mut parent = Parent::new(load.paced, poll.registry())?;
 
     loop {
         // Open connections, a window at a time, until all are in.
@@ -190,8 +212,8 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
         }
 
         let now = Instant::now();
-        match (phase_end, window) {
-            (None, _) if established == load.connections => {
+        phase = match phase {
+            Phase::Connecting if established == load.connections => {
                 // Everyone is in: the closed loop starts on every connection at once.
                 // (Started one by one as they came in, the connections already running
                 // would slow every newcomer's first answer down.)
@@ -199,26 +221,35 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
                     connection.next_request(load.protocol, load.size);
                     send(connection)?;
                 }
-                phase_end = Some(now + load.warmup);
+                Phase::Warming(now + load.warmup)
             }
-            (None, _) if now > connect_deadline => {
+            Phase::Connecting if now > connect_deadline => {
                 return Err(Error::Other(format!(
                     "only {established} of {} connections got an answer within {} s",
                     load.connections,
                     CONNECT_TIMEOUT.as_secs()
                 )));
             }
-            (Some(end), None) if now >= end => {
+            Phase::Warming(until) if now >= until && load.paced => {
+                mark(Mark::Ready);
+                Phase::Ready
+            }
+            Phase::Warming(until) if now >= until => {
                 mark(Mark::Start);
+                Phase::Ready
+            }
+            Phase::Ready if parent.go || !load.paced => {
                 latency = Histogram::new();
                 requests = 0;
                 for connection in &mut connections {
                     connection.answered = 0;
                 }
-                window = Some((now, Usage::now()));
-                phase_end = Some(now + load.window);
+                Phase::Measuring(now, Usage::now(), now + load.window)
             }
-            (Some(end), Some((start, usage))) if now >= end => {
+            Phase::Ready if parent.end => {
+                return Err(Error::Other("stdin ended before the window began".into()));
+            }
+            Phase::Measuring(start, usage, until) if now >= until => {
                 mark(Mark::Stop);
                 let cpu = Usage::now().cpu().saturating_sub(usage.cpu());
                 if requests == 0 {
@@ -228,26 +259,40 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
                         load.connections
                     )));
                 }
-                let fewest = connections.iter().map(|c| c.answered).min().unwrap_or(0);
-                return Ok(Measured {
+                let measured = Measured {
                     requests,
                     elapsed: now - start,
-                    latency,
-                    fewest,
+                    latency: latency.clone(),
+                    fewest: connections.iter().map(|c| c.answered).min().unwrap_or(0),
                     cpu,
-                });
+                };
+                if !load.paced {
+                    return Ok(measured);
+                }
+                Phase::Done(measured)
             }
-            _ => {}
+            Phase::Done(measured) if parent.end => return Ok(measured),
+            phase => phase,
+        };
+        if matches!(phase, Phase::Ready) && !load.paced {
+            continue; // straight on to measuring
         }
 
-        let timeout = phase_end.map_or(Duration::from_millis(100), |end| {
-            end.saturating_duration_since(Instant::now())
-        });
+        let timeout = match &phase {
+            Phase::Warming(until) | Phase::Measuring(_, _, until) => {
+                until.saturating_duration_since(Instant::now())
+            }
+            _ => Duration::from_millis(100),
+        };
         match poll.poll(&mut events, Some(timeout)) {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             result => result.map_err(io("waiting for the server"))?,
         }
         for event in &events {
+            if event.token() == PARENT {
+                parent.read()?;
+                continue;
+            }
             let connection = &mut connections[event.token().0];
             if connection.state == State::Connecting {
                 if let Some(error) = connection.stream.take_error().map_err(io("connecting"))? {
@@ -269,18 +314,94 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
             }
             let done = receive(connection, load.protocol, &mut scratch)?;
             if done {
-                if connection.sequence == 1 && phase_end.is_none() {
+                if connection.sequence == 1 && matches!(phase, Phase::Connecting) {
                     established += 1;
                     connection.state = State::Idle;
                     continue;
                 }
-                if window.is_some() {
+                if matches!(phase, Phase::Measuring(..)) {
                     latency.record(connection.sent_at.elapsed());
                     requests += 1;
                     connection.answered += 1;
                 }
                 connection.next_request(load.protocol, load.size);
                 send(connection)?;
+            }
+        }
+    }
+}
+
+/// The token of the parent's pipe (our stdin), when paced.
+const PARENT: Token = Token(usize::MAX);
+
+/// What the parent said on our stdin: `go`, then `end`.
+struct Parent {
+    go: bool,
+    end: bool,
+    line: Vec<u8>,
+}
+
+impl Parent {
+    /// Listens to stdin, non-blocking, in the loop's poll (when `paced`).
+    fn new(paced: bool, registry: &mio::Registry) -> Result<Parent, Error> {
+        if paced {
+            #[cfg(unix)]
+            {
+                // SAFETY: fcntl on our own stdin; O_NONBLOCK only changes how reads wait.
+                unsafe {
+                    let flags = libc::fcntl(0, libc::F_GETFL);
+                    libc::fcntl(0, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                }
+                registry
+                    .register(&mut mio::unix::SourceFd(&0), PARENT, Interest::READABLE)
+                    .map_err(|e| Error::io("listening to stdin", e))?;
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = registry;
+                return Err(Error::Other("a paced load needs a Unix stdin".into()));
+            }
+        }
+        Ok(Parent {
+            go: !paced,
+            end: !paced,
+            line: Vec::new(),
+        })
+    }
+
+    /// Reads what came on stdin, until it would block.
+    fn read(&mut self) -> Result<(), Error> {
+        let mut buf = [0u8; 64];
+        loop {
+            #[cfg(unix)]
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            #[cfg(not(unix))]
+            let n: isize = 0;
+            match n {
+                0 => {
+                    self.end = true; // the parent is gone: nothing more to measure for
+                    return Ok(());
+                }
+                n if n > 0 => {
+                    self.line.extend_from_slice(&buf[..n as usize]);
+                    while let Some(at) = self.line.iter().position(|&b| b == b'\n') {
+                        match &self.line[..at] {
+                            b"go" => self.go = true,
+                            b"end" => self.end = true,
+                            _ => {}
+                        }
+                        self.line.drain(..=at);
+                    }
+                }
+                _ => {
+                    let error = io::Error::last_os_error();
+                    match error.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(()),
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(Error::io("reading stdin", error)),
+                    }
+                }
             }
         }
     }

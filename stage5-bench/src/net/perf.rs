@@ -6,6 +6,10 @@
 //! measured window through a control FIFO (`--control fifo:CTL,ACK`), so the connections'
 //! setup and the warm-up are not counted.
 //!
+//! The counters go on before the load generator's window opens and off after it closes,
+//! with the load running all along (see [`super::harness`]), so the count covers the
+//! window's requests and a pipe's latency more: a slight overcount, never an undercount.
+//!
 //! A tracepoint costs a little on every call it counts, so the counted runs are extra
 //! runs, not the timed ones.
 
@@ -44,12 +48,6 @@ const NAMED: [&str; 22] = [
 pub struct Syscalls {
     /// Every system call.
     pub total: u64,
-    /// How long the counters were on, by the clock: from halfway between asking perf to
-    /// turn them on and its answer, to halfway between asking it to turn them off and its
-    /// answer. Turning them on takes perf a moment, so this is shorter than the load
-    /// generator's window: divide by the requests answered in this time (the window's
-    /// rate times this), not by the window's count.
-    pub counted: Duration,
     /// The named ones that were made, most first; the rest of `total` is other calls.
     pub by_name: Vec<(String, u64)>,
 }
@@ -127,9 +125,6 @@ mod imp {
         ctl: File,
         ack: File,
         dir: PathBuf,
-        /// When the counters went on and off (see [`Syscalls::counted`]).
-        on: Option<Instant>,
-        off: Option<Instant>,
     }
 
     fn fifo(path: &std::path::Path) -> Result<(), Error> {
@@ -184,14 +179,11 @@ mod imp {
                 ctl,
                 ack,
                 dir,
-                on: None,
-                off: None,
             })
         }
 
-        /// Sends `command` and waits for perf's answer; returns when, halfway between.
-        fn command(&mut self, command: &str) -> Result<Instant, Error> {
-            let asked = Instant::now();
+        /// Sends `command` and waits for perf's answer.
+        fn command(&mut self, command: &str) -> Result<(), Error> {
             writeln!(self.ctl, "{command}").map_err(|e| Error::io("talking to perf", e))?;
             // perf answers `ack\n` (and a NUL: it writes the C string whole); it takes a
             // moment to attach first.
@@ -219,19 +211,17 @@ mod imp {
                     return Err(Error::Other(format!("perf ended early ({status})")));
                 }
             }
-            Ok(asked + asked.elapsed() / 2)
+            Ok(())
         }
 
         /// Turns the counters on.
         pub fn enable(&mut self) -> Result<(), Error> {
-            self.on = Some(self.command("enable")?);
-            Ok(())
+            self.command("enable")
         }
 
         /// Turns the counters off.
         pub fn disable(&mut self) -> Result<(), Error> {
-            self.off = Some(self.command("disable")?);
-            Ok(())
+            self.command("disable")
         }
 
         /// Stops perf and reads its counts.
@@ -242,13 +232,7 @@ mod imp {
             let path = self.dir.join("counts");
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            let (Some(on), Some(off)) = (self.on, self.off) else {
-                return Err(Error::Other("perf's counters were never on and off".into()));
-            };
-            Ok(Syscalls {
-                counted: off.saturating_duration_since(on),
-                ..parse(&text)?
-            })
+            parse(&text)
         }
     }
 
