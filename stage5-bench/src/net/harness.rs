@@ -341,9 +341,10 @@ pub fn measure(
             )))
         }
     };
-    // The load runs all along; the window opens once the server is sampled and perf
-    // counts, and closes before either stops: both cover the window, and only a pipe's
-    // latency more.
+    // The load runs all along. The window opens (`go`) once the server is sampled and
+    // perf counts; when its time is up (`stop`), perf stops counting and the server is
+    // sampled before the window closes (`end`): counts and window differ only by the
+    // latency of a pipe, however long perf takes to answer.
     expect(&mut loading, "ready", connect)?;
     let before = usage(&mut serving)?;
     if let Some(counter) = &mut counter {

@@ -46,9 +46,11 @@ pub struct Load {
     /// The size of an echo message (HTTP requests are [`HTTP_REQUEST`]).
     pub size: usize,
     /// Paced by the parent through stdin (Unix): after the warm-up, mark
-    /// [`Mark::Ready`] and start the window only on a `go` line; after the window, go on
-    /// loading until an `end` line (or the end of stdin). So the parent can turn perf's
-    /// counters on and off, and sample the server, with the load running all along.
+    /// [`Mark::Ready`] and open the window only on a `go` line; once `window` has passed,
+    /// mark [`Mark::Stop`] but close the window only on an `end` line (or the end of
+    /// stdin). So the parent samples the server and turns perf's counters on before the
+    /// window opens and off before it closes, however long perf takes, with the load
+    /// running all along: the window and the counts differ by a pipe's latency.
     pub paced: bool,
 }
 
@@ -87,10 +89,9 @@ enum Phase {
     Warming(Instant),
     /// Warmed up, waiting for `go` (paced only).
     Ready,
-    /// Measuring, since then, with this process's usage then, until then.
-    Measuring(Instant, Usage, Instant),
-    /// Measured, waiting for `end` (paced only).
-    Done(Measured),
+    /// Measuring, since then, with this process's usage then, until then; `true` once
+    /// the time is up and marked (paced: the window closes on `end`).
+    Measuring(Instant, Usage, Instant, bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,13 +245,16 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
                 for connection in &mut connections {
                     connection.answered = 0;
                 }
-                Phase::Measuring(now, Usage::now(), now + load.window)
+                Phase::Measuring(now, Usage::now(), now + load.window, false)
             }
             Phase::Ready if parent.end => {
                 return Err(Error::Other("stdin ended before the window began".into()));
             }
-            Phase::Measuring(start, usage, until) if now >= until => {
+            Phase::Measuring(start, usage, until, false) if now >= until => {
                 mark(Mark::Stop);
+                Phase::Measuring(start, usage, until, true)
+            }
+            Phase::Measuring(start, usage, _, true) if parent.end => {
                 let cpu = Usage::now().cpu().saturating_sub(usage.cpu());
                 if requests == 0 {
                     return Err(Error::Other(format!(
@@ -259,27 +263,22 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
                         load.connections
                     )));
                 }
-                let measured = Measured {
+                return Ok(Measured {
                     requests,
                     elapsed: now - start,
-                    latency: latency.clone(),
+                    latency,
                     fewest: connections.iter().map(|c| c.answered).min().unwrap_or(0),
                     cpu,
-                };
-                if !load.paced {
-                    return Ok(measured);
-                }
-                Phase::Done(measured)
+                });
             }
-            Phase::Done(measured) if parent.end => return Ok(measured),
             phase => phase,
         };
-        if matches!(phase, Phase::Ready) && !load.paced {
-            continue; // straight on to measuring
+        if matches!(phase, Phase::Ready | Phase::Measuring(.., true)) && !load.paced {
+            continue; // unpaced, straight on: to measuring, or to the end
         }
 
         let timeout = match &phase {
-            Phase::Warming(until) | Phase::Measuring(_, _, until) => {
+            Phase::Warming(until) | Phase::Measuring(_, _, until, false) => {
                 until.saturating_duration_since(Instant::now())
             }
             _ => Duration::from_millis(100),
