@@ -91,7 +91,11 @@ pub fn svg(title: &str, groups: &[Group]) -> String {
     let top2 = TOP + PANEL + GAP;
     panel(w, TOP, rate_max, "requests per second", count);
     panel(w, top2, cpu_max, "CPU µs per request", |v| {
-        format!("{v:.0}")
+        if v == v.round() {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
     });
 
     let slot = (RIGHT - LEFT) / groups.len().max(1) as f64;
@@ -186,11 +190,18 @@ pub fn svg(title: &str, groups: &[Group]) -> String {
     out.finish()
 }
 
-/// A panel's frame, grid and axis labels, from 0 to [`nice`]`(max)`.
+/// A panel's frame, grid and axis labels, from 0 to [`nice`]`(max)`: five steps for a
+/// top of 1 or 5 times a power of ten, four for 2, 4 or 8 times, so every step is round.
 fn panel(w: &mut Svg, top: f64, max: f64, label: &str, format: impl Fn(f64) -> String) {
     let scale = nice(max);
-    for i in 0..=4 {
-        let value = scale * f64::from(i) / 4.0;
+    let leading = (scale / 10f64.powf(scale.log10().floor())).round();
+    let steps = if leading == 1.0 || leading == 5.0 {
+        5
+    } else {
+        4
+    };
+    for i in 0..=steps {
+        let value = scale * f64::from(i) / f64::from(steps);
         let y = top + PANEL - PANEL * value / scale;
         let _ = writeln!(
             w,
@@ -209,13 +220,13 @@ fn panel(w: &mut Svg, top: f64, max: f64, label: &str, format: impl Fn(f64) -> S
     );
 }
 
-/// A round top for an axis: 1, 2, 2.5 or 5 times a power of ten, at least `max`.
+/// A round top for an axis: 1, 2, 4, 5 or 8 times a power of ten, at least `max`.
 fn nice(max: f64) -> f64 {
     if max <= 0.0 || !max.is_finite() {
         return 1.0;
     }
     let power = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    [1.0, 2.0, 4.0, 5.0, 8.0, 10.0]
         .into_iter()
         .map(|m| m * power)
         .find(|&v| v >= max)
@@ -280,7 +291,7 @@ mod tests {
         }
         assert_eq!(
             (nice(0.0), nice(7.0), nice(120_000.0)),
-            (1.0, 10.0, 200_000.0)
+            (1.0, 8.0, 200_000.0)
         );
     }
 }
