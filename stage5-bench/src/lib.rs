@@ -4,14 +4,38 @@
 //! uniform layer over their public APIs, so that a bench or a table can say "run this
 //! stage" or "run this model" without knowing how each one waits.
 //!
-//! - [`Stage`]: the article's demo (`run(&Config)`) of stages 0 to 4, and
-//!   [`run_verified`], which refuses a report that is not complete.
-//! - [`Model`]: the article's sleep benchmark on OS threads (stage 0), stackful
-//!   coroutines (stage 3) and async tasks (stage 4), with the resident memory per worker.
-//! - [`cell`]: one cell of the table, run in a child process of its own, and the one-line
-//!   format children print. [`python`]: the reference rows from Python's asyncio and
-//!   threads. [`reference`](mod@reference): the tokio and smol columns (feature `reference`).
-//!   [`plot`]: the SVG for the book. [`stats`] and [`text`]: medians, spreads, tables.
+//! # The lesson: what the book's benchmark and "Choosing the right tool" chapters teach from
+//!
+//! Read these: the book's listings are included from them.
+//!
+//! - This file: [`Stage`] runs the article's demo (`run(&Config)`) of stages 0 to 4, and
+//!   [`run_verified`] refuses a report that is not complete; [`Model`] runs the article's
+//!   sleep benchmark on OS threads (stage 0), stackful coroutines (stage 3) and async
+//!   tasks (stage 4), with the resident memory per worker ([`Model::measure`]).
+//! - [`cell`]: one cell of the table, run in a child process of its own, the one-line
+//!   format children print, and the interleaved runs.
+//! - [`reference`](mod@reference): the same benchmark on tokio and smol (feature
+//!   `reference`), and `reference.py`, the same in Python's asyncio and threads.
+//! - [`net`]: stage 4 on real sockets beside tokio, smol and monoio; its [`net::servers`]
+//!   are the lesson (stage 4's echo servers on mio and io_uring, hyper on stage 4, and the
+//!   floor: only the system calls, no runtime), the rest of it the harness.
+//! - The binaries `table` (the article's table), `compute` (where the event loop loses),
+//!   `memory` (what a waiting request costs as a process, a thread, a task) and `net`
+//!   (the network benchmark).
+//!
+//! # The tooling: what measures, prints and draws the book's figures
+//!
+//! Needed to reproduce the figures, not to follow the argument.
+//!
+//! - [`python`]: finds `python3` and runs `reference.py` as a cell.
+//! - [`stats`] and [`text`]: medians and spreads; tables that line up.
+//! - [`pin`]: a thread or a process pinned to one CPU, so that two sides of a
+//!   measurement do not share one.
+//! - [`svg`]: the one SVG writer; [`plot`] (the table as a picture) and [`pictures`]
+//!   (timelines and sequence diagrams from real runs) draw with it.
+//! - The binaries `latency` (the latency table of the book's first chapter, split by what
+//!   it measures: CPU and caches, switches and wake-ups, the disk) and `pictures` (the
+//!   book's figures).
 //!
 //! ```text
 //! cargo bench -p stage5-bench --bench stages -- --quick   # stages 0 to 4, same workload
@@ -22,14 +46,22 @@
 //! cargo run --release -p stage5-bench --bin compute       # where the event loop loses
 //! cargo run --release -p stage5-bench --bin memory        # N waiting requests: processes,
 //!                                                         # threads, tasks
+//! cargo run --release -p stage5-bench --bin net           # echo servers on real sockets
+//! cargo run --release -p stage5-bench --bin net --features reference   # + tokio, smol, ...
 //! ```
 
+// The lesson.
 pub mod cell;
+pub mod net;
+pub mod reference;
+
+// The tooling.
 pub mod pictures;
+pub mod pin;
 pub mod plot;
 pub mod python;
-pub mod reference;
 pub mod stats;
+pub mod svg;
 pub mod text;
 
 use std::cell::Cell;

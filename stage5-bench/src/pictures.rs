@@ -1,8 +1,8 @@
 //! The book's pictures drawn from real runs: a timeline of each stage's requests, and the
 //! four players' dance of stages 3 and 4 as sequence diagrams read from `--trace`.
 //!
-//! Each picture is an SVG written by hand (no fonts, scripts or links to fetch) and a
-//! structure summary beside it: what the picture shows, without the timings (lanes,
+//! Each picture is an SVG from the crate's one writer ([`svg`](crate::svg): no fonts,
+//! scripts or links to fetch, a text alternative) and a structure summary beside it: what the picture shows, without the timings (lanes,
 //! bars, their order and overlap; lifelines and each task's messages). CI regenerates
 //! the pictures and compares the summaries, so a picture that no longer matches the
 //! code fails, while a run that was a few milliseconds slower does not.
@@ -16,6 +16,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use shared::{Error, Report, request_ids};
+
+use crate::svg::{Svg, escape};
 
 /// How the requests of a timeline share threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +142,7 @@ impl Timeline {
         let step = nice_step(max);
         let span = (max / step).ceil().max(1.0) * step;
         let x = |t: f64| LEFT + (RIGHT - LEFT) * t / span;
-        let mut svg = open_svg(W, height, &self.title);
+        let mut svg = Svg::new(W, height, &self.title, STYLE);
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="24" class="title">{}</text>"#,
@@ -228,8 +230,7 @@ impl Timeline {
                 y + ROW / 2.0
             );
         }
-        svg.push_str("</svg>\n");
-        svg
+        svg.finish()
     }
 }
 
@@ -464,7 +465,7 @@ impl Dance {
             LEFT + column * (i as f64 + 0.5)
         };
         let bottom = TOP + (self.messages.len() as f64 + 0.5) * ROW;
-        let mut svg = open_svg(W, bottom + 20.0, &self.title);
+        let mut svg = Svg::new(W, bottom + 20.0, &self.title, STYLE);
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="20" class="title">{}</text>"#,
@@ -531,8 +532,7 @@ impl Dance {
                 escape(&m.label)
             );
         }
-        svg.push_str("</svg>\n");
-        svg
+        svg.finish()
     }
 }
 
@@ -559,37 +559,28 @@ fn without_numbers(text: &str) -> String {
     out
 }
 
-/// The SVG's opening: its size, a text alternative, and the styles (system fonts only).
-fn open_svg(width: f64, height: f64, title: &str) -> String {
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height:.0}" width="{width}" height="{height:.0}" role="img" aria-label="{0}">
-<title>{0}</title>
-<style>
-text {{ font-family: sans-serif; fill: #222; }}
-.title {{ font-size: 16px; font-weight: bold; text-anchor: middle; }}
-.small {{ font-size: 12px; text-anchor: middle; fill: #444; }}
-.label {{ font-size: 13px; text-anchor: end; }}
-.time {{ font-size: 11px; fill: #666; }}
-.msg, .note-left, .note-right {{ font-size: 11px; paint-order: stroke; stroke: #fff; stroke-width: 3px; }}
-.msg {{ text-anchor: middle; }}
-.note-left {{ text-anchor: end; }}
-.note-right {{ text-anchor: start; }}
-text.head {{ font-size: 12px; font-weight: bold; text-anchor: middle; }}
-rect.head {{ fill: #e8eef7; stroke: #4a6fa5; }}
-.band {{ fill: #f3f3f3; stroke: #bbb; }}
-.bar {{ fill: #6f9fd8; stroke: #2f5f98; }}
-.arrival {{ fill: #2f5f98; }}
-.grid {{ stroke: #ddd; stroke-width: 1; }}
-.life {{ stroke: #999; stroke-dasharray: 4 3; }}
-.arrow {{ stroke: #333; stroke-width: 1.2; }}
-.head-arrow {{ fill: #333; }}
-.note {{ fill: #f6d56b; stroke: #a08020; }}
-</style>
-<rect width="100%" height="100%" fill="#fff"/>
-"##,
-        escape(title)
-    )
-}
+/// The pictures' style sheet (system fonts only).
+const STYLE: &str = "\
+text { font-family: sans-serif; fill: #222; }
+.title { font-size: 16px; font-weight: bold; text-anchor: middle; }
+.small { font-size: 12px; text-anchor: middle; fill: #444; }
+.label { font-size: 13px; text-anchor: end; }
+.time { font-size: 11px; fill: #666; }
+.msg, .note-left, .note-right { font-size: 11px; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
+.msg { text-anchor: middle; }
+.note-left { text-anchor: end; }
+.note-right { text-anchor: start; }
+text.head { font-size: 12px; font-weight: bold; text-anchor: middle; }
+rect.head { fill: #e8eef7; stroke: #4a6fa5; }
+.band { fill: #f3f3f3; stroke: #bbb; }
+.bar { fill: #6f9fd8; stroke: #2f5f98; }
+.arrival { fill: #2f5f98; }
+.grid { stroke: #ddd; stroke-width: 1; }
+.life { stroke: #999; stroke-dasharray: 4 3; }
+.arrow { stroke: #333; stroke-width: 1.2; }
+.head-arrow { fill: #333; }
+.note { fill: #f6d56b; stroke: #a08020; }
+";
 
 /// A tick step of 1, 2 or 5 times a power of ten, for about five ticks up to `max`.
 fn nice_step(max: f64) -> f64 {
@@ -611,14 +602,6 @@ fn seconds_label(t: f64, step: f64) -> String {
         2
     };
     format!("{t:.decimals$}")
-}
-
-/// Escapes text for SVG.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The server delay of the runs the pictures are drawn from: short, so that generating

@@ -5,10 +5,11 @@
 //! A cell that did not run has no point on its line: it gets a cross in a strip of its
 //! own above the plot, labelled "did not run", where no data point can ever be.
 //!
-//! A plot this small does not need a plotting crate: it is a few dozen SVG elements,
-//! written by hand so that the file diffs cleanly when the figures change.
+//! It is written with the crate's one SVG writer, [`svg`](crate::svg).
 
 use std::fmt::Write;
+
+use crate::svg::{Svg, escape};
 
 /// How a line is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,14 +119,16 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
     let px = |x: f64| LEFT + (x.log10() - x0) / (x1 - x0) * (RIGHT - LEFT);
     let py = |y: f64| BOTTOM - (y.log10() - y0) / (y1 - y0) * (BOTTOM - TOP);
 
-    let mut out = String::new();
-    let w = &mut out;
-    // Writing to a String cannot fail.
-    let _ = writeln!(
-        w,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    // The font is inherited: an element's own `font-size` attribute (the title's 14)
+    // still wins over it.
+    let mut out = Svg::new(
+        WIDTH,
+        HEIGHT,
+        title,
+        "svg { font-family: sans-serif; font-size: 12px; }\n",
     );
-    let _ = writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let w = &mut out;
+    // Writing into an Svg cannot fail.
     let _ = writeln!(
         w,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
@@ -171,7 +174,7 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
         (TOP + BOTTOM) / 2.0
     );
 
-    let legend = |w: &mut String, row: usize, name: &str, color: &str, dash: &str| {
+    let legend = |w: &mut Svg, row: usize, name: &str, color: &str, dash: &str| {
         let y = TOP + 10.0 + 20.0 * row as f64;
         let _ = writeln!(
             w,
@@ -263,8 +266,7 @@ pub fn svg(title: &str, series: &[Series], floor: &[(u64, f64)]) -> String {
             TOP + 14.0 + 20.0 * (series.len() + 1) as f64
         );
     }
-    out.push_str("</svg>\n");
-    out
+    out.finish()
 }
 
 /// Where series `i`'s "did not run" mark at `concurrency` goes in the strip: side by
@@ -299,12 +301,6 @@ fn count(n: f64) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +322,11 @@ mod tests {
         let floor = [(100, 10.0), (1000, 1.0), (100_000, 0.01)];
         let svg = svg("100000 sleeps of 10 ms", &series, &floor);
         assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+        // A text alternative for screen readers: the title, escaped.
+        assert!(
+            svg.contains(r#"aria-label="100000 sleeps of 10 ms">"#),
+            "{svg}"
+        );
         assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
         assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
         assert_eq!(

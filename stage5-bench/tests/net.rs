@@ -1,0 +1,204 @@
+//! The network benchmark's harness: every answer is checked (a wrong or missing one fails
+//! the run), and the binary reports every row it was asked for. Small and short: debug
+//! build, stage 4's mio driver and the floor, no perf. No timing is asserted.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use stage5_bench::net::load::{self, Load, Mark};
+use stage5_bench::net::{MESSAGE, Protocol, Server};
+
+fn load(addr: SocketAddr, connections: usize) -> Load {
+    Load {
+        addr,
+        connections,
+        warmup: Duration::from_millis(50),
+        window: Duration::from_millis(300),
+        protocol: Protocol::Echo,
+        size: MESSAGE,
+        paced: false,
+    }
+}
+
+/// Starts `server` on a thread of its own (it serves until the test process ends).
+fn start(server: Server) -> SocketAddr {
+    let (send, bound) = mpsc::channel();
+    thread::spawn(move || {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let result = server.serve(any_port, &|addr| send.send(addr).unwrap());
+        panic!("{} stopped serving: {result:?}", server.key());
+    });
+    bound.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+/// A server that echoes `good` messages on each connection, then answers with `bad`.
+fn liar(good: usize, bad: impl Fn(&mut Vec<u8>) + Send + Copy + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            thread::spawn(move || {
+                let mut buf = vec![0; MESSAGE];
+                for answered in 0.. {
+                    if stream.read_exact(&mut buf).is_err() {
+                        return;
+                    }
+                    if answered == good {
+                        bad(&mut buf);
+                    }
+                    if stream.write_all(&buf).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn every_answer_is_counted_once_and_the_window_is_marked() {
+    let addr = start(Server::Stage4Mio);
+    let mut marks = Vec::new();
+    let measured = load::run(&load(addr, 64), &mut |mark| marks.push(mark)).unwrap();
+    assert_eq!(marks, [Mark::Start, Mark::Stop]);
+    assert!(measured.requests > 0);
+    assert_eq!(measured.latency.count(), measured.requests);
+    assert!(
+        measured.elapsed >= Duration::from_millis(300),
+        "{measured:?}"
+    );
+    assert!(measured.latency.quantile(0.5) <= measured.latency.quantile(0.99));
+}
+
+#[test]
+fn a_wrong_byte_fails_the_run_and_shows_both_answers() {
+    let addr = liar(5, |buf| buf[10] ^= 1);
+    let error = load::run(&load(addr, 4), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("wrong answer on connection"), "{error}");
+    assert!(
+        error.contains("expected") && error.contains("got"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_answer_for_another_request_fails_the_run() {
+    // The right size and shape, but the sequence number of the request before.
+    let addr = liar(3, |buf| {
+        let mut old = Vec::new();
+        let id = usize::from_str_radix(std::str::from_utf8(&buf[..8]).unwrap(), 16).unwrap();
+        load::message(id, 2, MESSAGE, &mut old);
+        buf.copy_from_slice(&old);
+    });
+    let error = load::run(&load(addr, 1), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("to request 3"), "{error}");
+}
+
+#[test]
+fn a_server_that_hangs_up_fails_the_run() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream); // accept, then close at once
+        }
+    });
+    let error = load::run(&load(addr, 2), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("closed by the server") || error.contains("reset"),
+        "{error}"
+    );
+}
+
+fn net(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_net"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_reports_every_row_in_both_tables() {
+    let (ok, stdout, stderr) = net(&[
+        "--conns",
+        "1,64",
+        "--servers",
+        "floor,stage4-mio",
+        "--runs",
+        "1",
+        "--secs",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--no-perf",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    for conns in ["1", "64"] {
+        for server in ["floor: mio loop", "stage 4, mio"] {
+            let rows: Vec<&str> = stdout
+                .lines()
+                .filter(|line| {
+                    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                    cells.get(1) == Some(&conns) && cells.get(2) == Some(&server)
+                })
+                .collect();
+            assert_eq!(
+                rows.len(),
+                2,
+                "{conns} {server}, one row per table:\n{stdout}"
+            );
+            // Requests per second: a number above zero.
+            let rate: u64 = rows[0]
+                .split('|')
+                .nth(3)
+                .unwrap()
+                .trim()
+                .replace(',', "")
+                .parse()
+                .unwrap();
+            assert!(rate > 0, "{}", rows[0]);
+            // CPU per request against the floor, and no system-call count without perf.
+            let cost: Vec<&str> = rows[1].split('|').map(str::trim).collect();
+            assert!(cost[5].parse::<f64>().is_ok(), "{}", rows[1]);
+            assert_eq!(cost[6], "n/a", "{}", rows[1]);
+        }
+    }
+    assert!(
+        stdout.contains("every answer checked byte for byte"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("System calls per request: not counted (--no-perf)"));
+    for line in stdout.lines().filter(|l| l.starts_with('|')) {
+        assert!(line.chars().count() <= 118, "too wide for the book: {line}");
+    }
+}
+
+#[test]
+fn bad_flags_get_a_clear_error() {
+    for (args, says) in [
+        (&["--conns", "0"][..], "--conns"),
+        (&["--servers", "nginx"][..], "no server `nginx`"),
+        (&["--size", "8"][..], "--size"),
+    ] {
+        let (ok, stdout, stderr) = net(args);
+        assert!(!ok, "{args:?} ran:\n{stdout}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
