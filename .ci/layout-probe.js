@@ -23,6 +23,22 @@
         out.push("viewport " + vw + " " + window.innerHeight);
         out.push("height " + document.documentElement.scrollHeight);
         out.push("page-width " + document.documentElement.scrollWidth);
+        // Where each section starts, for a reader of the report who wants to know what
+        // makes a page long.
+        var heads = document.querySelectorAll("main h2, main h3");
+        for (var h = 0; h < heads.length; h++) {
+            out.push("section " + Math.round(heads[h].getBoundingClientRect().top + window.scrollY) + " " +
+                heads[h].textContent.trim().replace(/[<>&\n]/g, " "));
+        }
+        // The tall blocks (listings, outputs, diffs), which is where a page's height goes.
+        var blocks = main.querySelectorAll("pre, .side-by-side, table");
+        for (var b = 0; b < blocks.length; b++) {
+            var br = blocks[b].getBoundingClientRect();
+            if (br.height >= 400) {
+                out.push("tall " + Math.round(br.top + window.scrollY) + " " + Math.round(br.height) + " " +
+                    label(blocks[b]));
+            }
+        }
         // Where each picture sits on the page, top and bottom, before anything opens.
         var pics = document.querySelectorAll("main img");
         for (var p = 0; p < pics.length; p++) {
