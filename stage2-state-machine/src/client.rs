@@ -139,13 +139,11 @@ impl Handler for Request {
 }
 // ANCHOR_END: on_event
 
-// ANCHOR: consume_response
 /// What the article's demo does with each response: here, record it in the report,
 /// which checks it against the request.
 pub fn consume_response(report: &RefCell<Report>, id: u64, response: Result<String, Error>) {
     report.borrow_mut().record(id, response);
 }
-// ANCHOR_END: consume_response
 
 impl Request {
     /// Ends the request: stop watching the socket, then pass the outcome on.
@@ -163,7 +161,6 @@ impl Request {
     }
 }
 
-// ANCHOR: readiness
 /// Whether a non-blocking connect is over: `Ok(true)` connected, `Ok(false)` still in
 /// progress, `Err` why it failed (e.g. `ConnectionRefused`).
 fn connect_result(stream: &TcpStream) -> io::Result<bool> {
@@ -229,4 +226,3 @@ fn receive_response(
 fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
     Error::io(format!("{doing} request {id}"), error)
 }
-// ANCHOR_END: readiness

@@ -39,7 +39,6 @@ enum Slot {
     Running,
 }
 
-// ANCHOR: event_loop
 /// The loop: a poller, a handler per registered source, and a timer queue.
 pub struct EventLoop {
     poll: Poll,
@@ -52,7 +51,6 @@ pub struct EventLoop {
     next_seq: u64,
     stopping: bool,
 }
-// ANCHOR_END: event_loop
 
 impl EventLoop {
     /// A loop with nothing registered.
@@ -130,7 +128,6 @@ impl EventLoop {
         self.handlers.len() + self.timer_callbacks.len()
     }
 
-    // ANCHOR: run
     /// Runs until no handler is registered and no timer is pending, or until a handler
     /// calls [`stop`](EventLoop::stop).
     ///
@@ -197,7 +194,6 @@ impl EventLoop {
             *slot = Slot::Idle(handler);
         }
     }
-    // ANCHOR_END: run
 
     /// Fires every timer that is due and returns how long poll may sleep: until the next
     /// timer, or forever (`None`) when there is none.

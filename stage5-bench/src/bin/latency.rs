@@ -58,7 +58,6 @@ fn main() -> ExitCode {
     let caches = caches();
     let mut rows = Vec::new();
 
-    // ANCHOR: rows
     for (level, bytes) in [(1, caches.l1), (2, caches.l2), (3, caches.l3)] {
         rows.push(match bytes {
             Some(size) => cache_row(level, size, &caches, runs),
@@ -82,7 +81,6 @@ fn main() -> ExitCode {
     rows.push(uncached_read(&scratch, runs));
     rows.push(fsync(&scratch, runs));
     drop(scratch);
-    // ANCHOR_END: rows
 
     print(&rows, clock, &caches, args.runs);
     ExitCode::SUCCESS
@@ -721,7 +719,6 @@ impl Aligned {
     }
 }
 
-// ANCHOR: uncached
 /// A 4 KiB read at a random offset, from a file whose pages are not in the page cache.
 fn uncached_read(scratch: &Scratch, runs: usize) -> Row {
     const READS: u64 = 200;
@@ -763,7 +760,6 @@ fn uncached_read(scratch: &Scratch, runs: usize) -> Row {
     });
     row
 }
-// ANCHOR_END: uncached
 
 type Evict = Box<dyn FnMut(&File) -> Result<(), String>>;
 
@@ -919,7 +915,6 @@ fn full_sync(file: &File) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------------------
 // The table.
 
-// ANCHOR: print
 fn print(rows: &[Row], (ghz, measured): (f64, bool), caches: &Caches, runs: u32) {
     let clock = if measured {
         format!("{ghz:.2} GHz, measured with a chain of dependent additions")
@@ -1000,7 +995,6 @@ fn print(rows: &[Row], (ghz, measured): (f64, bool), caches: &Caches, runs: u32)
         }
     }
 }
-// ANCHOR_END: print
 
 /// `0.98`, `12.3`, `1,234`: nanoseconds with as many digits as they deserve.
 fn ns(value: f64) -> String {
