@@ -7,11 +7,16 @@
     function label(el) {
         // Where a block is: the nearest heading above it, and its first line.
         var heading = "";
-        var all = document.querySelectorAll("main h1, main h2, main h3, main h4, main summary");
+        var all = document.querySelectorAll("main h1, main h2, main h3, main h4");
         for (var i = 0; i < all.length; i++) {
             if (all[i].compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING) {
                 heading = all[i].textContent.trim();
             }
+        }
+        // A folded block is named by its summary.
+        var folded = el.closest("details");
+        if (folded && folded.querySelector("summary")) {
+            heading = folded.querySelector("summary").textContent.trim();
         }
         var first = (el.textContent || "").trim().split("\n")[0].slice(0, 60);
         return (heading.slice(0, 50) + " | " + first).replace(/[<>&\n]/g, " ");
