@@ -113,6 +113,7 @@ impl UringSetup {
     }
 }
 
+// ANCHOR: simulate
 thread_local! {
     static SIMULATED: Cell<Option<i32>> = const { Cell::new(None) };
 }
@@ -123,6 +124,7 @@ thread_local! {
 pub fn simulate_setup_error(errno: Option<i32>) {
     SIMULATED.set(errno);
 }
+// ANCHOR_END: simulate
 
 #[cfg(test)]
 mod tests {

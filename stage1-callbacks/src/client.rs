@@ -44,7 +44,6 @@ pub fn make_tcp_request(
     let request = protocol::request(id).into_bytes();
     let mut sent = 0; // state kept in the closure, across calls
 
-    // ANCHOR: on_connected
     let on_connected = {
         let stream = Rc::clone(&stream);
         let on_response = Rc::clone(&on_response);
@@ -76,7 +75,6 @@ pub fn make_tcp_request(
             }
         }
     };
-    // ANCHOR_END: on_connected
 
     let registered =
         event_loop.register(&mut *stream.borrow_mut(), Interest::WRITABLE, on_connected);

@@ -138,13 +138,11 @@ impl Handler for Request {
 }
 // ANCHOR_END: on_event
 
-// ANCHOR: consume_response
 /// What the article's demo does with each response: here, record it in the report,
 /// which checks it against the request.
 pub fn consume_response(report: &RefCell<Report>, id: u64, response: Result<String, Error>) {
     report.borrow_mut().record(id, response);
 }
-// ANCHOR_END: consume_response
 
 impl Request {
     /// Ends the request: stop watching the socket, then pass the outcome on.
@@ -162,7 +160,6 @@ impl Request {
     }
 }
 
-// ANCHOR: readiness
 /// Whether a non-blocking connect is over: `Ok(true)` connected, `Ok(false)` still in
 /// progress, `Err` why it failed (e.g. `ConnectionRefused`).
 fn connect_result(stream: &TcpStream) -> io::Result<bool> {
@@ -224,4 +221,3 @@ fn receive_response(
         }
     }
 }
-// ANCHOR_END: readiness

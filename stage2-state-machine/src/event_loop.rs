@@ -42,7 +42,6 @@ enum Slot {
     Running,
 }
 
-// ANCHOR: event_loop
 /// The loop: a poller, a handler per registered source, and a timer queue.
 pub struct EventLoop {
     poll: Poll,
@@ -55,7 +54,6 @@ pub struct EventLoop {
     next_seq: u64,
     stopping: bool,
 }
-// ANCHOR_END: event_loop
 
 impl EventLoop {
     /// A loop with nothing registered.
@@ -137,7 +135,6 @@ impl EventLoop {
         self.slots.len() + self.timer_callbacks.len()
     }
 
-    // ANCHOR: run
     /// Runs until no source is registered and no timer is pending, or until
     /// [`stop`](EventLoop::stop) is called.
     ///
@@ -207,7 +204,6 @@ impl EventLoop {
             *slot = Slot::Idle(handler);
         }
     }
-    // ANCHOR_END: run
 
     /// Fires every timer that is due and returns how long poll may sleep: until the next
     /// timer, or forever (`None`) when there is none.

@@ -22,7 +22,6 @@ use shared::{Config, Error, Report, request_ids};
 use crate::client::{consume_response, make_tcp_request};
 use crate::event_loop::EventLoop;
 
-// ANCHOR: run
 /// Makes `config.requests` requests at once from this thread, and returns the verified
 /// report when every one has been answered or `config.timeout` has passed.
 pub fn run(config: &Config) -> Result<Report, Error> {
@@ -50,4 +49,3 @@ pub fn run(config: &Config) -> Result<Report, Error> {
     }
     report.finish()
 }
-// ANCHOR_END: run

@@ -6,7 +6,7 @@
 //! cargo run --release -p stage4-async-await --example flood -- 5000
 //! ```
 //!
-//! Two threads connect and hang up as fast as they can, after filling the listen queue;
+//! A thread connects and hangs up as fast as it can, after filling the listen queue;
 //! one task accepts and spawns a reader per connection; a heartbeat beside it should tick
 //! every 10 ms. Without a budget, every accept completes at once and the accept loop
 //! never yields; with one, it yields every 128 accepts.

@@ -322,7 +322,6 @@ impl TcpStream {
     }
     // ANCHOR_END: read_into
 
-    // ANCHOR: read_line
     /// Reads the next protocol line through `decoder`: `Ok(None)` at a clean end of
     /// stream, `Err` on a decode error or a connection closed mid-line.
     pub async fn read_line(&self, decoder: &mut LineDecoder) -> Result<Option<String>, LineError> {
@@ -336,7 +335,6 @@ impl TcpStream {
             }
         }
     }
-    // ANCHOR_END: read_line
 
     /// Shuts down the writing half: the peer reads end of stream.
     pub fn shutdown_write(&self) -> io::Result<()> {

@@ -56,11 +56,14 @@ struct Source {
 
 impl Default for Source {
     fn default() -> Source {
-        // Not known yet: try the system call first.
+        // A new socket: edge-triggered epoll reports at registration what is already
+        // there, so a read waits for that event rather than asking first (a client's
+        // first read, before its answer came, is then no wasted `recvfrom`). A write is
+        // tried at once: a new socket nearly always has room.
         Source {
             readers: Waiters::default(),
             writers: Waiters::default(),
-            readable: true,
+            readable: false,
             writable: true,
             read_closed: false,
             write_closed: false,

@@ -13,20 +13,23 @@ use stage4_async_await::context::DEFAULT_BUDGET;
 use stage4_async_await::net::{TcpListener, TcpStream};
 use stage4_async_await::{EventLoop, sleep_until, spawn, yield_now};
 
-/// Runs `greedy` (which counts its operations in the counter it is given) beside a task
-/// that looks at the counter at its first chance, and returns what it saw: how far the
-/// greedy task got before it let the other run.
+/// Runs `greedy` (which counts its operations in the counter it is given, and raises the
+/// flag once its always-ready operations begin) beside a task that looks at the counter
+/// at its first chance after that, and returns what it saw: how far the greedy task got
+/// before it let the other run.
 fn seen_by_the_other_task<F, Fut>(budget: Option<u32>, greedy: F) -> u64
 where
-    F: FnOnce(Rc<Cell<u64>>) -> Fut + 'static,
+    F: FnOnce(Rc<Cell<u64>>, Rc<Cell<bool>>) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let event_loop = EventLoop::new().unwrap().budget(budget);
     event_loop.block_on(async move {
-        let done = Rc::new(Cell::new(0));
-        let greedy = spawn(greedy(Rc::clone(&done)));
+        let (done, started) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+        let greedy = spawn(greedy(Rc::clone(&done), Rc::clone(&started)));
         let other = spawn(async move {
-            yield_now().await; // as the greedy task does once, before its burst
+            while !started.get() {
+                yield_now().await;
+            }
             done.get()
         });
         let seen = other.await.unwrap();
@@ -40,7 +43,7 @@ const OPERATIONS: u64 = 1000;
 #[test]
 fn an_accept_loop_with_connections_always_waiting_yields_after_its_budget() {
     shared::limits::check_connections(2 * 300).expect("enough descriptors");
-    let accept_loop = |count: Rc<Cell<u64>>| async move {
+    let accept_loop = |count: Rc<Cell<u64>>, started: Rc<Cell<bool>>| async move {
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         // 300 connections wait in the backlog before the first accept: every accept
@@ -48,7 +51,10 @@ fn an_accept_loop_with_connections_always_waiting_yields_after_its_budget() {
         let clients: Vec<_> = (0..300)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
-        yield_now().await; // the other task's first chance comes after this
+        // Let epoll report the queue (a new listener waits for that event).
+        listener.accept().await.unwrap();
+        count.set(1);
+        started.set(true);
         while count.get() < 300 {
             let (_stream, _) = listener.accept().await.unwrap();
             count.set(count.get() + 1);
@@ -66,15 +72,19 @@ fn an_accept_loop_with_connections_always_waiting_yields_after_its_budget() {
 
 #[test]
 fn reading_a_socket_that_always_has_data_yields_after_the_budget() {
-    let reader = |count: Rc<Cell<u64>>| async move {
+    let reader = |count: Rc<Cell<u64>>, started: Rc<Cell<bool>>| async move {
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut writer = std::net::TcpStream::connect(addr).unwrap();
         // Far more bytes than the reads below take: every read completes at once.
         writer.write_all(&[7; OPERATIONS as usize]).unwrap();
         let (stream, _): (TcpStream, _) = listener.accept().await.unwrap();
-        yield_now().await;
         let mut byte = [0; 1];
+        // A first read, which waits for epoll to say the bytes are there; from then on
+        // every read completes at once.
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+        count.set(1);
+        started.set(true);
         while count.get() < OPERATIONS {
             assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
             count.set(count.get() + 1);
@@ -86,9 +96,9 @@ fn reading_a_socket_that_always_has_data_yields_after_the_budget() {
 
 #[test]
 fn timers_already_due_yield_after_the_budget() {
-    let sleeper = |count: Rc<Cell<u64>>| async move {
+    let sleeper = |count: Rc<Cell<u64>>, started: Rc<Cell<bool>>| async move {
         let past = Instant::now() - Duration::from_millis(1);
-        yield_now().await;
+        started.set(true);
         while count.get() < OPERATIONS {
             sleep_until(past).await; // due: ready at once
             count.set(count.get() + 1);

@@ -54,7 +54,6 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    // ANCHOR: from_report
     /// The timeline of a verified report. The report records when each answer arrived,
     /// not when its request was sent, so the start is derived: for requests made one
     /// after the other, the previous answer's arrival (the first starts at 0); for
@@ -85,7 +84,6 @@ impl Timeline {
             bars,
         })
     }
-    // ANCHOR_END: from_report
 
     /// Whether no two bars overlap and each starts no earlier than the one before ended.
     pub fn is_staircase(&self) -> bool {
@@ -283,7 +281,6 @@ impl Dance {
         });
     }
 
-    // ANCHOR: parse_stage3
     /// Reads stage 3's `--trace` output. Lifelines: the event loop, each task, and the
     /// OS's `poll`. Lines without a `[time s]` stamp (the header, the report) are
     /// skipped; a stamped line this parser does not know is an error.
@@ -344,9 +341,7 @@ impl Dance {
         dance.lifelines.push(OS.to_string());
         Ok(dance)
     }
-    // ANCHOR_END: parse_stage3
 
-    // ANCHOR: parse_stage4
     /// Reads stage 4's `--trace` output (its grammar is documented in the stage's
     /// `trace` module). Lifelines: the executor, each task (and `main`), and the
     /// reactor. Unstamped lines are skipped; a stamped step this parser does not know
@@ -415,7 +410,6 @@ impl Dance {
         dance.lifelines.push(REACTOR.to_string());
         Ok(dance)
     }
-    // ANCHOR_END: parse_stage4
 
     /// The messages a lifeline sends or receives (and its notes), in order, without
     /// wakes (who wakes whom first depends on which answer the OS reports first).

@@ -20,7 +20,8 @@ use crate::trace::Waiting;
 
 // ANCHOR: op_future
 /// The future of one submitted operation: `(result, what the kernel held)` once the
-/// completion is in. Dropping it early abandons the operation (see [`Ring::abandon`](super::ring::Ring::abandon)).
+/// completion is in. Dropping it early abandons the operation (see
+/// [`Ring::abandon`](super::ring::Ring::abandon)), or leaves it to its stream.
 #[derive(Debug)]
 pub(crate) struct OpFuture {
     key: Key,

@@ -279,7 +279,6 @@ fn progress(round: u32, rounds: u32, what: &str, bench: &SleepBench) {
     );
 }
 
-// ANCHOR: print_tables
 fn print_tables(lines: &[Line], columns: &[Column], runs: u32) {
     let each = if runs == 1 {
         "the wall time of one run, in a fresh process".to_string()
@@ -376,7 +375,6 @@ fn print_tables(lines: &[Line], columns: &[Column], runs: u32) {
         }
     }
 }
-// ANCHOR_END: print_tables
 
 /// Time against concurrency for the rows with `total` tasks (the million row is left
 /// out: it is another amount of work), with the article's own figures for reference.

@@ -63,7 +63,6 @@ impl Aligned {
     }
 }
 
-// ANCHOR: uncached
 /// A 4 KiB read at a random offset, from a file whose pages are not in the page cache.
 pub(crate) fn uncached_read(scratch: &Scratch, runs: usize) -> Row {
     const READS: u64 = 200;
@@ -105,7 +104,6 @@ pub(crate) fn uncached_read(scratch: &Scratch, runs: usize) -> Row {
     });
     row
 }
-// ANCHOR_END: uncached
 
 type Evict = Box<dyn FnMut(&File) -> Result<(), String>>;
 

@@ -73,7 +73,6 @@ fn main() -> ExitCode {
     let caches = caches();
     let mut rows = Vec::new();
 
-    // ANCHOR: rows
     for (level, bytes) in [(1, caches.l1), (2, caches.l2), (3, caches.l3)] {
         rows.push(match bytes {
             Some(size) => cache_row(level, size, &caches, runs),
@@ -97,7 +96,6 @@ fn main() -> ExitCode {
     rows.push(uncached_read(&scratch, runs));
     rows.push(fsync(&scratch, runs));
     drop(scratch);
-    // ANCHOR_END: rows
 
     print(&rows, clock, &caches, args.runs);
     ExitCode::SUCCESS
@@ -117,7 +115,6 @@ fn per_op(elapsed: Duration, ops: u64) -> f64 {
     elapsed.as_nanos() as f64 / ops as f64
 }
 
-// ANCHOR: print
 fn print(rows: &[Row], (ghz, measured): (f64, bool), caches: &Caches, runs: u32) {
     let clock = if measured {
         format!("{ghz:.2} GHz, measured with a chain of dependent additions")
@@ -198,7 +195,6 @@ fn print(rows: &[Row], (ghz, measured): (f64, bool), caches: &Caches, runs: u32)
         }
     }
 }
-// ANCHOR_END: print
 
 /// `0.98`, `12.3`, `1,234`: nanoseconds with as many digits as they deserve.
 fn ns(value: f64) -> String {
