@@ -25,6 +25,7 @@
 //! ```
 
 pub mod cell;
+pub mod million;
 pub mod pictures;
 pub mod plot;
 pub mod python;

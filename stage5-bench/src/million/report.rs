@@ -1,0 +1,282 @@
+//! What a run found, for the person at the terminal and for the book: the plan, the
+//! refusals, and the report, as text.
+
+use std::fmt::Write;
+
+use super::kernel::Snapshot;
+use super::net::explain;
+use super::plan::{Machine, Plan, Refusal, gib, page_size};
+use super::run::{MemoryAt, Mode, Outcome};
+use crate::text::{markdown, thousands};
+
+/// The kernel's growth per pair that a probe in C measured on this machine (the issue
+/// that asked for the run): 9.9 KiB of slab.
+pub const PROBE_SLAB_PER_PAIR: f64 = 9.9 * 1024.0;
+
+/// The plan, before anything starts: what each limit allows and what the run will do.
+pub fn plan_text(plan: &Plan, machine: &Machine, mode: Mode) -> String {
+    let mut out = String::new();
+    let what = match mode {
+        Mode::Run => "stage 4's client against the slow server, every request in flight at once",
+        Mode::Floor => "the floor: bare non-blocking connects and accepts",
+    };
+    let _ = writeln!(out, "{} connections: {what}", thousands(plan.connections));
+    let _ = writeln!(out, "machine: {}{}", crate::text::machine(), memory_text(machine));
+    for note in &plan.notes {
+        let _ = writeln!(out, "  {note}");
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+    out
+}
+
+fn memory_text(machine: &Machine) -> String {
+    machine
+        .mem_available
+        .map_or(String::new(), |bytes| format!(", {} available", gib(bytes)))
+}
+
+/// Every limit the run would cross, one paragraph each.
+pub fn refusal_text(connections: u64, refusals: &[Refusal]) -> String {
+    let mut out = format!(
+        "error: {} connections cannot run on this machine; refused before starting:\n",
+        thousands(connections)
+    );
+    for refusal in refusals {
+        let _ = writeln!(out, "  - {refusal}");
+    }
+    out
+}
+
+/// The report of a run, and of the floor beside it when there was one.
+pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let (clients, servers) = outcome.processes;
+    let run = outcome.mode == Some(Mode::Run);
+    let _ = writeln!(
+        w,
+        "{}: {} from {} to {}, {}",
+        if run { "the run" } else { "the floor" },
+        plural(clients, "client process", "client processes"),
+        outcome.sources.0,
+        outcome.sources.1,
+        if run {
+            format!(
+                "{} (the slow server, delay {} ms)",
+                plural(servers, "server shard", "server shards"),
+                outcome.delay.as_millis()
+            )
+        } else {
+            plural(servers, "acceptor", "acceptors")
+        }
+    );
+    let row = |w: &mut String, name: &str, text: String| {
+        let _ = writeln!(w, "  {name:<16}{text}");
+    };
+    let n = outcome.connections;
+    match outcome.open_time {
+        Some(time) => row(
+            w,
+            "opened",
+            format!(
+                "{} of {} connections in {:.2} s: {} a second",
+                thousands(outcome.opened),
+                thousands(n),
+                time.as_secs_f64(),
+                thousands(rate(outcome.opened, time.as_secs_f64()))
+            ),
+        ),
+        None => row(
+            w,
+            "opened",
+            format!("{} of {} connections", thousands(outcome.opened), thousands(n)),
+        ),
+    }
+    if let (Some(floor), Some(time), Some(floor_time)) =
+        (floor, outcome.open_time, floor.and_then(|f| f.open_time))
+    {
+        let ours = rate(outcome.opened, time.as_secs_f64());
+        let bare = rate(floor.opened, floor_time.as_secs_f64());
+        row(
+            w,
+            "floor",
+            format!(
+                "{} a second with bare connects and accepts in the same layout: the run \
+                 opened at {:.2} of it",
+                thousands(bare),
+                ours as f64 / bare.max(1) as f64
+            ),
+        );
+    }
+    if outcome.open_time.is_some() {
+        row(
+            w,
+            "open at once",
+            format!(
+                "{} (the servers' count, before the start signal)",
+                thousands(outcome.open_at_once)
+            ),
+        );
+    }
+    if run {
+        match (outcome.waiting_at_once, outcome.shard_peaks_waiting) {
+            (Some((waiting, at)), _) => row(
+                w,
+                "waiting at once",
+                format!(
+                    "{}{}, {:.2} s after the start signal (no answer can leave a server \
+                     before {:.2} s)",
+                    thousands(waiting),
+                    if waiting == n { ": all of them" } else { "" },
+                    at.as_secs_f64(),
+                    outcome.delay.as_secs_f64()
+                ),
+            ),
+            (None, Some(_)) => row(
+                w,
+                "waiting at once",
+                format!(
+                    "not reached before {:.2} s after the start signal, when the first answers \
+                     were due: sending took longer than the delay (raise --delay-ms)",
+                    outcome.delay.as_secs_f64()
+                ),
+            ),
+            (None, None) => row(
+                w,
+                "waiting at once",
+                "not measured: these servers do not count waiting requests".into(),
+            ),
+        }
+        let answered = outcome
+            .answer_time
+            .map_or(String::new(), |t| format!(", {:.2} s after the start signal", t.as_secs_f64()));
+        row(
+            w,
+            "verified",
+            format!(
+                "{} answers, each its own request's line{answered}",
+                thousands(outcome.verified)
+            ),
+        );
+    }
+    if outcome.failures.is_empty() {
+        row(w, "failures", "none".into());
+    } else {
+        let total: u64 = outcome.failures.values().sum();
+        row(w, "failures", thousands(total));
+        for (kind, count) in &outcome.failures {
+            let _ = writeln!(w, "    {kind}: {} ({})", thousands(*count), explain(kind));
+        }
+    }
+    row(w, "total", format!("{:.1} s", outcome.total.as_secs_f64()));
+    if let Some(bytes) = outcome.task_future_bytes {
+        row(
+            w,
+            "one task",
+            format!("a connection's future is {bytes} bytes; stage 4 boxes it as the task"),
+        );
+    }
+    if let Some(stopped) = &outcome.stopped {
+        row(w, "stopped", stopped.clone());
+    }
+    for warning in &outcome.warnings {
+        let _ = writeln!(w, "  warning: {warning}");
+    }
+    let _ = writeln!(w);
+    out.push_str(&memory_table(outcome));
+    out
+}
+
+/// Bytes per connection, by part, at each moment measured after the start.
+pub fn memory_table(outcome: &Outcome) -> String {
+    let Some(before) = outcome.memory.first() else {
+        return String::new();
+    };
+    let moments: Vec<&MemoryAt> = outcome.memory.iter().skip(1).filter(|m| m.connections > 0).collect();
+    if moments.is_empty() {
+        return String::new();
+    }
+    let mut header = vec!["bytes per connection".to_string()];
+    header.extend(moments.iter().map(|m| m.label.clone()));
+    let per = |value: Option<f64>, m: &MemoryAt| match value {
+        Some(v) => format!("{} B", thousands((v / m.connections as f64).max(0.0).round() as u64)),
+        None => "not measured".into(),
+    };
+    let kernel = |pick: fn(&Snapshot, &Snapshot) -> f64| {
+        moments
+            .iter()
+            .map(|m| per(before.kernel.zip(m.kernel).map(|(b, a)| pick(&b, &a)), m))
+            .collect::<Vec<_>>()
+    };
+    let rss = |pick: fn(&MemoryAt) -> Option<u64>| {
+        moments
+            .iter()
+            .map(|m| per(pick(m).map(|v| v as f64), m))
+            .collect::<Vec<_>>()
+    };
+    let start = |pick: fn(&MemoryAt) -> Option<u64>| {
+        moments
+            .iter()
+            .map(|m| per(pick(before).map(|v| v as f64), m))
+            .collect::<Vec<_>>()
+    };
+    let mut rows: Vec<(String, Vec<String>)> = vec![
+        ("client processes (RSS)".into(), rss(|m| m.client_rss)),
+        ("  of which at their start".into(), start(|m| m.client_rss)),
+        ("server processes (RSS)".into(), rss(|m| m.server_rss)),
+        ("  of which at their start".into(), start(|m| m.server_rss)),
+        (
+            "kernel: slab".into(),
+            kernel(|b, a| a.slab as f64 - b.slab as f64),
+        ),
+        (
+            "  of which unreclaimable".into(),
+            kernel(|b, a| a.unreclaimable as f64 - b.unreclaimable as f64),
+        ),
+        (
+            "kernel: socket buffers".into(),
+            kernel(|b, a| (a.tcp_pages as f64 - b.tcp_pages as f64) * page_size() as f64),
+        ),
+        (
+            "kernel: page tables".into(),
+            kernel(|b, a| a.page_tables as f64 - b.page_tables as f64),
+        ),
+        (
+            "MemAvailable drop".into(),
+            kernel(|b, a| b.available as f64 - a.available as f64),
+        ),
+    ];
+    if outcome.mode == Some(Mode::Floor) {
+        rows.retain(|(name, _)| !name.contains("RSS") && !name.contains("at their start"));
+    }
+    let table: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(name, cells)| std::iter::once(name).chain(cells).collect())
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut out = markdown(&header, &table, &[0]).join("\n");
+    out.push('\n');
+    if let (Some(b), Some(last)) = (before.kernel, moments.last().and_then(|m| m.kernel)) {
+        let slab = (last.slab as f64 - b.slab as f64) / moments.last().map_or(1, |m| m.connections) as f64;
+        let _ = writeln!(
+            out,
+            "The kernel's slab grew {:.2} KiB per connection pair (at each end: the tcp_sock, \
+             the socket and its inode, the file, the epoll entry); a probe in C measured \
+             {:.1} KiB.",
+            slab / 1024.0,
+            PROBE_SLAB_PER_PAIR / 1024.0
+        );
+    }
+    out
+}
+
+/// `1 client process`, `51 client processes`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn rate(count: u64, seconds: f64) -> u64 {
+    (count as f64 / seconds.max(1e-9)).round() as u64
+}
