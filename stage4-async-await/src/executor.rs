@@ -16,7 +16,6 @@
 //! - Every poll is timed: a [slow poll](crate::slow_poll) means something blocked the loop.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
@@ -24,120 +23,27 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::context::{self, Entered, LoopContext};
 use crate::join_handle::{JoinError, JoinHandle, join_pair};
 use crate::reactor::{Reactor, WAKER_TOKEN};
 use crate::slab::{Key, Slab};
 use crate::slow_poll::{SlowPoll, SlowPolls, watch_clock};
 use crate::task::{Name, Polling, Task, TaskFuture, TaskInfo};
-use crate::trace::{Step, Trace, Waiting};
+use crate::trace::{Step, Trace};
 
-// ANCHOR: ready_queue
-/// A waker is two words: a vtable, and a data word that std hands back to the vtable's
-/// functions. Ours puts no pointer there, only numbers: which loop (16 bits), and the
-/// task's key in that loop's slab (its index, and the low 16 bits of its generation).
-/// Nothing to count or free, so cloning or dropping a waker costs nothing, and a spawn
-/// allocates no waker.
-fn task_waker(loop_slot: u16, key: Key) -> Waker {
-    let word = (u64::from(loop_slot) << 48) | (key.to_u64() & KEY_BITS);
-    let data = std::ptr::without_provenance(word as usize);
-    // SAFETY: the vtable's functions never dereference `data` (it is a number, not a
-    // pointer), may be called from any thread (a wake from elsewhere goes through a
-    // mutex), and clone and drop own nothing, so every contract of `RawWaker` holds.
-    unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) }
-}
+#[cfg(test)]
+mod tests;
+mod waker;
 
-/// The bits of a waker's word that hold the key: index, and 16 bits of generation.
-const KEY_BITS: u64 = (1 << 48) - 1;
+use waker::{KEY_BITS, LOOPS, RemoteQueue, Shared, task_waker};
 
-// A waker's word must hold 64 bits.
-const _: () = assert!(
-    usize::BITS == 64,
-    "stage 4's wakers pack a loop and a task key into 64 bits: a 64-bit target is needed"
-);
-
-static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_waker, wake, wake, drop_waker);
-
-fn clone_waker(data: *const ()) -> RawWaker {
-    RawWaker::new(data, &VTABLE)
-}
-
-fn drop_waker(_: *const ()) {}
-
-/// Both `wake` and `wake_by_ref`: queue the task, once.
-fn wake(data: *const ()) {
-    let word = data.addr() as u64;
-    let loop_slot = (word >> 48) as u16;
-    // On the loop's own thread (a timer, a socket, a task waking another): straight
-    // into its ready queue, no lock and no atomic operation.
-    let local = CURRENT.try_with(|current| match current.try_borrow().as_deref() {
-        Ok(Some(inner)) if inner.slot.get() == Some(loop_slot) => inner.wake_local(word),
-        _ => false,
-    });
-    if local != Ok(true) {
-        // From another thread, or after the loop stopped: through the registry.
-        let loops = LOOPS.lock().unwrap_or_else(PoisonError::into_inner);
-        let shared = loops.get(usize::from(loop_slot)).cloned().flatten();
-        drop(loops);
-        if let Some(shared) = shared {
-            shared.push(word);
-        }
-    }
-}
-
-/// The running loops, by slot, for wakes from other threads. A slot is reused once its
-/// loop has stopped: a waker that outlived its loop then wakes a task of the next one,
-/// which is a spurious wake-up, allowed by `Future`'s contract.
-static LOOPS: Mutex<Vec<Option<Arc<Shared>>>> = Mutex::new(Vec::new());
-
-/// What wakers on other threads share with the loop: their wakes, and the `mio::Waker`
-/// that interrupts the loop when it sleeps in `epoll_wait`.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    remote: Mutex<RemoteQueue>,
-    waker: mio::Waker,
-    /// `--trace`: wakes from other threads say so.
-    pub(crate) trace: Trace,
-}
-
-#[derive(Debug, Default)]
-struct RemoteQueue {
-    /// Waker words; the loop queues their tasks at its next round.
-    wakes: Vec<u64>,
-    /// The same words, so that a task woken again and again from another thread while
-    /// the loop is busy takes one place in `wakes`, not one per wake.
-    queued: HashSet<u64>,
-    /// The loop is (about to be) blocked in the reactor: a wake must interrupt it.
-    sleeping: bool,
-}
-
-impl Shared {
-    fn push(&self, word: u64) {
-        if self.trace.is_on() {
-            self.trace
-                .say(Step::Wake, format_args!("a task, from another thread"));
-        }
-        let mut remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
-        if remote.queued.insert(word) {
-            remote.wakes.push(word);
-        }
-        let interrupt = std::mem::replace(&mut remote.sleeping, false);
-        drop(remote);
-        // Only a wake from another thread can find the loop asleep, so the common case,
-        // a wake on the loop's own thread, never makes a system call.
-        if interrupt && let Err(error) = self.waker.wake() {
-            eprintln!("warning: could not interrupt the event loop: {error}");
-        }
-    }
-}
-// ANCHOR_END: ready_queue
-
-/// The loop's state, reachable from futures on its thread through `CURRENT`.
+/// The executor's state: the tasks, the ready queue, and the context its futures see.
 pub(crate) struct Inner {
-    /// Tells this loop's timer and socket keys from another loop's.
-    pub(crate) id: u32,
+    /// What the futures reach through the context's thread-local: the reactor, the clock.
+    context: Rc<LoopContext>,
     /// Its place in `LOOPS` while `block_on` runs: the loop its wakers name.
     slot: Cell<Option<u16>>,
     shared: Arc<Shared>,
@@ -146,48 +52,26 @@ pub(crate) struct Inner {
     ready: RefCell<Vec<Key>>,
     /// The `scheduled` flag of the `block_on` future, which has no slot.
     main_scheduled: Cell<bool>,
-    pub(crate) reactor: RefCell<Reactor>,
     next_id: Cell<u64>,
-    running: Cell<Option<TaskInfo>>,
-    /// The loop's clock, read once per turn of the loop (and again after it slept).
-    /// Reading the real clock costs about 25 ns; read on every poll, it was 13% of a
-    /// million tasks' time.
-    clock: Cell<Instant>,
     /// When the next poll starts, on the slow-poll watch's clock.
     poll_started: Cell<Duration>,
-    /// Ends the reactor's wait at a deadline to the nanosecond (made at the first timed
-    /// wait; `Err` if the OS refused, and the wait is then precise to the millisecond).
-    #[cfg(target_os = "linux")]
-    precise_wake: std::cell::OnceCell<std::io::Result<crate::time::PreciseWake>>,
     slow_polls: SlowPolls,
     trace: Trace,
 }
 
 static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(0);
 
+// ANCHOR: current
 thread_local! {
-    /// The event loop running on this thread, if any.
+    /// The executor running on this thread, if any: how a waker called on the loop's
+    /// own thread reaches the ready queue, and how `spawn` reaches the tasks.
+    ///
+    /// NB: the futures never read this one; theirs is the [context](crate::context)'s.
+    /// Each hot path reads one thread-local: a wake or a spawn this, a sleep or a socket
+    /// the context.
     static CURRENT: RefCell<Option<Rc<Inner>>> = const { RefCell::new(None) };
 }
-
-/// Runs `f` with the event loop of this thread; panics outside `block_on`, naming `what`.
-pub(crate) fn with_current<R>(what: &str, f: impl FnOnce(&Inner) -> R) -> R {
-    CURRENT.with_borrow(|current| match current {
-        Some(inner) => f(inner),
-        None => panic!(
-            "{what} must be called from a future running inside block_on (no event loop \
-             runs on this thread)"
-        ),
-    })
-}
-
-/// Like [`with_current`], but `None` when no loop runs here (for destructors).
-pub(crate) fn try_with_current<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|current| current.try_borrow().ok()?.as_ref().map(|inner| f(inner)))
-        .ok()
-        .flatten()
-}
+// ANCHOR_END: current
 
 /// A single-threaded event loop: an executor (the ready queue and the tasks) and a
 /// [reactor](crate::reactor) (sockets and timers).
@@ -226,7 +110,11 @@ impl EventLoop {
         let waker = mio::Waker::new(reactor.registry(), WAKER_TOKEN)?;
         Ok(EventLoop {
             inner: Inner {
-                id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
+                context: Rc::new(LoopContext::new(
+                    NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
+                    reactor,
+                    Trace::default(),
+                )),
                 slot: Cell::new(None),
                 shared: Arc::new(Shared {
                     remote: Mutex::new(RemoteQueue::default()),
@@ -236,13 +124,8 @@ impl EventLoop {
                 tasks: RefCell::new(Slab::new()),
                 ready: RefCell::new(Vec::new()),
                 main_scheduled: Cell::new(false),
-                reactor: RefCell::new(reactor),
                 next_id: Cell::new(1),
-                running: Cell::new(None),
-                clock: Cell::new(Instant::now()),
                 poll_started: Cell::new(Duration::ZERO),
-                #[cfg(target_os = "linux")]
-                precise_wake: std::cell::OnceCell::new(),
                 slow_polls: SlowPolls::new(),
                 trace: Trace::default(),
             },
@@ -271,8 +154,10 @@ impl EventLoop {
             Trace::default()
         };
         self.inner.trace = trace;
-        self.inner.reactor.get_mut().trace = trace;
-        // No waker exists before `block_on`: the loop is the only owner.
+        // No waker and no future exists before `block_on`: the loop is the only owner.
+        if let Some(context) = Rc::get_mut(&mut self.inner.context) {
+            context.set_trace(trace);
+        }
         if let Some(shared) = Arc::get_mut(&mut self.inner.shared) {
             shared.trace = trace;
         }
@@ -297,8 +182,8 @@ impl EventLoop {
             spawned_at: Location::caller(),
         };
         let inner = Enter::new(self.inner, main);
-        let inner = &inner.0;
-        inner.clock.set(Instant::now());
+        let inner = &inner.inner;
+        inner.context.set_now(Instant::now());
         inner.poll_started.set(watch_clock());
         let mut future = pin!(future);
         // The main future is a task like the others, under the key no task has: it
@@ -347,32 +232,26 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Installs the loop as this thread's current one for the duration of `block_on`.
-struct Enter(Rc<Inner>);
+/// Installs the loop as this thread's current one for the duration of `block_on`: its
+/// context for the futures, itself for the wakers, and its slot in `LOOPS` for wakes
+/// from other threads.
+struct Enter {
+    inner: Rc<Inner>,
+    /// The context's guard: refuses a nested `block_on`, and lets go of the context last.
+    _context: Entered,
+}
 
 impl Enter {
     #[track_caller]
     fn new(inner: Inner, main: TaskInfo) -> Enter {
         let inner = Rc::new(inner);
-        CURRENT.with_borrow_mut(|current| {
-            if let Some(running) = current {
-                let within = match running.running.get() {
-                    Some(task) => format!(" (in {})", task.to_string().trim_end_matches(',')),
-                    None => String::new(),
-                };
-                // NB: asyncio refuses too: "asyncio.run() cannot be called from a running
-                // event loop". A nested loop would run only the inner future's tasks and
-                // freeze every task of the outer loop until it returned.
-                panic!(
-                    "block_on called at {} from inside a running event loop{within}: it \
-                     would block the loop and starve its other tasks. `.await` the future \
-                     instead (or `spawn` it and `.await` the JoinHandle)",
-                    main.spawned_at
-                );
-            }
-            *current = Some(Rc::clone(&inner));
-        });
-        let enter = Enter(inner);
+        // Panics here if a loop already runs on this thread; nothing is set up yet.
+        let context = context::enter(Rc::clone(&inner.context), main);
+        CURRENT.with_borrow_mut(|current| *current = Some(Rc::clone(&inner)));
+        let enter = Enter {
+            inner,
+            _context: context,
+        };
         // Register for wakes from other threads (after `Enter` exists, whose drop
         // unregisters, even if this panics).
         let mut loops = LOOPS.lock().unwrap_or_else(PoisonError::into_inner);
@@ -383,10 +262,10 @@ impl Enter {
             panic!("more than 65,536 event loops run at once: a waker cannot name them");
         };
         match free {
-            Some(_) => loops[slot] = Some(Arc::clone(&enter.0.shared)),
-            None => loops.push(Some(Arc::clone(&enter.0.shared))),
+            Some(_) => loops[slot] = Some(Arc::clone(&enter.inner.shared)),
+            None => loops.push(Some(Arc::clone(&enter.inner.shared))),
         }
-        enter.0.slot.set(Some(slot16));
+        enter.inner.slot.set(Some(slot16));
         enter
     }
 }
@@ -408,7 +287,7 @@ impl Drop for Enter {
         // panic is raised again once all are dropped.
         let mut first_panic = None;
         loop {
-            let tasks = self.0.tasks.borrow_mut().drain();
+            let tasks = self.inner.tasks.borrow_mut().drain();
             if tasks.is_empty() {
                 break;
             }
@@ -418,7 +297,7 @@ impl Drop for Enter {
                 }
             }
         }
-        if let Some(slot) = self.0.slot.take() {
+        if let Some(slot) = self.inner.slot.take() {
             LOOPS.lock().unwrap_or_else(PoisonError::into_inner)[usize::from(slot)] = None;
         }
         drop(_leave);
@@ -523,24 +402,18 @@ impl Inner {
     }
     // ANCHOR_END: poll_task
 
-    /// The loop's clock: when the reactor last returned. Timers compare deadlines with
-    /// it; a deadline it has not seen pass yet fires at the next reactor turn.
-    pub(crate) fn now(&self) -> Instant {
-        self.clock.get()
-    }
-
     /// Polls through `poll`, timing it against the slow-poll threshold.
     fn poll_timed<T>(&self, info: TaskInfo, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
         let name = Name(info.id);
         self.trace.say(Step::Poll, format_args!("{name}"));
-        let previous = self.running.replace(Some(info));
+        let previous = self.context.set_running(Some(info));
         // The watch reads a coarse clock (10 ns here, against 40 to 60 for `Instant`),
         // once per poll: the end of one poll is the start of the next.
         let result = poll();
         let ended = watch_clock();
         let started = self.poll_started.replace(ended);
         self.slow_polls.check(info, ended.saturating_sub(started));
-        self.running.set(previous);
+        self.context.set_running(previous);
         let step = if result.is_ready() {
             Step::Ready
         } else {
@@ -550,25 +423,14 @@ impl Inner {
         result
     }
 
-    /// Traces that the running task left its waker with the reactor.
-    pub(crate) fn trace_waker(&self, on: Waiting) {
-        if self.trace.is_on() {
-            let task = Name(self.running.get().and_then(|info| info.id));
-            let what = on.describe(self.trace);
-            self.trace
-                .say(Step::Waker, format_args!("{task} on {what}"));
-        }
-    }
-
     // ANCHOR: turn_reactor
     /// Fires expired timers and collects I/O events. Blocks only if no task is ready,
     /// and then only until the earliest deadline.
     fn turn_reactor(&self, woken: &mut Vec<Waker>) {
         // The one clock read of a busy turn: timers and `Sleep`s use it until the next.
         let now = Instant::now();
-        self.clock.set(now);
+        self.context.set_now(now);
         self.fire_timers(now);
-        let mut reactor = self.reactor.borrow_mut();
         let idle = {
             let mut remote = self
                 .shared
@@ -580,35 +442,7 @@ impl Inner {
             remote.sleeping = idle;
             idle
         };
-        let timeout = if idle {
-            reactor
-                .timers
-                .next_deadline()
-                .map(|deadline| deadline.saturating_duration_since(now))
-        } else {
-            Some(Duration::ZERO)
-        };
-        #[cfg(target_os = "linux")]
-        if let Some(timeout) = timeout.filter(|timeout| !timeout.is_zero()) {
-            let wake = self
-                .precise_wake
-                .get_or_init(|| crate::time::PreciseWake::new(reactor.registry()));
-            if let Ok(wake) = wake
-                && let Err(error) = wake.set(timeout)
-            {
-                eprintln!(
-                    "warning: timerfd_settime failed, timers are late by up to 1 ms: {error}"
-                );
-            }
-        }
-        // With work waiting and no socket registered there is nothing to ask the OS.
-        if timeout != Some(Duration::ZERO) || reactor.sources() > 0 {
-            if self.trace.is_on() {
-                trace_wait(self.trace, &reactor, timeout);
-            }
-            reactor.wait(timeout, woken);
-        }
-        drop(reactor);
+        self.context.reactor().wait(idle, now, woken);
         self.shared
             .remote
             .lock()
@@ -620,7 +454,7 @@ impl Inner {
         if idle {
             // It slept: read the clock again, for the timers that woke it.
             let now = Instant::now();
-            self.clock.set(now);
+            self.context.set_now(now);
             self.fire_timers(now);
         }
         // What happened in this turn is nobody's poll.
@@ -631,7 +465,7 @@ impl Inner {
     fn fire_timers(&self, now: Instant) {
         loop {
             // One timer at a time: the waker runs with the reactor not borrowed.
-            let expired = self.reactor.borrow_mut().timers.pop_expired(now);
+            let expired = self.context.reactor().timers.pop_expired(now);
             let Some((key, waker)) = expired else {
                 break;
             };
@@ -666,30 +500,6 @@ impl Inner {
     }
 }
 
-/// Traces the reactor's turn: how long it may block, on how many sockets and timers.
-fn trace_wait(trace: Trace, reactor: &Reactor, timeout: Option<Duration>) {
-    let (sockets, timers) = (reactor.sources(), reactor.timers.len());
-    match timeout {
-        Some(Duration::ZERO) => trace.say(
-            Step::Reactor,
-            format_args!(
-                "checks without waiting: tasks are ready ({sockets} socket(s), {timers} timer(s))"
-            ),
-        ),
-        Some(timeout) => trace.say(
-            Step::Reactor,
-            format_args!(
-                "waits {} ms at most ({sockets} socket(s), {timers} timer(s))",
-                timeout.as_millis()
-            ),
-        ),
-        None => trace.say(
-            Step::Reactor,
-            format_args!("waits for an event ({sockets} socket(s), {timers} timer(s))"),
-        ),
-    }
-}
-
 // ANCHOR: spawn
 /// Starts `future` as a new task on this thread's event loop and returns a handle to
 /// its result. The task runs whether or not the handle is awaited; dropping the handle
@@ -705,7 +515,13 @@ where
     F::Output: 'static,
 {
     let spawned_at = Location::caller();
-    with_current("spawn", |inner| inner.spawn(future, spawned_at))
+    CURRENT.with_borrow(|current| match current {
+        Some(inner) => inner.spawn(future, spawned_at),
+        None => panic!(
+            "spawn must be called from a future running inside block_on (no event loop \
+             runs on this thread)"
+        ),
+    })
 }
 // ANCHOR_END: spawn
 
@@ -751,78 +567,4 @@ pub async fn yield_now() {
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use std::thread;
-    use std::time::{Duration, Instant};
-
-    use super::*;
-    use crate::time::sleep;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn the_loop_clock_advances_with_every_turn_and_never_runs_ahead() {
-        block_on(async {
-            let mut last = with_current("test", Inner::now);
-            for _ in 0..3 {
-                thread::sleep(5 * MS); // a busy poll: the clock must see it next turn
-                yield_now().await;
-                let now = with_current("test", Inner::now);
-                assert!(now >= last + 5 * MS, "{:?} after {:?}", now - last, last);
-                assert!(now <= Instant::now());
-                last = now;
-            }
-        });
-    }
-
-    #[test]
-    fn a_sleep_set_late_in_a_long_poll_still_lasts_its_duration() {
-        // The loop's clock was read before this poll began, 50 ms before the sleep is
-        // set: measured from that clock, the sleep would be over before it started.
-        block_on(async {
-            yield_now().await;
-            thread::sleep(50 * MS);
-            let set = Instant::now();
-            sleep(20 * MS).await;
-            assert!(set.elapsed() >= 20 * MS, "fired after {:?}", set.elapsed());
-        });
-    }
-
-    #[test]
-    fn a_waker_of_a_stopped_loop_is_harmless_even_when_its_slot_is_reused() {
-        let stale =
-            block_on(async { std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await });
-        stale.wake_by_ref(); // no loop runs on this thread
-        // The next loop on this thread may take the same slot in `LOOPS`: the stale
-        // waker then wakes its main future, spuriously. Never a panic, a lost task or
-        // a hang.
-        let done = block_on(async move {
-            let task = spawn(sleep(20 * MS));
-            yield_now().await;
-            let from_thread = stale.clone();
-            thread::spawn(move || from_thread.wake()).join().unwrap();
-            stale.wake();
-            task.await
-        });
-        assert!(done.is_ok());
-    }
-
-    #[test]
-    fn a_task_woken_again_and_again_from_another_thread_is_queued_once() {
-        block_on(async {
-            let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-            // The loop is busy (in this very poll), so nothing drains the queue meanwhile.
-            thread::spawn(move || (0..1000).for_each(|_| waker.wake_by_ref()))
-                .join()
-                .unwrap();
-            let queued = with_current("test", |inner| {
-                let remote = inner.shared.remote.lock().unwrap();
-                remote.wakes.len()
-            });
-            assert_eq!(queued, 1);
-        });
-    }
 }

@@ -2,17 +2,29 @@
 //! ourselves.
 //!
 //! Read stage 3 first: its four players (generator, `Future`, `Task`, `EventLoop`) are all
-//! here, renamed. In the order to read them:
+//! here, renamed. The generator is now written by the compiler: an `async fn` is a state
+//! machine ([`client`], and [`desugared`] for the same state machine written by hand).
 //!
-//! 1. the generator: the compiler writes it, an `async fn` is a state machine
-//!    ([`client`], and [`desugared`] for the same state machine written by hand);
-//! 2. the future: [`std::future::Future`], with `poll` instead of done-callbacks
-//!    ([`time`] and [`net`] implement it);
-//! 3. [`task`]: a boxed future with its [`std::task::Waker`], and its [`join_handle`];
-//! 4. the event loop: the [`executor`] (ready queue, tasks, [`slow_poll`] warnings) and
-//!    the [`reactor`] (mio and timers).
+//! The modules are layers, and this is their reading order, bottom up: each file uses only
+//! the files listed before it (`.ci/check-layers` fails on an import that runs upward).
 //!
-//! Then [`client`]: `make_tcp_request` and `consume_response`, and [`run`] below.
+//! 1. Leaves, which know nothing of the runtime: `slab` (the slots tasks, sockets and
+//!    timers live in), [`trace`] (`--trace` lines), [`join_handle`] (a task's result),
+//!    [`task`] (the article's `Task`: a boxed future and its flags), [`slow_poll`].
+//! 2. Driver parts, which know [`Waker`](std::task::Waker)s and nothing of tasks:
+//!    [`timers`] (every deadline in one queue, and the precise wake-up), and on Linux the
+//!    io_uring ring (`uring::ring`).
+//! 3. The [`reactor`], which owns the driver parts and waits on mio (epoll, kqueue) until
+//!    a socket is ready or a timer is due; it hands up nothing but wakers.
+//! 4. The [`context`]: the one thread-local the futures see (the loop's id, its reactor,
+//!    its clock, tracing), installed by `block_on`, which refuses to nest.
+//! 5. The futures, the article's `Future`: [`time`] (`sleep`, `timeout`), [`net`]
+//!    (`TcpStream`, `TcpListener`), [`join`] (`join_all`), and on Linux `uring` (the same
+//!    sockets on io_uring, with owned buffers). They use the context, never the executor.
+//! 6. The [`executor`], the article's `EventLoop`: the ready queue, the tasks and their
+//!    wakers, `block_on`, `spawn`.
+//! 7. The programs: [`client`] (`make_tcp_request` and `consume_response`), [`desugared`],
+//!    [`anti_patterns`], and [`run`] below.
 //!
 //! ```text
 //! cargo run -p stage4-async-await                                   # ten requests, ~5 s
@@ -40,6 +52,7 @@ use shared::{Config, Error, Report, request_ids};
 
 pub mod anti_patterns;
 pub mod client;
+pub mod context;
 pub mod desugared;
 pub mod executor;
 pub mod join;
@@ -51,6 +64,7 @@ mod sleep_bench;
 pub mod slow_poll;
 pub mod task;
 pub mod time;
+pub mod timers;
 pub mod trace;
 #[cfg(target_os = "linux")]
 pub mod uring;

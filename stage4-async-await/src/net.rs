@@ -15,10 +15,9 @@ use std::task::{Context, Poll};
 
 use shared::protocol::{DecodeError, LineDecoder};
 
-use crate::executor::{try_with_current, with_current};
-use crate::reactor::Direction;
+use crate::context::{try_with_current, with_current};
 use crate::slab::Key;
-use crate::trace::Waiting;
+use crate::trace::{Direction, Waiting};
 
 /// A mio socket registered with the current event loop.
 #[derive(Debug)]
@@ -32,7 +31,7 @@ struct Io<S: mio::event::Source> {
 impl<S: mio::event::Source> Io<S> {
     fn register(mut source: S, what: &str) -> io::Result<Io<S>> {
         let (key, loop_id) = with_current(what, |event_loop| {
-            let key = event_loop.reactor.borrow_mut().register(&mut source);
+            let key = event_loop.reactor().register(&mut source);
             key.map(|key| (key, event_loop.id))
         })?;
         Ok(Io {
@@ -60,7 +59,7 @@ impl<S: mio::event::Source> Io<S> {
                     let registered = with_current("socket I/O", |event_loop| {
                         let here = event_loop.id == self.loop_id;
                         if here {
-                            let mut reactor = event_loop.reactor.borrow_mut();
+                            let mut reactor = event_loop.reactor();
                             let waiter = waiter.as_deref_mut();
                             reactor.set_waker(self.key, direction, waiter, cx.waker());
                             event_loop.trace_waker(Waiting::Socket(self.key, direction));
@@ -116,7 +115,7 @@ impl<S: mio::event::Source> Drop for Waiter<'_, S> {
         if let Some(entry) = self.entry {
             try_with_current(|event_loop| {
                 if event_loop.id == self.io.loop_id {
-                    let mut reactor = event_loop.reactor.borrow_mut();
+                    let mut reactor = event_loop.reactor();
                     reactor.cancel_wait(self.io.key, self.direction, entry);
                 }
             });
@@ -129,7 +128,7 @@ impl<S: mio::event::Source> Drop for Io<S> {
     fn drop(&mut self) {
         try_with_current(|event_loop| {
             if event_loop.id == self.loop_id {
-                let mut reactor = event_loop.reactor.borrow_mut();
+                let mut reactor = event_loop.reactor();
                 reactor.deregister(self.key, &mut self.source);
             }
         });
@@ -391,7 +390,7 @@ mod tests {
 
     fn waiting<S: mio::event::Source>(io: &Io<S>, direction: Direction) -> (usize, usize) {
         with_current("test", |event_loop| {
-            event_loop.reactor.borrow_mut().waiting(io.key, direction)
+            event_loop.reactor().waiting(io.key, direction)
         })
     }
 

@@ -1,26 +1,28 @@
 //! The reactor: it knows *when* a task can make progress, and wakes it.
 //!
 //! Two kinds of "when": a socket became readable or writable (mio's `Poll`, epoll on
-//! Linux), or a deadline passed (a timer queue). The executor asks it to wait, with
-//! `Reactor::wait`, only when no task is ready to run; the wait ends at the next I/O
-//! event, the earliest deadline, or a wake from another thread, whichever comes first.
+//! Linux), or a deadline passed (its [timers](crate::timers)). The executor asks it to
+//! wait, with `Reactor::wait`, only when no task is ready to run; the wait ends at the
+//! next I/O event, the earliest deadline, or a wake from another thread, whichever comes
+//! first.
 //!
 //! What stage 3's `EventLoop` did with callbacks, this does with [`Waker`]s: a future that
 //! cannot progress leaves its waker here, and the reactor calls it.
 //!
-//! On Linux it may also hold an io_uring ([`crate::uring`], `--driver uring`): the ring's
-//! fd is one more mio source, readable when completions wait, and each turn submits what
-//! the futures queued since the last one.
+//! It owns the driver parts below it, and knows nothing of tasks or of the executor above:
+//! only `Waker`s go up. On Linux it may also hold an io_uring (`uring::ring`,
+//! `--driver uring`): the ring's fd is one more mio source, readable when completions
+//! wait, and each turn submits what the futures queued since the last one.
 
 use std::io;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
 use crate::slab::{Key, Slab};
-use crate::time::Timers;
-use crate::trace::{Step, Trace};
+use crate::timers::Timers;
+use crate::trace::{Direction, Step, Trace};
 
 /// The token of the `mio::Waker` through which other threads wake the loop.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -28,21 +30,9 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 /// The token of the io_uring's fd ([`crate::uring`]): completions are waiting.
 const URING_TOKEN: Token = Token(usize::MAX - 1);
 
-/// Which readiness a future waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Read,
-    Write,
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Direction::Read => "readable",
-            Direction::Write => "writable",
-        })
-    }
-}
+/// The token of the timerfd that ends a wait on time ([`crate::timers::PreciseWake`]).
+#[cfg(target_os = "linux")]
+const PRECISE_WAKE_TOKEN: Token = Token(usize::MAX - 2);
 
 // ANCHOR: source
 /// The tasks waiting on one socket, per direction. Several may wait at once (two tasks
@@ -116,7 +106,11 @@ pub(crate) struct Reactor {
     pub(crate) trace: Trace,
     /// The completion driver's ring, set up by its first operation.
     #[cfg(target_os = "linux")]
-    uring: Option<crate::uring::Ring>,
+    uring: Option<crate::uring::ring::Ring>,
+    /// Ends a wait at a deadline to the nanosecond (made at the first timed wait; `Err`
+    /// if the OS refused, and waits are then precise to the millisecond).
+    #[cfg(target_os = "linux")]
+    precise_wake: Option<io::Result<crate::timers::PreciseWake>>,
 }
 
 impl Reactor {
@@ -129,14 +123,17 @@ impl Reactor {
             trace: Trace::default(),
             #[cfg(target_os = "linux")]
             uring: None,
+            #[cfg(target_os = "linux")]
+            precise_wake: None,
         })
     }
 
     /// The io_uring, set up on first use (an error says why io_uring is unusable here).
     #[cfg(target_os = "linux")]
-    pub(crate) fn uring(&mut self) -> io::Result<&mut crate::uring::Ring> {
+    pub(crate) fn uring(&mut self) -> io::Result<&mut crate::uring::ring::Ring> {
         if self.uring.is_none() {
-            self.uring = Some(crate::uring::Ring::new(self.poll.registry(), URING_TOKEN)?);
+            let ring = crate::uring::ring::Ring::new(self.poll.registry(), URING_TOKEN)?;
+            self.uring = Some(ring);
         }
         Ok(self.uring.as_mut().expect("set up just above"))
     }
@@ -214,10 +211,37 @@ impl Reactor {
     }
 
     // ANCHOR: wait
-    /// Waits for I/O events for at most `timeout` (`None`: until one arrives) and moves
-    /// the wakers of the sockets that became ready into `woken`. The caller wakes them
-    /// once this `Reactor` is no longer borrowed.
-    pub(crate) fn wait(&mut self, timeout: Option<Duration>, woken: &mut Vec<Waker>) {
+    /// Collects I/O events and moves the wakers of the sockets that became ready into
+    /// `woken`; the caller wakes them once this `Reactor` is no longer borrowed. With
+    /// `block`, it waits until an event comes or the earliest timer is due (`now` is the
+    /// loop's clock); without, it only looks.
+    pub(crate) fn wait(&mut self, block: bool, now: Instant, woken: &mut Vec<Waker>) {
+        let timeout = if block {
+            self.timers
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(now))
+        } else {
+            Some(Duration::ZERO)
+        };
+        // With work waiting and no socket registered there is nothing to ask the OS.
+        if timeout == Some(Duration::ZERO) && self.sources() == 0 {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(timeout) = timeout.filter(|timeout| !timeout.is_zero()) {
+            self.arm_precise_wake(timeout);
+        }
+        if self.trace.is_on() {
+            self.trace_wait(timeout);
+        }
+        self.poll_events(timeout, woken);
+    }
+    // ANCHOR_END: wait
+
+    // ANCHOR: poll_events
+    /// Waits for I/O events for at most `timeout` (`None`: until one arrives), and moves
+    /// the wakers of what became ready into `woken`.
+    fn poll_events(&mut self, timeout: Option<Duration>, woken: &mut Vec<Waker>) {
         #[cfg(target_os = "linux")]
         let timeout = match self.submit_and_reap(woken) {
             0 => timeout,
@@ -268,7 +292,41 @@ impl Reactor {
         #[cfg(not(target_os = "linux"))]
         let _ = completions; // no ring off Linux
     }
-    // ANCHOR_END: wait
+    // ANCHOR_END: poll_events
+
+    /// Sets the timerfd to end the coming wait `after` from now: `epoll_wait` alone
+    /// rounds up to the next millisecond (see [`crate::timers::PreciseWake`]).
+    #[cfg(target_os = "linux")]
+    fn arm_precise_wake(&mut self, after: Duration) {
+        let registry = self.poll.registry();
+        let wake = self
+            .precise_wake
+            .get_or_insert_with(|| crate::timers::PreciseWake::new(registry, PRECISE_WAKE_TOKEN));
+        if let Ok(wake) = wake
+            && let Err(error) = wake.set(after)
+        {
+            eprintln!("warning: timerfd_settime failed, timers are late by up to 1 ms: {error}");
+        }
+    }
+
+    /// Traces the turn: how long it may block, on how many sockets and timers.
+    fn trace_wait(&self, timeout: Option<Duration>) {
+        let (sockets, timers) = (self.sources(), self.timers.len());
+        let what = format!("({sockets} socket(s), {timers} timer(s))");
+        match timeout {
+            Some(Duration::ZERO) => self.trace.say(
+                Step::Reactor,
+                format_args!("checks without waiting: tasks are ready {what}"),
+            ),
+            Some(timeout) => self.trace.say(
+                Step::Reactor,
+                format_args!("waits {} ms at most {what}", timeout.as_millis()),
+            ),
+            None => self
+                .trace
+                .say(Step::Reactor, format_args!("waits for an event {what}")),
+        }
+    }
 
     // ANCHOR: uring_turn
     /// The ring's part of a turn, before the wait: submit every operation queued since

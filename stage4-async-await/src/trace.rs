@@ -31,7 +31,6 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::reactor::Direction;
 use crate::slab::Key;
 
 /// Where trace lines go: nowhere, or stdout, timed from `start`.
@@ -88,6 +87,22 @@ impl Trace {
                 step.as_str()
             );
         }
+    }
+}
+
+/// Which readiness a future waits for on a socket: to read, or to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Read => "readable",
+            Direction::Write => "writable",
+        })
     }
 }
 

@@ -31,47 +31,19 @@
 
 mod client;
 mod net;
-mod ring;
+mod op;
+pub(crate) mod ring;
 
 pub use client::{consume_response, make_tcp_request};
 pub use net::{TcpStream, sleep};
-pub(crate) use ring::Ring;
+pub use ring::simulate_setup_error;
 
-use std::cell::Cell;
-
-use crate::executor::with_current;
+use crate::context::with_current;
 
 /// Creates this loop's ring now, so that a machine without io_uring fails before any
 /// request, with the reason. Call it inside `block_on`; every operation calls it anyway.
 pub fn check() -> std::io::Result<()> {
     with_current("uring::check", |event_loop| {
-        event_loop.reactor.borrow_mut().uring().map(drop)
+        event_loop.reactor().uring().map(drop)
     })
 }
-
-// ANCHOR: simulate
-thread_local! {
-    static SIMULATED: Cell<Option<i32>> = const { Cell::new(None) };
-}
-
-/// Makes the next rings created on this thread fail as if `io_uring_setup` had returned
-/// `errno` (`libc::ENOSYS`: a kernel without io_uring; `libc::EPERM`: io_uring disabled),
-/// to test the refusal path on a machine where io_uring works. `None` stops it.
-///
-/// The environment variable `STAGE4_URING_SIMULATE=ENOSYS` (or `EPERM`) does the same for
-/// a whole process, for the command line.
-pub fn simulate_setup_error(errno: Option<i32>) {
-    SIMULATED.set(errno);
-}
-
-/// The error to simulate, if any: the thread's first, then the environment's.
-fn simulated_error() -> Option<i32> {
-    SIMULATED.get().or_else(
-        || match std::env::var("STAGE4_URING_SIMULATE").ok()?.as_str() {
-            "ENOSYS" => Some(libc::ENOSYS),
-            "EPERM" => Some(libc::EPERM),
-            _ => None,
-        },
-    )
-}
-// ANCHOR_END: simulate

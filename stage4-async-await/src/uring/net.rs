@@ -9,8 +9,9 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::ring::{Held, check, submit_op};
-use crate::executor::{try_with_current, with_current};
+use super::op::{check, submit_op};
+use super::ring::Held;
+use crate::context::{try_with_current, with_current};
 
 // ANCHOR: stream
 /// A TCP connection whose reads and writes are io_uring operations.
@@ -172,7 +173,7 @@ impl Drop for TcpStream {
         // (or no ring) here, `fd` closes the usual way as it drops.
         try_with_current(|event_loop| {
             if event_loop.id == self.loop_id
-                && let Ok(ring) = event_loop.reactor.borrow_mut().uring()
+                && let Ok(ring) = event_loop.reactor().uring()
             {
                 ring.close(fd);
             }
@@ -212,7 +213,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::uring::Ring;
+    use crate::uring::ring::Ring;
     use crate::{block_on, spawn, yield_now};
 
     /// Where io_uring is refused (and not on CI, which must run these), skip, saying why.
@@ -231,7 +232,7 @@ mod tests {
     /// Runs `f` on the current loop's ring.
     fn ring<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
         with_current("test", |event_loop| {
-            f(event_loop.reactor.borrow_mut().uring().expect("io_uring"))
+            f(event_loop.reactor().uring().expect("io_uring"))
         })
     }
 

@@ -6,20 +6,17 @@
 //! long the future that asked for it lives: that is what keeps a buffer alive while the
 //! kernel may still write into it.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 use mio::{Interest, Registry, Token};
 
-use crate::executor::{try_with_current, with_current};
 use crate::slab::{Key, Slab};
-use crate::trace::Waiting;
 
 /// The `user_data` of the operations nobody waits for (a cancel, a close).
 const IGNORED: u64 = u64::MAX;
@@ -92,7 +89,7 @@ impl Ring {
     /// Sets up a ring and registers its fd with `registry` under `token`: it is readable
     /// when completions wait. Fails with a message that says why io_uring is unusable.
     pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Ring> {
-        let simulated = super::simulated_error();
+        let simulated = simulated_error();
         let setup = match simulated {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             // A completion queue larger than the submission queue: a turn may complete
@@ -269,11 +266,62 @@ fn complete(
 // ANCHOR_END: complete
 
 impl Ring {
+    /// Takes a slot for a new operation, holding `held`, and queues the entry that
+    /// `entry` builds from it for the next submission. Returns the slot's key, which is
+    /// the entry's `user_data`.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in the entry must point into the `Held` given to `entry` (or be an
+    /// fd that stays open until the completion): the slot keeps that alive, nothing else.
+    pub(crate) unsafe fn start(
+        &mut self,
+        held: Held,
+        entry: impl FnOnce(&mut Held) -> squeue::Entry,
+    ) -> Key {
+        let key = self.ops.next_key();
+        let inserted = self.ops.insert(Op {
+            key,
+            state: State::Waiting(None),
+            held,
+        });
+        debug_assert_eq!(inserted, key);
+        let op = self.ops.get_mut(key).expect("just inserted");
+        let entry = entry(&mut op.held).user_data(key.to_usize() as u64);
+        // SAFETY: the caller's promise: the entry points into the slot's `held`.
+        unsafe { self.push(&entry) };
+        key
+    }
+
+    /// The outcome of the operation in slot `key` if its completion is in (the slot is
+    /// then freed), else `Pending`, with `waker` left in the slot for the reaper.
+    pub(crate) fn poll_op(&mut self, key: Key, waker: &Waker) -> Poll<(i32, Held)> {
+        let op = self
+            .ops
+            .get_mut(key)
+            .expect("an operation's slot lives until collected");
+        match &mut op.state {
+            State::Done(result) => {
+                let result = *result;
+                let op = self.ops.remove(key).expect("found above");
+                Poll::Ready((result, op.held))
+            }
+            State::Waiting(old) => {
+                match old {
+                    Some(old) if old.will_wake(waker) => {}
+                    _ => *old = Some(waker.clone()),
+                }
+                Poll::Pending
+            }
+            State::Abandoned => unreachable!("an abandoned operation has no future"),
+        }
+    }
+
     // ANCHOR: abandon
     /// The future of `key` is dropped. A completed operation's slot goes now; one still
     /// in flight stays, with its buffer, until its completion: the kernel may be writing
     /// into that buffer right now. A cancel makes that completion come soon.
-    fn abandon(&mut self, key: Key) {
+    pub(crate) fn abandon(&mut self, key: Key) {
         let Some(op) = self.ops.get_mut(key) else {
             return;
         };
@@ -355,110 +403,29 @@ impl Drop for Ring {
 }
 // ANCHOR_END: drop
 
-// ANCHOR: op_future
-/// The future of one submitted operation: `(result, what the kernel held)` once the
-/// completion is in. Dropping it early abandons the operation (see [`Ring::abandon`]).
-#[derive(Debug)]
-pub(crate) struct OpFuture {
-    key: Key,
-    loop_id: u32,
-    done: bool,
+// ANCHOR: simulate
+thread_local! {
+    static SIMULATED: Cell<Option<i32>> = const { Cell::new(None) };
 }
 
-/// Submits the entry that `entry` builds from the `held` it points into, on the current
-/// loop's ring. Gives `held` back if the ring is unavailable.
+/// Makes the next rings created on this thread fail as if `io_uring_setup` had returned
+/// `errno` (`libc::ENOSYS`: a kernel without io_uring; `libc::EPERM`: io_uring disabled),
+/// to test the refusal path on a machine where io_uring works. `None` stops it.
 ///
-/// # Safety
-///
-/// Every pointer in the entry must point into the `Held` given to `entry` (or be an fd
-/// that stays open until the completion): the slot keeps that alive, nothing else.
-pub(crate) unsafe fn submit_op(
-    what: &str,
-    held: Held,
-    entry: impl FnOnce(&mut Held) -> squeue::Entry,
-) -> Result<OpFuture, (io::Error, Held)> {
-    with_current(what, |event_loop| {
-        let mut reactor = event_loop.reactor.borrow_mut();
-        let ring = match reactor.uring() {
-            Ok(ring) => ring,
-            Err(error) => return Err((error, held)),
-        };
-        let key = ring.ops.next_key();
-        let inserted = ring.ops.insert(Op {
-            key,
-            state: State::Waiting(None),
-            held,
-        });
-        debug_assert_eq!(inserted, key);
-        let op = ring.ops.get_mut(key).expect("just inserted");
-        let entry = entry(&mut op.held).user_data(key.to_usize() as u64);
-        // SAFETY: the caller's promise: the entry points into the slot's `held`.
-        unsafe { ring.push(&entry) };
-        Ok(OpFuture {
-            key,
-            loop_id: event_loop.id,
-            done: false,
-        })
-    })
+/// The environment variable `STAGE4_URING_SIMULATE=ENOSYS` (or `EPERM`) does the same for
+/// a whole process, for the command line.
+pub fn simulate_setup_error(errno: Option<i32>) {
+    SIMULATED.set(errno);
 }
 
-impl Future for OpFuture {
-    type Output = (i32, Held);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(i32, Held)> {
-        let key = self.key;
-        let poll = with_current("an io_uring operation", |event_loop| {
-            assert!(
-                event_loop.id == self.loop_id,
-                "an io_uring operation must be awaited on the event loop that submitted it"
-            );
-            let mut reactor = event_loop.reactor.borrow_mut();
-            let ring = reactor.uring().expect("the ring that took the operation");
-            let op = ring
-                .ops
-                .get_mut(key)
-                .expect("an operation's slot lives until collected");
-            match &mut op.state {
-                State::Done(result) => {
-                    let result = *result;
-                    let op = ring.ops.remove(key).expect("found above");
-                    Poll::Ready((result, op.held))
-                }
-                State::Waiting(waker) => {
-                    match waker {
-                        Some(old) if old.will_wake(cx.waker()) => {}
-                        _ => *waker = Some(cx.waker().clone()),
-                    }
-                    event_loop.trace_waker(Waiting::Operation(key));
-                    Poll::Pending
-                }
-                State::Abandoned => unreachable!("an abandoned operation has no future"),
-            }
-        });
-        self.done = poll.is_ready();
-        poll
-    }
+/// The error to simulate, if any: the thread's first, then the environment's.
+fn simulated_error() -> Option<i32> {
+    SIMULATED.get().or_else(
+        || match std::env::var("STAGE4_URING_SIMULATE").ok()?.as_str() {
+            "ENOSYS" => Some(libc::ENOSYS),
+            "EPERM" => Some(libc::EPERM),
+            _ => None,
+        },
+    )
 }
-
-impl Drop for OpFuture {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        try_with_current(|event_loop| {
-            if event_loop.id == self.loop_id
-                && let Ok(ring) = event_loop.reactor.borrow_mut().uring()
-            {
-                ring.abandon(self.key);
-            }
-        });
-        // No loop here (the loop is gone): the ring's own drop waited for the kernel.
-    }
-}
-// ANCHOR_END: op_future
-
-/// A completion's result as `io::Result`: `-errno` is an error, anything else a count
-/// (or a file descriptor).
-pub(crate) fn check(result: i32) -> io::Result<u32> {
-    u32::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result))
-}
+// ANCHOR_END: simulate
