@@ -346,6 +346,9 @@ impl Counts {
     }
 
     fn report_progress(&self) {
+        // The failures by kind first, so that the parent's sum of them never lags the
+        // count in the progress line.
+        self.report_failures();
         say(Message::new("progress")
             .with("opened", self.opened.get())
             .with("sent", self.sent.get())

@@ -183,6 +183,11 @@ pub fn run_client(args: FloorClientArgs) -> Result<(), Error> {
         if Instant::now() >= next_report {
             next_report += REPORT_EVERY;
             let failed: u64 = failures.values().sum();
+            if failed > 0 {
+                let mut message = Message::new("failures");
+                message.fields = failures.clone();
+                println!("{message}");
+            }
             let progress = Message::new("progress").with("opened", opened).with("failed", failed);
             println!("{progress}");
         }

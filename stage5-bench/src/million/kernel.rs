@@ -28,6 +28,12 @@ pub struct Snapshot {
     pub tcp_inuse: u64,
     /// Sockets in TIME_WAIT (`TCP: tw`).
     pub time_wait: u64,
+    /// Handshakes a listener dropped because its accept queue was full
+    /// (`ListenOverflows` in `/proc/net/netstat`, since boot): each one is retried by
+    /// its client a second later, then two, then four.
+    pub listen_overflows: u64,
+    /// SYNs sent again (`TCPSynRetrans`, since boot).
+    pub syn_retransmits: u64,
 }
 
 impl Snapshot {
@@ -37,6 +43,8 @@ impl Snapshot {
         let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
         let field = |key| shared::memory::kib_field(&meminfo, key);
         let tcp = sockstat_tcp(&sockstat)?;
+        let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+        let tcp_ext = |key| netstat_field(&netstat, "TcpExt:", key).unwrap_or(0);
         Some(Snapshot {
             available: field("MemAvailable:")?,
             slab: field("Slab:")?,
@@ -45,8 +53,20 @@ impl Snapshot {
             tcp_pages: tcp.mem,
             tcp_inuse: tcp.inuse,
             time_wait: tcp.tw,
+            listen_overflows: tcp_ext("ListenOverflows"),
+            syn_retransmits: tcp_ext("TCPSynRetrans"),
         })
     }
+}
+
+/// A counter of `/proc/net/netstat`, where each group is two lines: the names, then
+/// the values (`TcpExt: SyncookiesSent ...` / `TcpExt: 0 ...`).
+pub fn netstat_field(netstat: &str, group: &str, key: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|line| line.starts_with(group));
+    let names = lines.next()?.split_whitespace().skip(1);
+    let values = lines.next()?.split_whitespace().skip(1);
+    let (_, value) = names.zip(values).find(|(name, _)| *name == key)?;
+    value.parse().ok()
 }
 
 /// The `TCP:` line of `/proc/net/sockstat`.
@@ -107,6 +127,15 @@ mod tests {
         let tcp = sockstat_tcp(text).unwrap();
         assert_eq!((tcp.inuse, tcp.tw, tcp.mem), (5, 7, 77));
         assert_eq!(sockstat_tcp("UDP: inuse 0 mem 0\n"), None);
+    }
+
+    #[test]
+    fn a_netstat_counter_is_read_by_name() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 17 18\n\
+                    IpExt: InNoRoutes\nIpExt: 3\n";
+        assert_eq!(netstat_field(text, "TcpExt:", "ListenOverflows"), Some(17));
+        assert_eq!(netstat_field(text, "IpExt:", "InNoRoutes"), Some(3));
+        assert_eq!(netstat_field(text, "TcpExt:", "Nothing"), None);
     }
 
     #[cfg(target_os = "linux")]

@@ -110,6 +110,25 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
             ),
         );
     }
+    let opening = outcome
+        .memory
+        .first()
+        .and_then(|m| m.kernel)
+        .zip(outcome.memory.get(1).and_then(|m| m.kernel));
+    if let Some((before, open)) = opening {
+        let dropped = open.listen_overflows.saturating_sub(before.listen_overflows);
+        let again = open.syn_retransmits.saturating_sub(before.syn_retransmits);
+        row(
+            w,
+            "handshakes",
+            format!(
+                "{} dropped on a full accept queue, {} SYNs sent again (the whole machine's \
+                 counters while opening: ListenOverflows, TCPSynRetrans)",
+                thousands(dropped),
+                thousands(again)
+            ),
+        );
+    }
     if outcome.open_time.is_some() {
         row(
             w,

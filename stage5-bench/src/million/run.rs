@@ -368,9 +368,12 @@ impl<'a> Run<'a> {
             }
         }
         // What no client accounted for: a client that died, or a run stopped early.
-        let accounted_for = |c: &ClientState| match self.mode {
-            Mode::Run => c.verified + c.failed,
-            Mode::Floor => c.opened + c.failed,
+        let accounted_for = |c: &ClientState| {
+            let failed: u64 = c.failures.values().sum();
+            match self.mode {
+                Mode::Run => c.verified + failed,
+                Mode::Floor => c.opened + failed,
+            }
         };
         let lost: u64 = self
             .clients
