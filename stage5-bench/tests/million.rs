@@ -21,7 +21,9 @@ fn command(tag: &str, args: &[&str]) -> Command {
 }
 
 fn run(tag: &str, args: &[&str]) -> (Output, String, String) {
-    let output = command(tag, args).output().expect("the million binary runs");
+    let output = command(tag, args)
+        .output()
+        .expect("the million binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output, stdout, stderr)
@@ -44,10 +46,15 @@ fn left_behind(tag: &str) -> Vec<String> {
             .split(|&b| b == 0)
             .any(|var| var == marker.as_bytes());
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = state.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        let zombie = state
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
         if ours && !zombie {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
         }
     }
     found
@@ -62,7 +69,10 @@ fn assert_nothing_left(tag: &str) {
         if left.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "processes left behind: {left:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "processes left behind: {left:#?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -113,8 +123,15 @@ fn thirty_thousand_connections_over_four_processes_a_side_all_at_once_all_verifi
     assert_eq!(line(&stdout, "failures"), "failures        none");
     // Memory per connection, by part, at both moments.
     let table = line(&stdout, "| bytes per connection");
-    assert!(table.contains("all open") && table.contains("all waiting"), "{table}");
-    for part in ["client processes (RSS)", "server processes (RSS)", "kernel: slab"] {
+    assert!(
+        table.contains("all open") && table.contains("all waiting"),
+        "{table}"
+    );
+    for part in [
+        "client processes (RSS)",
+        "server processes (RSS)",
+        "kernel: slab",
+    ] {
         let row = line(&stdout, &format!("| {part}"));
         assert!(row.contains(" B "), "{row}");
     }
@@ -160,7 +177,10 @@ fn a_size_the_machine_cannot_hold_is_refused_before_anything_starts() {
     assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(stdout.is_empty(), "nothing ran: {stdout}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(stderr.contains("1,000,000,000 connections cannot run on this machine"), "{stderr}");
+    assert!(
+        stderr.contains("1,000,000,000 connections cannot run on this machine"),
+        "{stderr}"
+    );
     if cfg!(target_os = "linux") {
         // Each limit by name, with its value and what to do about it.
         assert!(stderr.contains("memory: MemAvailable is "), "{stderr}");
@@ -198,11 +218,14 @@ fn start_long_run(tag: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("progress lines until every request waits");
-        if line.contains("waiting 2,000 ") {
-            return (child, lines);
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("waiting 2,000 ") => return (child, lines),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no progress line with every request waiting within 60 s");
+            }
         }
     }
 }
@@ -221,7 +244,12 @@ fn finish(mut child: Child, limit: Duration) -> (std::process::ExitStatus, Strin
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     (status, stdout)
 }
 
@@ -234,13 +262,13 @@ fn ctrl_c_stops_every_process_and_the_report_says_what_was_reached() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let (status, stdout) = finish(child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "{stdout}");
-    assert!(line(&stdout, "opened").contains("2,000 of 2,000"), "{stdout}");
-    assert!(line(&stdout, "stopped").contains("interrupted"), "{stdout}");
-    // Every request is accounted for: none was answered, each is counted as unfinished.
     assert!(
-        stdout.contains("unfinished_interrupted: 2,000"),
+        line(&stdout, "opened").contains("2,000 of 2,000"),
         "{stdout}"
     );
+    assert!(line(&stdout, "stopped").contains("interrupted"), "{stdout}");
+    // Every request is accounted for: none was answered, each is counted as unfinished.
+    assert!(stdout.contains("unfinished_interrupted: 2,000"), "{stdout}");
     assert_nothing_left(&tag);
 }
 
@@ -260,9 +288,14 @@ fn a_shard_that_dies_ends_the_run_and_takes_every_process_with_it() {
     assert_eq!(status.code(), Some(1), "{stdout}");
     let stopped = line(&stdout, "stopped");
     assert!(
-        stopped.contains(&format!("(pid {pid}) ended before its time: killed by signal 9")),
+        stopped.contains(&format!(
+            "(pid {pid}) ended before its time: killed by signal 9"
+        )),
         "{stdout}"
     );
-    assert!(line(&stdout, "failures").starts_with("failures        2,000"), "{stdout}");
+    assert!(
+        line(&stdout, "failures").starts_with("failures        2,000"),
+        "{stdout}"
+    );
     assert_nothing_left(&tag);
 }

@@ -38,8 +38,8 @@ struct Args {
     /// addresses, nothing else
     #[arg(long, conflicts_with = "compare_floor")]
     floor: bool,
-    /// Measure the floor first, then run, and give the run's opening rate as a fraction
-    /// of the floor's
+    /// Measure the floor too, after the run, and give the run's opening rate as a
+    /// fraction of the floor's
     #[arg(long)]
     compare_floor: bool,
     /// Use at most N file descriptors per process (below the open-file limit), so that a

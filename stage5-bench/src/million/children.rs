@@ -14,7 +14,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -161,10 +161,8 @@ impl Children {
 
     /// The next event, if one comes within `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
-        match self.events.recv_timeout(timeout) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        // Disconnected cannot happen while we hold a sender: it reads as a timeout.
+        self.events.recv_timeout(timeout).ok()
     }
 
     /// Writes a command line to a child's stdin. A child that is gone cannot take it:

@@ -212,7 +212,7 @@ async fn connect(source: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStr
 
 /// Prints the counts every [`REPORT_EVERY`] until `goal` holds (`true`) or `deadline`
 /// passes (`false`).
-async fn report_until(counts: &Counts, goal: fn(&Counts) -> bool, deadline: Duration) -> bool {
+async fn report_until(counts: &Counts, goal: Goal, deadline: Duration) -> bool {
     counts.goal.set(Some(goal));
     let start = std::time::Instant::now();
     let reached = loop {
@@ -237,7 +237,9 @@ async fn wait_for(commands: &mut mpsc::UnboundedReceiver<String>, word: &str) ->
             return Ok(());
         }
     }
-    Err(Error::Other(format!("the parent closed stdin before `{word}`")))
+    Err(Error::Other(format!(
+        "the parent closed stdin before `{word}`"
+    )))
 }
 
 fn ms(ms: u64) -> Duration {
@@ -247,6 +249,9 @@ fn ms(ms: u64) -> Duration {
 fn say(message: Message) {
     println!("{message}");
 }
+
+/// What the main future waits for: a condition on the counts.
+type Goal = fn(&Counts) -> bool;
 
 /// The process's counts, shared by its tasks (one thread: `Cell`s).
 struct Counts {
@@ -258,7 +263,7 @@ struct Counts {
     window: Window,
     gate: Gate,
     /// What the main future waits for, and its waker.
-    goal: Cell<Option<fn(&Counts) -> bool>>,
+    goal: Cell<Option<Goal>>,
     waiter: Cell<Option<Waker>>,
     /// Set when a phase's deadline passed: its stragglers are no longer counted.
     connects_closed: Cell<bool>,

@@ -129,7 +129,9 @@ pub fn run_client(args: FloorClientArgs) -> Result<(), Error> {
     let (mut opened, mut in_progress) = (0u64, 0usize);
     let mut failures = std::collections::BTreeMap::<String, u64>::new();
     let fail = |failures: &mut std::collections::BTreeMap<String, u64>, error: &io::Error| {
-        *failures.entry(format!("connect_{}", kind_of(error))).or_insert(0) += 1;
+        *failures
+            .entry(format!("connect_{}", kind_of(error)))
+            .or_insert(0) += 1;
     };
     let mut events = Events::with_capacity(1024);
     let started = Instant::now();
@@ -158,11 +160,17 @@ pub fn run_client(args: FloorClientArgs) -> Result<(), Error> {
             }
         }
         let failed: u64 = failures.values().sum();
-        if opened + failed >= args.connections || started.elapsed() >= Duration::from_millis(args.open_deadline_ms) {
+        if opened + failed >= args.connections
+            || started.elapsed() >= Duration::from_millis(args.open_deadline_ms)
+        {
             break;
         }
         let now = Instant::now();
-        poll_once(&mut poll, &mut events, Some(next_report.saturating_duration_since(now)))?;
+        poll_once(
+            &mut poll,
+            &mut events,
+            Some(next_report.saturating_duration_since(now)),
+        )?;
         for event in events.iter() {
             let i = event.token().0;
             let Some(Some(socket)) = sockets.get(i).filter(|_| connecting[i]) else {
@@ -188,7 +196,9 @@ pub fn run_client(args: FloorClientArgs) -> Result<(), Error> {
                 message.fields = failures.clone();
                 println!("{message}");
             }
-            let progress = Message::new("progress").with("opened", opened).with("failed", failed);
+            let progress = Message::new("progress")
+                .with("opened", opened)
+                .with("failed", failed);
             println!("{progress}");
         }
     }
@@ -203,7 +213,12 @@ pub fn run_client(args: FloorClientArgs) -> Result<(), Error> {
         message.fields = failures;
         println!("{message}");
     }
-    println!("{}", Message::new("opened").with("ok", opened).with("failed", failed));
+    println!(
+        "{}",
+        Message::new("opened")
+            .with("ok", opened)
+            .with("failed", failed)
+    );
     let _ = wait_for(&mut poll, &commands, STOP);
     // A reset rather than a FIN: no TIME_WAIT left to skew the next run's figures.
     for socket in sockets.iter().flatten() {
@@ -254,8 +269,14 @@ pub fn run_server(args: FloorServerArgs) -> Result<(), Error> {
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(|e| Error::io("epoll_ctl", e))?;
-    let port = listener.local_addr().map_err(|e| Error::io("getsockname", e))?.port();
-    println!("{}", Message::new("listening").with("port", u64::from(port)));
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("getsockname", e))?
+        .port();
+    println!(
+        "{}",
+        Message::new("listening").with("port", u64::from(port))
+    );
 
     let mut accepted: Vec<TcpStream> = Vec::new();
     let mut fd_exhausted = 0;
@@ -271,7 +292,11 @@ pub fn run_server(args: FloorServerArgs) -> Result<(), Error> {
     };
     'run: loop {
         let now = Instant::now();
-        poll_once(&mut poll, &mut events, Some(next_report.saturating_duration_since(now)))?;
+        poll_once(
+            &mut poll,
+            &mut events,
+            Some(next_report.saturating_duration_since(now)),
+        )?;
         // Accept whether or not the listener's event came: after running out of
         // descriptors it would not come again.
         loop {

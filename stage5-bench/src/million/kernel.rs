@@ -123,7 +123,8 @@ mod tests {
 
     #[test]
     fn the_tcp_line_is_read_by_name() {
-        let text = "sockets: used 13\nTCP: inuse 5 orphan 0 tw 7 alloc 6 mem 77\nUDP: inuse 0 mem 0\n";
+        let text =
+            "sockets: used 13\nTCP: inuse 5 orphan 0 tw 7 alloc 6 mem 77\nUDP: inuse 0 mem 0\n";
         let tcp = sockstat_tcp(text).unwrap();
         assert_eq!((tcp.inuse, tcp.tw, tcp.mem), (5, 7, 77));
         assert_eq!(sockstat_tcp("UDP: inuse 0 mem 0\n"), None);

@@ -51,8 +51,8 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// runs with the limit its share was planned for, so a plan that overflows it fails
 /// here, loudly, and not on a reader's machine with a different limit.
 pub fn set_fd_limit(limit: u64) -> Result<(), Error> {
-    let current = shared::limits::raise_fd_limit()
-        .map_err(|e| Error::io("reading RLIMIT_NOFILE", e))?;
+    let current =
+        shared::limits::raise_fd_limit().map_err(|e| Error::io("reading RLIMIT_NOFILE", e))?;
     if limit >= current.soft {
         return Ok(());
     }
@@ -63,7 +63,10 @@ pub fn set_fd_limit(limit: u64) -> Result<(), Error> {
     // SAFETY: `lowered` is a valid `rlimit`, and lowering the soft limit changes nothing
     // but this limit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) } != 0 {
-        return Err(Error::io("setting RLIMIT_NOFILE", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "setting RLIMIT_NOFILE",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -102,7 +105,7 @@ pub struct Options {
     pub delay: Duration,
     /// Run the floor only.
     pub floor: bool,
-    /// Run the floor first, then the run, and compare their opening rates.
+    /// Run the floor after the run, and compare their opening rates.
     pub compare_floor: bool,
     /// Descriptors per process, below the machine's limit.
     pub max_fds_per_process: Option<u64>,
@@ -112,7 +115,7 @@ pub struct Options {
     pub svg: Option<std::path::PathBuf>,
 }
 
-/// The run, as the `million` binary runs it: plan, run (after the floor if asked), report.
+/// The run, as the `million` binary runs it: plan, run (then the floor if asked), report.
 /// Exit status: 0 when everything was verified (and, for the run, all waiting at once),
 /// 1 when not, 2 when refused before starting, 130 when interrupted.
 pub fn main(options: &Options) -> std::process::ExitCode {
@@ -138,7 +141,11 @@ pub fn main(options: &Options) -> std::process::ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mode = if options.floor { Mode::Floor } else { Mode::Run };
+    let mode = if options.floor {
+        Mode::Floor
+    } else {
+        Mode::Run
+    };
     shared::say!("{}", report::plan_text(&plan, &machine, mode));
     if let Some(waiting) = kernel::Snapshot::read().map(|s| s.time_wait)
         && waiting > options.connections / 100
@@ -154,18 +161,17 @@ pub fn main(options: &Options) -> std::process::ExitCode {
         window: options.window,
         exe,
     };
-    let floor = if options.compare_floor && mode == Mode::Run {
+    // NB: the run goes first, on a machine whose kernel caches the floor has not grown
+    // yet, so that its memory figures are the ones a first run would see.
+    let outcome = run::run(&plan, &settings, mode);
+    let floor = if options.compare_floor && mode == Mode::Run && !outcome.interrupted {
+        kernel::settle(Duration::from_secs(10));
         let floor = run::run(&plan, &settings, Mode::Floor);
         shared::say!("{}", report::outcome_text(&floor, None));
-        if !floor.complete() {
-            return exit_code(&floor);
-        }
-        kernel::settle(Duration::from_secs(10));
         Some(floor)
     } else {
         None
     };
-    let outcome = run::run(&plan, &settings, mode);
     shared::say!("{}", report::outcome_text(&outcome, floor.as_ref()));
     if let Some(path) = &options.svg {
         let title = format!(
@@ -177,7 +183,10 @@ pub fn main(options: &Options) -> std::process::ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    exit_code(&outcome)
+    match floor {
+        Some(floor) if !floor.complete() => exit_code(&floor),
+        _ => exit_code(&outcome),
+    }
 }
 
 fn exit_code(outcome: &run::Outcome) -> std::process::ExitCode {

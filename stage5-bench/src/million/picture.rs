@@ -261,7 +261,12 @@ mod tests {
             open_time: Some(std::time::Duration::from_secs(1)),
             memory: vec![
                 moment("before", 0, 1 << 20, kernel(1 << 20, 1 << 30)),
-                moment("all waiting", 1000, 3 << 20, kernel(11 << 20, (1 << 30) - (15 << 20))),
+                moment(
+                    "all waiting",
+                    1000,
+                    3 << 20,
+                    kernel(11 << 20, (1 << 30) - (15 << 20)),
+                ),
             ],
             ..Outcome::default()
         };

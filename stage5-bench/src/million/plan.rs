@@ -241,8 +241,7 @@ pub fn plan(ask: Ask, machine: &Machine) -> Result<Plan, Vec<Refusal>> {
                     thousands(per_source),
                     thousands(n)
                 ),
-                raise: "Widen it: `sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"`."
-                    .into(),
+                raise: "Widen it: `sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"`.".into(),
             });
         }
     } else if n > per_source {
@@ -266,7 +265,10 @@ pub fn plan(ask: Ask, machine: &Machine) -> Result<Plan, Vec<Refusal>> {
         let need = 2 * n + processes * FD_RESERVE;
         if open + need > file_max {
             refusals.push(Refusal {
-                limit: format!("fs.file-max: {} open files on the machine", thousands(file_max)),
+                limit: format!(
+                    "fs.file-max: {} open files on the machine",
+                    thousands(file_max)
+                ),
                 allows: format!(
                     "{} more with {} open now; {} pairs need {}",
                     thousands(file_max.saturating_sub(open)),
@@ -343,9 +345,10 @@ pub fn plan(ask: Ask, machine: &Machine) -> Result<Plan, Vec<Refusal>> {
         _ => notes.push(format!(
             "listen backlog: {} per shard{}",
             thousands(backlog),
-            machine
-                .somaxconn
-                .map_or(String::new(), |max| format!(" (net.core.somaxconn {})", thousands(max)))
+            machine.somaxconn.map_or(String::new(), |max| format!(
+                " (net.core.somaxconn {})",
+                thousands(max)
+            ))
         )),
     }
     if let Some([_, pressure, limit]) = machine.tcp_mem {
@@ -435,9 +438,9 @@ fn shares(n: u64, clients: u64, per_source: u64, loopback_net: bool) -> Vec<Clie
 }
 
 fn nr_open_text(machine: &Machine) -> String {
-    machine
-        .nr_open
-        .map_or(String::new(), |nr| format!(", below fs.nr_open {}", thousands(nr)))
+    machine.nr_open.map_or(String::new(), |nr| {
+        format!(", below fs.nr_open {}", thousands(nr))
+    })
 }
 
 /// `13.1 GiB`.
@@ -623,7 +626,11 @@ mod tests {
         .unwrap();
         assert_eq!(plan.fd_limit, 8_000);
         assert_eq!((plan.clients.len(), plan.servers), (4, 4));
-        assert!(plan.notes[0].contains("--max-fds-per-process"), "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].contains("--max-fds-per-process"),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]
@@ -649,7 +656,10 @@ mod tests {
         };
         assert!(plan(ask(10_000), &machine).is_ok());
         let refusals = plan(ask(100_000), &machine).unwrap_err();
-        assert!(refusals[0].to_string().contains("16,384 connections"), "{refusals:?}");
+        assert!(
+            refusals[0].to_string().contains("16,384 connections"),
+            "{refusals:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub fn plan_text(plan: &Plan, machine: &Machine, mode: Mode) -> String {
         Mode::Floor => "the floor: bare non-blocking connects and accepts",
     };
     let _ = writeln!(out, "{} connections: {what}", thousands(plan.connections));
-    let _ = writeln!(out, "machine: {}{}", crate::text::machine(), memory_text(machine));
+    let _ = writeln!(
+        out,
+        "machine: {}{}",
+        crate::text::machine(),
+        memory_text(machine)
+    );
     for note in &plan.notes {
         let _ = writeln!(out, "  {note}");
     }
@@ -91,7 +96,11 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
         None => row(
             w,
             "opened",
-            format!("{} of {} connections", thousands(outcome.opened), thousands(n)),
+            format!(
+                "{} of {} connections",
+                thousands(outcome.opened),
+                thousands(n)
+            ),
         ),
     }
     if let (Some(floor), Some(time), Some(floor_time)) =
@@ -116,7 +125,9 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
         .and_then(|m| m.kernel)
         .zip(outcome.memory.get(1).and_then(|m| m.kernel));
     if let Some((before, open)) = opening {
-        let dropped = open.listen_overflows.saturating_sub(before.listen_overflows);
+        let dropped = open
+            .listen_overflows
+            .saturating_sub(before.listen_overflows);
         let again = open.syn_retransmits.saturating_sub(before.syn_retransmits);
         row(
             w,
@@ -168,9 +179,9 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
                 "not measured: these servers do not count waiting requests".into(),
             ),
         }
-        let answered = outcome
-            .answer_time
-            .map_or(String::new(), |t| format!(", {:.2} s after the start signal", t.as_secs_f64()));
+        let answered = outcome.answer_time.map_or(String::new(), |t| {
+            format!(", {:.2} s after the start signal", t.as_secs_f64())
+        });
         row(
             w,
             "verified",
@@ -213,14 +224,22 @@ pub fn memory_table(outcome: &Outcome) -> String {
     let Some(before) = outcome.memory.first() else {
         return String::new();
     };
-    let moments: Vec<&MemoryAt> = outcome.memory.iter().skip(1).filter(|m| m.connections > 0).collect();
+    let moments: Vec<&MemoryAt> = outcome
+        .memory
+        .iter()
+        .skip(1)
+        .filter(|m| m.connections > 0)
+        .collect();
     if moments.is_empty() {
         return String::new();
     }
     let mut header = vec!["bytes per connection".to_string()];
     header.extend(moments.iter().map(|m| m.label.clone()));
     let per = |value: Option<f64>, m: &MemoryAt| match value {
-        Some(v) => format!("{} B", thousands((v / m.connections as f64).max(0.0).round() as u64)),
+        Some(v) => format!(
+            "{} B",
+            thousands((v / m.connections as f64).max(0.0).round() as u64)
+        ),
         None => "not measured".into(),
     };
     let kernel = |pick: fn(&Snapshot, &Snapshot) -> f64| {
@@ -278,7 +297,8 @@ pub fn memory_table(outcome: &Outcome) -> String {
     let mut out = markdown(&header, &table, &[0]).join("\n");
     out.push('\n');
     if let (Some(b), Some(last)) = (before.kernel, moments.last().and_then(|m| m.kernel)) {
-        let slab = (last.slab as f64 - b.slab as f64) / moments.last().map_or(1, |m| m.connections) as f64;
+        let slab =
+            (last.slab as f64 - b.slab as f64) / moments.last().map_or(1, |m| m.connections) as f64;
         let _ = writeln!(
             out,
             "The kernel's slab grew {:.2} KiB per connection pair (at each end: the tcp_sock, \

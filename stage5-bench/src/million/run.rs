@@ -244,7 +244,9 @@ impl<'a> Run<'a> {
 
         // The first shard picks the port; the others share it.
         self.spawn_server(0, 0)?;
-        self.pump("starting", deadline, None, |run| run.servers[0].port.is_some())?;
+        self.pump("starting", deadline, None, |run| {
+            run.servers[0].port.is_some()
+        })?;
         let port = self.servers[0].port.unwrap_or(0);
         for shard in 1..self.plan.servers {
             self.spawn_server(shard, port)?;
@@ -255,7 +257,9 @@ impl<'a> Run<'a> {
         for i in 0..self.plan.clients.len() {
             self.spawn_client(i, port)?;
         }
-        self.pump("starting", deadline, None, |run| run.clients.iter().all(|c| c.ready))?;
+        self.pump("starting", deadline, None, |run| {
+            run.clients.iter().all(|c| c.ready)
+        })?;
         let before = self.memory("before");
         self.outcome.memory.push(before);
 
@@ -380,8 +384,8 @@ impl<'a> Run<'a> {
             .iter()
             .map(|c| c.connections.saturating_sub(accounted_for(c)))
             .sum();
-        let unstarted: u64 = self.plan.connections
-            - self.clients.iter().map(|c| c.connections).sum::<u64>();
+        let unstarted: u64 =
+            self.plan.connections - self.clients.iter().map(|c| c.connections).sum::<u64>();
         if lost + unstarted > 0 {
             let key = if o.interrupted {
                 "unfinished_interrupted"

@@ -72,7 +72,10 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let _ = args.backlog;
     let server = SlowServer::start_with(config)
         .map_err(|e| Error::io(format!("listening on 127.0.0.1:{}", args.port), e))?;
-    println!("{}", Message::new("listening").with("port", u64::from(server.addr().port())));
+    println!(
+        "{}",
+        Message::new("listening").with("port", u64::from(server.addr().port()))
+    );
     loop {
         match commands.recv_timeout(REPORT_EVERY) {
             Ok(line) if line.trim() == STOP => break,

@@ -85,7 +85,9 @@ mod tests {
 
     #[test]
     fn a_message_reads_back_what_was_written() {
-        let message = Message::new("stats").with("open", 19_210).with("waiting", 0);
+        let message = Message::new("stats")
+            .with("open", 19_210)
+            .with("waiting", 0);
         let line = message.to_string();
         assert_eq!(line, "stats open=19210 waiting=0");
         assert_eq!(Message::parse(&line), Some(message));
