@@ -141,8 +141,12 @@ impl Children {
         thread::Builder::new()
             .name(format!("{} {number}", role.name()))
             .spawn(move || {
-                for line in BufReader::new(reader).lines() {
-                    let Ok(line) = line else { break };
+                let mut reader = BufReader::new(reader);
+                let mut bytes = Vec::new();
+                // Bytes, not `lines()`: a line that is not UTF-8 must not end the reading.
+                while matches!(reader.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
+                    let line = String::from_utf8_lossy(&bytes).trim_end().to_string();
+                    bytes.clear();
                     if sender.send(Event::Line { child: index, line }).is_err() {
                         return;
                     }
@@ -298,4 +302,21 @@ fn signal_name(signal: i32) -> &'static str {
 pub fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     shared::memory::kib_field(&status, "VmRSS:")
+}
+
+/// CPU time a child has used so far, user and system together, from `/proc/PID/stat`
+/// (Linux). On loopback the kernel does most of a connection's work (both ends of the
+/// handshake) in the process that calls `connect`, so this counts it too.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+    Some(std::time::Duration::from_secs_f64(
+        ticks as f64 / per_second as f64,
+    ))
 }

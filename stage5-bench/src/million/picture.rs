@@ -248,6 +248,8 @@ mod tests {
             client_rss: Some(rss),
             server_rss: Some(rss / 2),
             kernel,
+            client_cpu: None,
+            server_cpu: None,
         };
         let outcome = Outcome {
             mode: Some(Mode::Run),

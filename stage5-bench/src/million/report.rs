@@ -119,6 +119,25 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
             ),
         );
     }
+    if let Some((client, server)) = opening_cpu(outcome) {
+        let per = |cpu: f64| cpu * 1e6 / outcome.opened.max(1) as f64;
+        let mut text = format!(
+            "{:.2} s in the clients, {:.2} s in the servers: {:.1} + {:.1} µs a connection",
+            client,
+            server,
+            per(client),
+            per(server)
+        );
+        if let Some((floor_client, floor_server)) = floor.and_then(opening_cpu) {
+            let floor_per = |cpu: f64| cpu * 1e6 / floor.map_or(1, |f| f.opened.max(1)) as f64;
+            text += &format!(
+                " (the floor: {:.1} + {:.1} µs)",
+                floor_per(floor_client),
+                floor_per(floor_server)
+            );
+        }
+        row(w, "cpu to open", text);
+    }
     let opening = outcome
         .memory
         .first()
@@ -309,6 +328,19 @@ pub fn memory_table(outcome: &Outcome) -> String {
         );
     }
     out
+}
+
+/// CPU seconds the clients and the servers spent opening (between the first two
+/// moments measured).
+fn opening_cpu(outcome: &Outcome) -> Option<(f64, f64)> {
+    let (before, open) = (outcome.memory.first()?, outcome.memory.get(1)?);
+    let spent = |a: Option<std::time::Duration>, b: Option<std::time::Duration>| {
+        Some(b?.saturating_sub(a?).as_secs_f64())
+    };
+    Some((
+        spent(before.client_cpu, open.client_cpu)?,
+        spent(before.server_cpu, open.server_cpu)?,
+    ))
 }
 
 /// `1 client process`, `51 client processes`.

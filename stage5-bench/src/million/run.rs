@@ -20,7 +20,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::children::{Children, Event, Role, how_it_ended, resident_bytes};
+use super::children::{Children, Event, Role, cpu_time, how_it_ended, resident_bytes};
 use super::client::ClientArgs;
 use super::floor::{FloorClientArgs, FloorServerArgs};
 use super::kernel::{self, Snapshot};
@@ -63,6 +63,10 @@ pub struct MemoryAt {
     pub server_rss: Option<u64>,
     /// The kernel's counters.
     pub kernel: Option<Snapshot>,
+    /// CPU time the client processes have used so far, summed.
+    pub client_cpu: Option<Duration>,
+    /// CPU time the server processes have used so far, summed.
+    pub server_cpu: Option<Duration>,
 }
 
 /// One point of the run's timeline, every [`REPORT_EVERY`].
@@ -803,12 +807,21 @@ impl<'a> Run<'a> {
             }
             Some(total)
         };
+        let cpu = |role: Role| -> Option<Duration> {
+            let mut total = Duration::ZERO;
+            for child in self.children.list.iter().filter(|c| c.role == role) {
+                total += cpu_time(child.pid())?;
+            }
+            Some(total)
+        };
         MemoryAt {
             label: label.to_string(),
             connections: self.client_sum(|c| c.opened),
             client_rss: rss(Role::Client),
             server_rss: rss(Role::Server),
             kernel: Snapshot::read(),
+            client_cpu: cpu(Role::Client),
+            server_cpu: cpu(Role::Server),
         }
     }
 }
