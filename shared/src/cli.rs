@@ -21,8 +21,8 @@ use crate::{Config, DEFAULT_TIMEOUT, Error, Report, limits};
 pub struct Args {
     /// Talk to a slow server already running at HOST:PORT instead of starting one
     /// in-process (start one with `cargo run -p shared --bin slow-server`)
-    #[arg(long, value_name = "HOST:PORT")]
-    pub addr: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    pub addr: Option<SocketAddr>,
 
     /// Delay of the embedded server before it echoes each line, in milliseconds
     /// (ignored with --addr)
@@ -61,22 +61,16 @@ fn at_least_one(text: &str) -> Result<u64, String> {
     }
 }
 
-/// Resolves `--addr`'s `HOST:PORT` to its first address.
-pub fn resolve(addr: &str) -> Result<SocketAddr, Error> {
-    resolve_flag("--addr", addr)
-}
-
-/// Resolves `HOST:PORT` (a host name or an IP address) given to `flag` to its first
-/// address; the error names the flag.
-pub fn resolve_flag(flag: &str, addr: &str) -> Result<SocketAddr, Error> {
-    let mut addrs = addr.to_socket_addrs().map_err(|e| {
-        Error::Other(format!(
-            "{flag} {addr}: {e} (expected HOST:PORT, e.g. 127.0.0.1:8080)"
-        ))
-    })?;
+/// Resolves `HOST:PORT` (a host name or an IP address) to its first address: the
+/// `value_parser` of `--addr` and `slow-server --listen`, so that an address that does
+/// not parse or resolve is a usage error (clap prints it and exits with status 2).
+pub fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
+    let mut addrs = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:8080)"))?;
     addrs
         .next()
-        .ok_or_else(|| Error::Other(format!("{flag} {addr}: the name has no address")))
+        .ok_or_else(|| "the name has no address".to_string())
 }
 
 /// Starts the embedded server unless `--addr` was given, checks the fd limit, prints
@@ -96,28 +90,26 @@ pub fn run_with_in_flight(
     in_flight: u64,
     run_stage: impl FnOnce(&Config) -> Result<Report, Error>,
 ) -> Result<Report, Error> {
-    let _server;
+    let mut server = None;
     let addr = match &args.addr {
         Some(addr) => {
             limits::check_connections(in_flight)?;
-            let addr = resolve(addr)?;
             crate::say!("{} requests to the slow server at {addr}", args.requests);
-            addr
+            *addr
         }
         None => {
             // Both ends of every connection live in this process.
             limits::check_connections(2 * in_flight)?;
             let delay = Duration::from_millis(args.delay_ms);
-            let server = SlowServer::start(delay)
+            let started = SlowServer::start(delay)
                 .map_err(|e| Error::io("starting the embedded slow server", e))?;
             crate::say!(
                 "{} requests to the embedded slow server at {} (delay {} ms)",
                 args.requests,
-                server.addr(),
+                started.addr(),
                 args.delay_ms
             );
-            _server = server;
-            _server.addr()
+            server.insert(started).addr()
         }
     };
     let config = Config {
@@ -126,7 +118,17 @@ pub fn run_with_in_flight(
         progress: true,
         timeout: args.timeout(),
     };
-    let report = run_stage(&config)?;
+    let result = run_stage(&config);
+    if let Some(server) = server {
+        // The embedded server stops as the standalone one does on Ctrl-C. Every client
+        // of the stage has finished when `run_stage` returns, so a line still waiting
+        // (the stage gave up on it) has no reader: a zero budget answers it with `ERROR
+        // shutting down` at once instead of keeping the exit waiting for its delay.
+        server
+            .shutdown(Some(Duration::ZERO))
+            .map_err(|e| Error::io("stopping the embedded slow server", e))?;
+    }
+    let report = result?;
     crate::say!("{report}");
     Ok(report)
 }
@@ -202,15 +204,17 @@ mod tests {
 
     #[test]
     fn a_bad_addr_says_what_was_expected() {
-        let error = resolve("no-port-here").unwrap_err().to_string();
+        let error = parse_addr("no-port-here").unwrap_err();
         assert!(error.contains("HOST:PORT"), "{error}");
-        let error = resolve_flag("--listen", "x").unwrap_err().to_string();
-        assert!(error.starts_with("--listen x:"), "{error}");
+        let error = Args::try_parse_from(["stage", "--addr", ":::"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(error.exit_code(), 2, "a usage error");
+        assert!(error.to_string().contains("--addr"), "{error}");
     }
 
     #[test]
     fn host_names_resolve_like_addresses() {
-        let addr = resolve_flag("--listen", "localhost:8080").unwrap();
+        let addr = parse_addr("localhost:8080").unwrap();
         assert!(addr.ip().is_loopback(), "{addr}");
         assert_eq!(addr.port(), 8080);
     }

@@ -297,9 +297,8 @@ fn a_client_that_never_reads_is_held_back_not_buffered() {
 
 fn server_with_idle_timeout(delay: Duration, idle: Duration) -> SlowServer {
     SlowServer::start_with(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        delay,
         idle_timeout: Some(idle),
+        ..ServerConfig::new("127.0.0.1:0".parse().unwrap(), delay)
     })
     .unwrap()
 }
