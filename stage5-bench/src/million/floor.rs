@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use shared::Error;
 
 use super::net::{kind_of, start_connect};
-use super::wire::{Message, OPEN, STOP};
+use super::wire::{ABORT, Message, OPEN, STOP};
 use super::{REPORT_EVERY, read_commands, set_fd_limit};
 
 const COMMANDS: Token = Token(usize::MAX);
@@ -312,7 +312,7 @@ pub fn run_server(args: FloorServerArgs) -> Result<(), Error> {
             }
         }
         while let Ok(line) = commands.try_recv() {
-            if line.trim() == STOP {
+            if matches!(line.trim(), STOP | ABORT) {
                 break 'run;
             }
         }

@@ -97,7 +97,7 @@ pub fn explain(key: &str) -> &'static str {
         "wrong" => "an answer that was not its request's line",
         "decode" => "bytes that were not a protocol line",
         "deadline" => "still unfinished when the phase's deadline passed",
-        "stopped" => "not finished when the run stopped (see `stopped`)",
+        "stopped" => "not finished when the run stopped: see why below",
         "interrupted" => "not finished when the run was interrupted",
         _ => "an error the OS named; the client printed the first one",
     }

@@ -26,7 +26,7 @@ use super::floor::{FloorClientArgs, FloorServerArgs};
 use super::kernel::{self, Snapshot};
 use super::plan::{Machine, Plan};
 use super::server::ServerArgs;
-use super::wire::{GO, Message, OPEN, STOP};
+use super::wire::{ABORT, GO, Message, OPEN, STOP};
 use super::{REPORT_EVERY, plan};
 use crate::text::thousands;
 
@@ -327,9 +327,14 @@ impl<'a> Run<'a> {
         // Servers answer what they have and report once more; clients are done or,
         // after a stop, ended.
         let servers: Vec<usize> = self.server_children().collect();
+        let word = if self.outcome.stopped.is_some() {
+            ABORT
+        } else {
+            STOP
+        };
         for &child in &servers {
             self.servers[self.roles[child].1].stopping = true;
-            self.children.tell(child, STOP);
+            self.children.tell(child, word);
         }
         for child in self.client_children() {
             self.clients[self.roles[child].1].stopping = true;

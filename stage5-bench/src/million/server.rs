@@ -3,15 +3,15 @@
 //! hash of their addresses), reporting its counters every
 //! [`REPORT_EVERY`](super::REPORT_EVERY).
 
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::Duration;
 
 use shared::Error;
-use shared::server::{ServerConfig, ServerStats, SlowServer};
+use shared::server::{ServerConfig, SlowServer};
 
-use super::wire::{Message, STOP};
-use super::{REPORT_EVERY, read_commands, set_fd_limit};
+use super::wire::{ABORT, Message, STOP};
+use super::{REPORT_EVERY, set_fd_limit};
 
 /// What a server shard is told on its command line (the hidden subcommand
 /// `server-shard`).
@@ -50,52 +50,42 @@ impl ServerArgs {
     }
 }
 
-/// Runs a shard until the parent says `stop` (or goes away).
+/// How long a shard told to stop may take to answer what it holds: nothing, after a run
+/// that finished; a run stopped early gets `ERROR shutting down` once this is over.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs a shard until the parent says `stop` (or goes away): the slow server on a
+/// shared port, printing its own `stats` line every [`REPORT_EVERY`].
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     set_fd_limit(args.fd_limit)?;
-    let (sender, commands) = channel();
-    let stop = sender.clone();
-    read_commands(
-        move |line| {
-            let _ = sender.send(line);
-        },
-        move || {
-            let _ = stop.send(STOP.to_string());
-        },
-    );
+    let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
     let config = ServerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], args.port)),
-        delay: Duration::from_millis(args.delay_ms),
         // Connections stay open, idle, for as long as opening the others takes.
         idle_timeout: None,
+        reuse_port: true,
+        backlog: u32::try_from(args.backlog).unwrap_or(u32::MAX),
+        stats_interval: Some(REPORT_EVERY),
+        ..ServerConfig::new(listen, Duration::from_millis(args.delay_ms))
     };
-    let _ = args.backlog;
     let server = SlowServer::start_with(config)
-        .map_err(|e| Error::io(format!("listening on 127.0.0.1:{}", args.port), e))?;
-    println!(
-        "{}",
-        Message::new("listening").with("port", u64::from(server.addr().port()))
-    );
-    loop {
-        match commands.recv_timeout(REPORT_EVERY) {
-            Ok(line) if line.trim() == STOP => break,
-            Ok(_) | Err(RecvTimeoutError::Timeout) => println!("{}", stats(&server.stats())),
-            Err(RecvTimeoutError::Disconnected) => break,
+        .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
+    let port = u64::from(server.addr().port());
+    println!("{}", Message::new("listening").with("port", port));
+    // Until `stop` or `abort`, or the end of stdin: the parent is gone or wants us gone.
+    let mut drain = Duration::ZERO;
+    for line in std::io::stdin().lock().lines() {
+        match line.as_deref().map(str::trim) {
+            Ok(STOP) => {
+                drain = DRAIN;
+                break;
+            }
+            Ok(ABORT) | Err(_) => break,
+            Ok(_) => {}
         }
     }
-    // Dropping the server closes every connection; the last counts go out first.
-    println!("{}", stats(&server.stats()));
-    drop(server);
-    Ok(())
-}
-
-/// The shard's counters as a message.
-fn stats(stats: &ServerStats) -> Message {
-    Message::new("stats")
-        .with("open", stats.open)
-        .with("peak_open", stats.peak_open)
-        .with("accepted", stats.accepted)
-        .with("answered", stats.answered)
-        .with("errors", stats.errors)
-        .with("fd_exhausted", stats.fd_exhausted)
+    // The loop prints its last counts as it ends.
+    server
+        .shutdown(Some(drain))
+        .map(drop)
+        .map_err(|e| Error::io("stopping the slow server", e))
 }

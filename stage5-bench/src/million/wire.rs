@@ -19,6 +19,9 @@ pub const GO: &str = "go";
 /// What the parent tells a server shard (or the floor's) to end: it answers what it has
 /// and exits.
 pub const STOP: &str = "stop";
+/// What the parent tells a server shard when the run ends early: nothing will read the
+/// answers, so it closes every connection at once.
+pub const ABORT: &str = "abort";
 
 /// One line of a child's report: `word key=value ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
