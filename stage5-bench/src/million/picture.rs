@@ -8,12 +8,12 @@ use super::run::{MemoryAt, Outcome};
 use crate::pictures::escape;
 use crate::text::thousands;
 
-const WIDTH: f64 = 900.0;
+const WIDTH: f64 = 940.0;
 const HEIGHT: f64 = 420.0;
 /// The timeline's frame.
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 540.0;
-const TOP: f64 = 50.0;
+const TOP: f64 = 66.0;
 const BOTTOM: f64 = 360.0;
 /// The memory bar's frame.
 const BAR_LEFT: f64 = 610.0;
@@ -22,7 +22,7 @@ const BAR_WIDTH: f64 = 80.0;
 /// The lines of the timeline: name, colour, and which count of a sample they draw.
 type Pick = fn(&super::run::Sample) -> u64;
 const LINES: [(&str, &str, Pick); 4] = [
-    ("open (clients)", "#1f77b4", |s| s.opened),
+    ("opened (clients)", "#1f77b4", |s| s.opened),
     ("open (servers)", "#aec7e8", |s| s.accepted),
     ("waiting (servers)", "#ff7f0e", |s| s.waiting),
     ("verified", "#2ca02c", |s| s.verified),
@@ -101,7 +101,8 @@ fn timeline(w: &mut String, outcome: &Outcome) {
     }
     // At most ~600 points a line: enough for the eye, small enough for the book.
     let every = samples.len().div_ceil(600).max(1);
-    for (row, (name, color, pick)) in LINES.iter().enumerate() {
+    let mut legend_x = LEFT;
+    for (name, color, pick) in LINES {
         let points: Vec<String> = samples
             .iter()
             .step_by(every)
@@ -116,13 +117,14 @@ fn timeline(w: &mut String, outcome: &Outcome) {
             r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
             points.join(" ")
         );
-        let y = TOP + 30.0 + 16.0 * row as f64;
+        // The legend, in a row above the frame, where no line can cross it.
+        let (x, y) = (legend_x, TOP - 12.0);
+        legend_x += 34.0 + 6.5 * name.len() as f64;
         let _ = writeln!(
             w,
-            r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            LEFT + 10.0,
-            LEFT + 30.0,
-            LEFT + 36.0,
+            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            x + 16.0,
+            x + 20.0,
             y + 4.0,
             escape(name)
         );
@@ -133,10 +135,12 @@ fn timeline(w: &mut String, outcome: &Outcome) {
 fn memory_bar(w: &mut String, outcome: &Outcome) {
     let parts = memory_parts(outcome);
     let total: f64 = parts.iter().map(|p| p.1).sum();
+    let moment = last_moment(outcome).map_or("", |m| m.label.as_str());
     let _ = writeln!(
         w,
-        r#"<text x="{BAR_LEFT}" y="{}">bytes per connection, all waiting</text>"#,
-        TOP - 8.0
+        r#"<text x="{BAR_LEFT}" y="{}">bytes per connection, {}</text>"#,
+        TOP - 12.0,
+        escape(moment)
     );
     if total <= 0.0 {
         let _ = writeln!(
@@ -148,14 +152,17 @@ fn memory_bar(w: &mut String, outcome: &Outcome) {
     }
     let scale = (BOTTOM - TOP) / total;
     let mut y = BOTTOM;
-    for (name, bytes, color) in parts {
+    // Labels beside their part, but never closer than a line's height to the one below.
+    let mut label_floor = BOTTOM + 14.0;
+    for (name, bytes, color) in parts.into_iter().filter(|p| p.1 >= 0.5) {
         let height = bytes * scale;
         y -= height;
+        let label = (y + height / 2.0 + 4.0).min(label_floor - 14.0);
+        label_floor = label;
         let _ = writeln!(
             w,
-            r##"<rect x="{BAR_LEFT}" y="{y:.1}" width="{BAR_WIDTH}" height="{height:.1}" fill="{color}" stroke="white"/><text x="{}" y="{:.1}">{}: {} B</text>"##,
+            r##"<rect x="{BAR_LEFT}" y="{y:.1}" width="{BAR_WIDTH}" height="{height:.1}" fill="{color}" stroke="white"/><text x="{}" y="{label:.1}">{}: {} B</text>"##,
             BAR_LEFT + BAR_WIDTH + 8.0,
-            y + height / 2.0 + 4.0,
             escape(name),
             thousands(bytes.round() as u64)
         );
@@ -184,7 +191,7 @@ pub fn memory_parts(outcome: &Outcome) -> Vec<(&'static str, f64, &'static str)>
         let rest = drop - user - slab - buffers;
         parts.push(("kernel: slab", slab.max(0.0), "#2ca02c"));
         parts.push(("kernel: socket buffers", buffers.max(0.0), "#98df8a"));
-        parts.push(("the rest of MemAvailable's drop", rest.max(0.0), "#c7c7c7"));
+        parts.push(("rest of MemAvailable's drop", rest.max(0.0), "#c7c7c7"));
     }
     parts
 }

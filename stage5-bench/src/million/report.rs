@@ -119,17 +119,18 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
             ),
         );
     }
-    if let Some((client, server)) = opening_cpu(outcome) {
+    if let Some((client, server)) = cpu_between(outcome, 0, 1) {
         let per = |cpu: f64| cpu * 1e6 / outcome.opened.max(1) as f64;
         let mut text = format!(
-            "{:.2} s in the clients, {:.2} s in the servers: {:.1} + {:.1} µs a connection",
-            client,
-            server,
+            "{client:.2} s in the clients, {server:.2} s in the servers: {:.1} + {:.1} µs a \
+             connection",
             per(client),
             per(server)
         );
-        if let Some((floor_client, floor_server)) = floor.and_then(opening_cpu) {
-            let floor_per = |cpu: f64| cpu * 1e6 / floor.map_or(1, |f| f.opened.max(1)) as f64;
+        if let Some(floor) = floor
+            && let Some((floor_client, floor_server)) = cpu_between(floor, 0, 1)
+        {
+            let floor_per = |cpu: f64| cpu * 1e6 / floor.opened.max(1) as f64;
             text += &format!(
                 " (the floor: {:.1} + {:.1} µs)",
                 floor_per(floor_client),
@@ -170,32 +171,59 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
         );
     }
     if run {
-        match (outcome.waiting_at_once, outcome.shard_peaks_waiting) {
-            (Some((waiting, at)), _) => row(
+        if let Some(sent) = outcome.all_sent {
+            row(
+                w,
+                "sent",
+                format!(
+                    "{} requests, all of them {:.2} s after the start signal: {} a second",
+                    thousands(outcome.opened),
+                    sent.as_secs_f64(),
+                    thousands(rate(outcome.opened, sent.as_secs_f64()))
+                ),
+            );
+        }
+        if let Some((client, server)) = cpu_between(outcome, 1, 2) {
+            let per = |cpu: f64| cpu * 1e6 / outcome.opened.max(1) as f64;
+            row(
+                w,
+                "cpu to send",
+                format!(
+                    "{client:.2} s in the clients, {server:.2} s in the servers: {:.1} + {:.1} \
+                     µs a request",
+                    per(client),
+                    per(server)
+                ),
+            );
+        }
+        let delay = outcome.delay.as_secs_f64();
+        match outcome.waiting_at_once {
+            Some((waiting, at)) if waiting >= outcome.opened && waiting > 0 => row(
                 w,
                 "waiting at once",
                 format!(
-                    "{}{}, {:.2} s after the start signal (no answer can leave a server \
-                     before {:.2} s)",
+                    "{}: all of them, {:.2} s after the start signal (no answer can leave a \
+                     server before {delay:.2} s)",
                     thousands(waiting),
-                    if waiting == n { ": all of them" } else { "" },
                     at.as_secs_f64(),
-                    outcome.delay.as_secs_f64()
                 ),
             ),
-            (None, Some(_)) => row(
+            Some((waiting, at)) => row(
                 w,
                 "waiting at once",
                 format!(
-                    "not reached before {:.2} s after the start signal, when the first answers \
-                     were due: sending took longer than the delay (raise --delay-ms)",
-                    outcome.delay.as_secs_f64()
+                    "{} at most, {:.2} s after the start signal: not all of them, because \
+                     sending took longer than the delay of {delay:.2} s; run again with \
+                     --delay-ms {}",
+                    thousands(waiting),
+                    at.as_secs_f64(),
+                    suggested_delay_ms(outcome)
                 ),
             ),
-            (None, None) => row(
+            None => row(
                 w,
                 "waiting at once",
-                "not measured: these servers do not count waiting requests".into(),
+                "not measured: the servers did not count waiting requests".into(),
             ),
         }
         let answered = outcome.answer_time.map_or(String::new(), |t| {
@@ -330,17 +358,30 @@ pub fn memory_table(outcome: &Outcome) -> String {
     out
 }
 
-/// CPU seconds the clients and the servers spent opening (between the first two
-/// moments measured).
-fn opening_cpu(outcome: &Outcome) -> Option<(f64, f64)> {
-    let (before, open) = (outcome.memory.first()?, outcome.memory.get(1)?);
+/// CPU seconds the clients and the servers spent between two moments measured (0:
+/// before opening, 1: all open, 2: all waiting).
+fn cpu_between(outcome: &Outcome, from: usize, to: usize) -> Option<(f64, f64)> {
+    let (a, b) = (outcome.memory.get(from)?, outcome.memory.get(to)?);
     let spent = |a: Option<std::time::Duration>, b: Option<std::time::Duration>| {
         Some(b?.saturating_sub(a?).as_secs_f64())
     };
     Some((
-        spent(before.client_cpu, open.client_cpu)?,
-        spent(before.server_cpu, open.server_cpu)?,
+        spent(a.client_cpu, b.client_cpu)?,
+        spent(a.server_cpu, b.server_cpu)?,
     ))
+}
+
+/// A delay that outlasts sending with room to spare: twice the time sending took (or
+/// would take at the rate seen before the first answers), in whole 5 s.
+fn suggested_delay_ms(outcome: &Outcome) -> u64 {
+    let seconds = match (outcome.all_sent, outcome.waiting_at_once) {
+        (Some(sent), _) => sent.as_secs_f64(),
+        (None, Some((waiting, at))) if waiting > 0 => {
+            at.as_secs_f64() * outcome.opened as f64 / waiting as f64
+        }
+        _ => outcome.delay.as_secs_f64() * 2.0,
+    };
+    ((2.0 * seconds / 5.0).ceil() as u64).max(1) * 5000
 }
 
 /// `1 client process`, `51 client processes`.

@@ -106,6 +106,8 @@ pub struct Outcome {
     pub waiting_at_once: Option<(u64, Duration)>,
     /// The sum of each shard's own peak of waiting requests (an upper bound).
     pub shard_peaks_waiting: Option<u64>,
+    /// When the clients had sent every request, after the start signal.
+    pub all_sent: Option<Duration>,
     /// Answers verified.
     pub verified: u64,
     /// From the start signal until every answer was read.
@@ -372,8 +374,6 @@ impl<'a> Run<'a> {
                     .map(|m| m.get("peak_waiting"))
                     .sum(),
             );
-        } else {
-            o.waiting_at_once = None;
         }
         for client in &self.clients {
             for (kind, count) in &client.failures {
@@ -650,30 +650,27 @@ impl<'a> Run<'a> {
     /// of waiting requests is a count of requests waiting at the same moment.
     fn watch_waiting(&mut self) {
         let Some(go_at) = self.go_at else { return };
-        let counts = self.servers.iter().all(|s| {
-            s.stats
-                .as_ref()
-                .is_some_and(|m| m.fields.contains_key("waiting"))
-        });
         let since_go = go_at.elapsed();
+        let opened = self.outcome.opened;
+        if self.outcome.all_sent.is_none() && self.client_sum(|c| c.sent) >= opened {
+            self.outcome.all_sent = Some(since_go);
+        }
         let took = self.outcome.memory.len() > 2; // before, all open, and this one
-        if counts && since_go < self.settings.delay {
+        if since_go < self.settings.delay {
             let waiting = self.server_sum("waiting");
             let best = self.outcome.waiting_at_once.map_or(0, |(w, _)| w);
             if waiting > best {
                 self.outcome.waiting_at_once = Some((waiting, since_go));
             }
-            if waiting >= self.outcome.opened && !took {
+            if waiting >= opened && !took {
                 let memory = self.memory("all waiting");
                 self.outcome.memory.push(memory);
             }
-        } else if !took && (since_go >= self.settings.delay || !counts) {
-            // Without the servers' count, the moment every request has been sent.
-            let sent = self.client_sum(|c| c.sent);
-            if since_go >= self.settings.delay || sent >= self.outcome.opened {
-                let memory = self.memory(if counts { "all waiting" } else { "all sent" });
-                self.outcome.memory.push(memory);
-            }
+        } else if !took {
+            // The first answers are due and not every request has arrived: memory at
+            // the most requests in flight there will be.
+            let memory = self.memory("in flight");
+            self.outcome.memory.push(memory);
         }
     }
 
