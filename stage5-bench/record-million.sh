@@ -32,6 +32,13 @@ if [ "$(id -u)" = 0 ]; then
 else
   echo "warning: not root, so the page cache stays: MemAvailable will move with it" >&2
 fi
+# Sockets of an earlier run in TIME_WAIT hold kernel memory for up to a minute: wait them
+# out, so that the run's "before" is a machine at rest.
+for _ in $(seq 70); do
+  tw=$(awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat)
+  [ "${tw:-0}" -lt 1000 ] && break
+  sleep 1
+done
 sleep 5 # let the kernel settle after the build and the drop
 
 echo "recording $connections connections (progress in target/million-progress.log)" >&2

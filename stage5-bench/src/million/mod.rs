@@ -150,11 +150,12 @@ pub fn main(options: &Options) -> std::process::ExitCode {
     if let Some(waiting) = kernel::Snapshot::read().map(|s| s.time_wait)
         && waiting > options.connections / 100
     {
-        shared::say!(
-            "  note: {} sockets in TIME_WAIT from an earlier run hold kernel memory until they \
-             expire (within a minute): the kernel's figures below may come out low.\n",
+        let note = format!(
+            "note: {} sockets in TIME_WAIT from an earlier run hold kernel memory until they \
+             expire (within a minute): the kernel's figures below may come out low.",
             crate::text::thousands(waiting)
         );
+        shared::say!("{}", report::wrap(&note, "  ", "    "));
     }
     let settings = Settings {
         delay: options.delay,

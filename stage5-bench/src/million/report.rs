@@ -21,17 +21,17 @@ pub fn plan_text(plan: &Plan, machine: &Machine, mode: Mode) -> String {
         Mode::Floor => "the floor: bare non-blocking connects and accepts",
     };
     let _ = writeln!(out, "{} connections: {what}", thousands(plan.connections));
-    let _ = writeln!(
-        out,
+    let text = format!(
         "machine: {}{}",
         crate::text::machine(),
         memory_text(machine)
     );
+    out.push_str(&wrap(&text, "", "  "));
     for note in &plan.notes {
-        let _ = writeln!(out, "  {note}");
+        out.push_str(&wrap(note, "  ", "    "));
     }
     for warning in &plan.warnings {
-        let _ = writeln!(out, "  warning: {warning}");
+        out.push_str(&wrap(&format!("warning: {warning}"), "  ", "    "));
     }
     out
 }
@@ -49,7 +49,7 @@ pub fn refusal_text(connections: u64, refusals: &[Refusal]) -> String {
         thousands(connections)
     );
     for refusal in refusals {
-        let _ = writeln!(out, "  - {refusal}");
+        out.push_str(&wrap(&refusal.to_string(), "  - ", "    "));
     }
     out
 }
@@ -60,8 +60,7 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
     let w = &mut out;
     let (clients, servers) = outcome.processes;
     let run = outcome.mode == Some(Mode::Run);
-    let _ = writeln!(
-        w,
+    let heading = format!(
         "{}: {} from {} to {}, {}",
         if run { "the run" } else { "the floor" },
         plural(clients, "client process", "client processes"),
@@ -77,8 +76,9 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
             plural(servers, "acceptor", "acceptors")
         }
     );
+    w.push_str(&wrap(&heading, "", "  "));
     let row = |w: &mut String, name: &str, text: String| {
-        let _ = writeln!(w, "  {name:<16}{text}");
+        w.push_str(&wrap(&text, &format!("  {name:<16}"), &" ".repeat(18)));
     };
     let n = outcome.connections;
     match outcome.open_time {
@@ -244,7 +244,8 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
         let total: u64 = outcome.failures.values().sum();
         row(w, "failures", thousands(total));
         for (kind, count) in &outcome.failures {
-            let _ = writeln!(w, "    {kind}: {} ({})", thousands(*count), explain(kind));
+            let text = format!("{kind}: {} ({})", thousands(*count), explain(kind));
+            w.push_str(&wrap(&text, "    ", "      "));
         }
     }
     row(w, "total", format!("{:.1} s", outcome.total.as_secs_f64()));
@@ -259,7 +260,7 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
         row(w, "stopped", stopped.clone());
     }
     for warning in &outcome.warnings {
-        let _ = writeln!(w, "  warning: {warning}");
+        w.push_str(&wrap(&format!("warning: {warning}"), "  ", "    "));
     }
     let _ = writeln!(w);
     out.push_str(&memory_table(outcome));
@@ -282,11 +283,14 @@ pub fn memory_table(outcome: &Outcome) -> String {
     }
     let mut header = vec!["bytes per connection".to_string()];
     header.extend(moments.iter().map(|m| m.label.clone()));
+    // A kernel figure can come out below zero when something else on the machine freed
+    // more than the run took: printed as it is, never hidden.
     let per = |value: Option<f64>, m: &MemoryAt| match value {
-        Some(v) => format!(
-            "{} B",
-            thousands((v / m.connections as f64).max(0.0).round() as u64)
-        ),
+        Some(v) => {
+            let v = (v / m.connections as f64).round();
+            let sign = if v < 0.0 { "-" } else { "" };
+            format!("{sign}{} B", thousands(v.abs() as u64))
+        }
         None => "not measured".into(),
     };
     let kernel = |pick: fn(&Snapshot, &Snapshot) -> f64| {
@@ -346,14 +350,14 @@ pub fn memory_table(outcome: &Outcome) -> String {
     if let (Some(b), Some(last)) = (before.kernel, moments.last().and_then(|m| m.kernel)) {
         let slab =
             (last.slab as f64 - b.slab as f64) / moments.last().map_or(1, |m| m.connections) as f64;
-        let _ = writeln!(
-            out,
+        let text = format!(
             "The kernel's slab grew {:.2} KiB per connection pair (at each end: the tcp_sock, \
              the socket and its inode, the file, the epoll entry); a probe in C measured \
              {:.1} KiB.",
             slab / 1024.0,
             PROBE_SLAB_PER_PAIR / 1024.0
         );
+        out.push_str(&wrap(&text, "", ""));
     }
     out
 }
@@ -384,6 +388,33 @@ fn suggested_delay_ms(outcome: &Outcome) -> u64 {
     ((2.0 * seconds / 5.0).ceil() as u64).max(1) * 5000
 }
 
+/// The widest line the report prints: the book shows it in a text block.
+pub const WIDTH: usize = 100;
+
+/// `text` on lines of at most [`WIDTH`] characters, broken at spaces: the first line
+/// starts with `first`, the others with `rest`.
+pub fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split(' ') {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = rest.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
+}
+
 /// `1 client process`, `51 client processes`.
 pub fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -391,4 +422,24 @@ pub fn plural(n: usize, one: &str, many: &str) -> String {
 
 fn rate(count: u64, seconds: f64) -> u64 {
     (count as f64 / seconds.max(1e-9)).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_break_at_spaces_under_the_width() {
+        let text = "word ".repeat(60);
+        let wrapped = wrap(text.trim(), "  opened          ", &" ".repeat(18));
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert!(lines.len() >= 3, "{wrapped}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{wrapped}"
+        );
+        assert!(lines[0].starts_with("  opened          word"));
+        assert!(lines[1].starts_with(&format!("{}word", " ".repeat(18))));
+        assert_eq!(wrapped.matches("word").count(), 60);
+    }
 }
