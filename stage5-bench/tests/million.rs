@@ -200,6 +200,51 @@ fn a_size_the_machine_cannot_hold_is_refused_before_anything_starts() {
     }
 }
 
+#[test]
+fn the_plan_of_a_run_is_printed_without_starting_it() {
+    let tag = format!("plan-{}", std::process::id());
+    let started = Instant::now();
+    let (output, stdout, stderr) = run(
+        &tag,
+        &[
+            "--connections",
+            "100000",
+            "--max-fds-per-process",
+            "10000",
+            "--plan",
+        ],
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let said = flat(&stdout);
+    for words in [
+        "100,000 connections: stage 4's client against the slow server",
+        "open files per process: ",
+        "source addresses: ",
+        "memory: ",
+        "listen backlog: ",
+    ] {
+        assert!(said.contains(words), "{words}: {stdout}");
+    }
+    // Where the machine allows 10,000 descriptors a process, the layout follows from it.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if limit.rlim_max >= 10_000 {
+        assert!(
+            said.contains("so 11 client processes and 11 server processes"),
+            "{stdout}"
+        );
+    }
+    // Nothing ran: no report.
+    assert!(!said.contains("the run:"), "{stdout}");
+    #[cfg(target_os = "linux")]
+    assert_nothing_left(&tag);
+}
+
 /// Starts a run whose answers take long, and returns it once every request is waiting.
 #[cfg(target_os = "linux")]
 fn start_long_run(tag: &str) -> (Child, std::sync::mpsc::Receiver<String>) {

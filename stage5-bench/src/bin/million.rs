@@ -6,6 +6,7 @@
 //! cargo run --release -p stage5-bench --bin million -- --connections 1000000 --delay-ms 5000
 //! cargo run --release -p stage5-bench --bin million -- --connections 100000 --compare-floor
 //! cargo run --release -p stage5-bench --bin million -- --floor --connections 100000
+//! cargo run --release -p stage5-bench --bin million -- --connections 1200000 --plan
 //! ```
 //!
 //! The same binary is each of the run's children, through hidden subcommands: that way
@@ -52,6 +53,10 @@ struct Args {
     /// Write a picture of the run (SVG) to this file
     #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
+    /// Only print the plan: the processes, the addresses and what each limit allows (or
+    /// the limits the size would cross); start nothing
+    #[arg(long)]
+    plan: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
                 max_fds_per_process: args.max_fds_per_process,
                 window: args.window as usize,
                 svg: args.svg,
+                plan_only: args.plan,
             });
         }
         Some(child) => child,

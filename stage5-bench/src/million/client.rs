@@ -99,7 +99,12 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         // The parent is gone, or wants us gone: nobody will read what we would say.
         || std::process::exit(0),
     );
-    let event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
+    // NB: a hundred processes share two cores here, so a poll the scheduler preempts
+    // looks slow; stage 4's warning stays for polls slower than a second, which only a
+    // blocking call of ours could take.
+    let event_loop = EventLoop::new()
+        .map_err(|e| Error::io("creating the event loop", e))?
+        .slow_poll_threshold(Duration::from_secs(1));
     event_loop.block_on(async move {
         let counts = Rc::new(Counts::new(args.connections, args.window));
         let size = std::mem::size_of_val(&connection(0, args.sources[0], args.server, &counts));

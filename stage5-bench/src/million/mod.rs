@@ -113,6 +113,8 @@ pub struct Options {
     pub window: usize,
     /// Where to write the picture of the run.
     pub svg: Option<std::path::PathBuf>,
+    /// Print the plan (or the refusal) and stop: nothing is started.
+    pub plan_only: bool,
 }
 
 /// The run, as the `million` binary runs it: plan, run (then the floor if asked), report.
@@ -147,6 +149,9 @@ pub fn main(options: &Options) -> std::process::ExitCode {
         Mode::Run
     };
     shared::say!("{}", report::plan_text(&plan, &machine, mode));
+    if options.plan_only {
+        return ExitCode::SUCCESS;
+    }
     if let Some(waiting) = kernel::Snapshot::read().map(|s| s.time_wait)
         && waiting > options.connections / 100
     {

@@ -238,6 +238,21 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
             ),
         );
     }
+    if let Some(peak) = outcome.tcp_pages_peak {
+        let bytes = peak * page_size();
+        let mut text = format!(
+            "{} at most at once (TCP: mem, the whole machine's)",
+            mib(bytes)
+        );
+        if let Some([_, pressure, limit]) = outcome.tcp_mem {
+            text += &format!(
+                "; net.ipv4.tcp_mem puts pressure at {} and the limit at {}",
+                mib(pressure * page_size()),
+                mib(limit * page_size())
+            );
+        }
+        row(w, "socket buffers", text);
+    }
     if outcome.failures.is_empty() {
         row(w, "failures", "none".into());
     } else {
@@ -413,6 +428,11 @@ pub fn wrap(text: &str, first: &str, rest: &str) -> String {
     out.push_str(line.trim_end());
     out.push('\n');
     out
+}
+
+/// `12.3 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 /// `1 client process`, `51 client processes`.

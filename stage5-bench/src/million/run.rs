@@ -124,8 +124,10 @@ pub struct Outcome {
     pub samples: Vec<Sample>,
     /// The size of one connection's future (stage 4 boxes it as the task).
     pub task_future_bytes: Option<u64>,
-    /// Peak of socket buffer pages (`TCP: mem`) seen, and `net.ipv4.tcp_mem`.
+    /// Peak of socket buffer pages (`TCP: mem`, the whole machine) seen while running.
     pub tcp_pages_peak: Option<u64>,
+    /// `net.ipv4.tcp_mem`, in pages: pressure from the second, the limit the third.
+    pub tcp_mem: Option<[u64; 3]>,
     /// Limits met and other warnings, as they were printed.
     pub warnings: Vec<String>,
     /// Why the run ended early, if it did.
@@ -227,6 +229,7 @@ impl<'a> Run<'a> {
                 processes: (plan.clients.len(), plan.servers),
                 sources: (first.unwrap_or_default(), last.unwrap_or_default()),
                 delay: settings.delay,
+                tcp_mem: plan::tcp_mem(),
                 ..Outcome::default()
             },
             started: now,
@@ -591,7 +594,7 @@ impl<'a> Run<'a> {
         let Some(message) = Message::parse(line) else {
             // A child's own words (a warning, an error, the first failure of a kind).
             self.end_progress_line();
-            eprintln!("{} {number}: {line}", role.name());
+            to_stderr(format_args!("{} {number}: {line}\n", role.name()));
             let words = &mut self.last_words[child];
             words.push_back(line.to_string());
             if words.len() > 5 {
@@ -769,7 +772,7 @@ impl<'a> Run<'a> {
 
     fn end_progress_line(&mut self) {
         if self.tty && self.printed.is_some() {
-            eprintln!();
+            to_stderr(format_args!("\n"));
             self.printed = None;
         }
     }
@@ -796,7 +799,7 @@ impl<'a> Run<'a> {
                 2 * limit
             );
             self.end_progress_line();
-            eprintln!("warning: {warning}");
+            to_stderr(format_args!("warning: {warning}\n"));
             self.outcome.warnings.push(warning);
         }
     }
@@ -826,6 +829,12 @@ impl<'a> Run<'a> {
             server_cpu: cpu(Role::Server),
         }
     }
+}
+
+/// Writes to stderr, and carries on if nobody reads it any more (`2>&1 | head`): the
+/// run still has children to stop and a report to give.
+fn to_stderr(text: std::fmt::Arguments) {
+    let _ = std::io::stderr().write_fmt(text);
 }
 
 /// How long opening may take: a minute, and a second per 2,000 connections (a loaded
