@@ -412,6 +412,7 @@ impl Window {
     }
 }
 
+// ANCHOR: gate
 /// Closed until the start signal; then every task waiting at it runs.
 struct Gate {
     open: Cell<bool>,
@@ -449,3 +450,4 @@ impl Gate {
         }
     }
 }
+// ANCHOR_END: gate

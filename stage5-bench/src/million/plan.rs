@@ -390,6 +390,7 @@ pub fn plan(ask: Ask, machine: &Machine) -> Result<Plan, Vec<Refusal>> {
     })
 }
 
+// ANCHOR: shards_for
 /// The fewest server shards that hold `n` connections when the kernel spreads them.
 ///
 /// `SO_REUSEPORT` picks a shard by a hash of each connection's addresses and ports, so a
@@ -408,6 +409,7 @@ pub fn shards_for(n: u64, per_process: u64) -> usize {
     }
     shards as usize
 }
+// ANCHOR_END: shards_for
 
 /// Splits `n` connections over `clients` processes, in order of request ids, and gives
 /// each its own source addresses from 127.0.0.2 on.

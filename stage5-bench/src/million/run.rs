@@ -649,8 +649,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// After the start signal and before the first answer can be due: the servers' sum
-    /// of waiting requests is a count of requests waiting at the same moment.
+    // ANCHOR: watch_waiting
+    /// Until the delay has passed since the start signal, no server can have answered
+    /// anything: every request reached its server after `go` and waits the whole delay
+    /// from there. So a shard's count of waiting requests only grows until then, each
+    /// shard's last report is a floor under what it holds now, and the sum of the last
+    /// reports counts requests that are all waiting at the same moment: this one.
     fn watch_waiting(&mut self) {
         let Some(go_at) = self.go_at else { return };
         let since_go = go_at.elapsed();
@@ -676,6 +680,7 @@ impl<'a> Run<'a> {
             self.outcome.memory.push(memory);
         }
     }
+    // ANCHOR_END: watch_waiting
 
     fn on_closed(&mut self, child: usize) -> Result<(), Stop> {
         // The pipe closes as the process exits: give the kernel a moment to say how.
