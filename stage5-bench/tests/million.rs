@@ -4,8 +4,13 @@
 //! every connection open and every request waiting at once, and no process left behind,
 //! whether the run ends well, is interrupted, or loses a shard.
 
+// The runs themselves read /proc to find what they left behind: Linux only. The refusal
+// and the plan are checked everywhere.
+#[cfg(target_os = "linux")]
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+#[cfg(target_os = "linux")]
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const MILLION: &str = env!("CARGO_BIN_EXE_million");
@@ -97,6 +102,7 @@ fn hard_fd_limit() -> u64 {
     limit.rlim_max as u64
 }
 
+#[cfg(target_os = "linux")]
 fn line<'a>(stdout: &'a str, start: &str) -> &'a str {
     stdout
         .lines()
