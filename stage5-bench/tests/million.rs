@@ -8,9 +8,9 @@
 // and the plan are checked everywhere.
 #[cfg(target_os = "linux")]
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Output};
 #[cfg(target_os = "linux")]
 use std::process::{Child, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const MILLION: &str = env!("CARGO_BIN_EXE_million");

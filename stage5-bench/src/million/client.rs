@@ -4,11 +4,11 @@
 //! The task is stage 4's `make_tcp_request`, cut in two where the run needs it: connect,
 //! then wait at a gate until every connection of every process is open, then send the
 //! request and read its answer through stage 4's `TcpStream` and the shared
-//! `LineDecoder`, and compare it with the request. (The cut is the only difference: see
-//! [`connection`].)
+//! `LineDecoder`, and compare it with the request. (The cut, and a source address of our
+//! choosing, are the only differences: see `connection`.)
 //!
 //! The parent drives it through stdin (`open`, then `go`) and reads its counts on stdout
-//! every [`REPORT_EVERY`](super::REPORT_EVERY).
+//! every [`REPORT_EVERY`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

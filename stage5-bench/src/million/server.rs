@@ -1,7 +1,7 @@
 //! A server shard: the workspace's slow server, one of several processes listening on
 //! the same port (`SO_REUSEPORT`: the kernel spreads the connections over them by a
 //! hash of their addresses), reporting its counters every
-//! [`REPORT_EVERY`](super::REPORT_EVERY).
+//! [`REPORT_EVERY`].
 
 use std::io::BufRead;
 use std::net::SocketAddr;
