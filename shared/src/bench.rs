@@ -2,9 +2,11 @@
 //!
 //! `TOTAL` jobs that each sleep `SLEEP_MS`, taken from a shared counter by `CONCURRENCY`
 //! workers: OS threads in stage 0, coroutines in stage 3, async tasks in stage 4. How the
-//! workers wait differs by stage; parsing the three numbers, the ideal time and the two
-//! lines every example prints do not, so they live here.
+//! workers wait differs by stage; parsing the three numbers, the ideal time, the lines
+//! every example prints and how it ends do not, so they live here.
 
+use std::fmt;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -67,6 +69,30 @@ impl SleepBench {
             elapsed.as_secs_f64(),
             self.ideal().as_secs_f64()
         )
+    }
+
+    /// How every example ends: on success, the [time line](SleepBench::time_line) and
+    /// then the lines of `details` (the memory, which each stage measures its own way),
+    /// exit code 0; on failure, one `error:` line on stderr, exit code 1.
+    pub fn print_outcome<E: fmt::Display, D: IntoIterator<Item = String>>(
+        &self,
+        workers: &str,
+        result: Result<Duration, E>,
+        details: impl FnOnce() -> D,
+    ) -> ExitCode {
+        match result {
+            Ok(elapsed) => {
+                crate::say!("{}", self.time_line(workers, elapsed));
+                for line in details() {
+                    crate::say!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        }
     }
 
     /// The memory line, from the resident size before any worker existed and while all

@@ -7,6 +7,8 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::server::SlowServer;
@@ -133,10 +135,17 @@ pub fn run_with_in_flight(
     Ok(report)
 }
 
-/// Prints a line on stdout, as `println!` does, except that a stdout nobody reads any
-/// more (`cargo run -p stage0-blocking | head`) ends the output quietly instead of
-/// panicking. Rust ignores `SIGPIPE`, so the write fails with `EPIPE`; we do not restore
-/// the signal, because the servers and clients rely on `EPIPE` to notice a peer that left.
+/// Prints a line on stdout, as `println!` does, but without its panic on a write error.
+///
+/// - A stdout nobody reads any more (`cargo run -p stage0-blocking | head`) ends the
+///   output quietly: Rust ignores `SIGPIPE`, so the write fails with `EPIPE`, and the
+///   lines after it are dropped. We do not restore the signal, because the servers and
+///   clients rely on `EPIPE` to notice a peer that left.
+/// - Any other error (a full disk, `> /dev/full`, a closed descriptor) also drops the
+///   lines after it, and makes the process fail: [`exit`] prints `error: writing the
+///   report to stdout: ...` on stderr and returns a failure code, and a binary whose
+///   `main` does not end in [`exit`] fails the same way when it ends (the check runs from
+///   `atexit`), so no binary can report success with a truncated report.
 #[macro_export]
 macro_rules! say {
     () => {
@@ -147,22 +156,70 @@ macro_rules! say {
     };
 }
 
+/// Stdout failed: nothing more is written to it.
+static STDOUT_ENDED: AtomicBool = AtomicBool::new(false);
+/// The first stdout error that was not `EPIPE`.
+static STDOUT_ERROR: OnceLock<String> = OnceLock::new();
+/// The error has been printed (by [`exit`]), so the `atexit` check stays quiet.
+static STDOUT_ERROR_REPORTED: AtomicBool = AtomicBool::new(false);
+
 /// What [`say!`](crate::say) calls.
 pub fn say_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    // Nobody reading is not an error worth stopping the work for.
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
-}
-
-/// Prints an error as one line on stderr and picks the exit code.
-pub fn exit(result: Result<impl Sized, Error>) -> ExitCode {
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
+    if STDOUT_ENDED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        STDOUT_ENDED.store(true, Ordering::Relaxed);
+        // Nobody reading is not an error worth failing for.
+        if error.kind() != std::io::ErrorKind::BrokenPipe
+            && STDOUT_ERROR.set(error.to_string()).is_ok()
+        {
+            // SAFETY: `atexit` only records the function; `fail_at_exit` is an
+            // `extern "C" fn()` that lives as long as the program.
+            unsafe { libc::atexit(fail_at_exit) };
         }
     }
+}
+
+/// The first error writing stdout other than a closed pipe, if there was one.
+pub fn stdout_error() -> Option<&'static str> {
+    STDOUT_ERROR.get().map(String::as_str)
+}
+
+/// Prints the stdout error once; true if there was one.
+fn report_stdout_error() -> bool {
+    let Some(error) = stdout_error() else {
+        return false;
+    };
+    if !STDOUT_ERROR_REPORTED.swap(true, Ordering::Relaxed) {
+        eprintln!("error: writing the report to stdout: {error}");
+    }
+    true
+}
+
+/// Runs as the process exits normally (after `main` returns, or `process::exit`): a
+/// binary that did not end through [`exit`] still fails when its output was lost.
+extern "C" fn fail_at_exit() {
+    if report_stdout_error() {
+        // SAFETY: `_exit` ends the process at once, with no further cleanup: we are
+        // already inside `exit`'s cleanup, and only the status is left to decide.
+        unsafe { libc::_exit(1) };
+    }
+}
+
+/// Prints an error as one line on stderr and picks the exit code; a lost report (see
+/// [`say!`](crate::say)) is an error too.
+pub fn exit(result: Result<impl Sized, Error>) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    if let Err(error) = result {
+        eprintln!("error: {error}");
+        code = ExitCode::FAILURE;
+    }
+    if report_stdout_error() {
+        code = ExitCode::FAILURE;
+    }
+    code
 }
 
 #[cfg(test)]
@@ -210,6 +267,33 @@ mod tests {
         assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
         assert_eq!(error.exit_code(), 2, "a usage error");
         assert!(error.to_string().contains("--addr"), "{error}");
+    }
+
+    /// A stage that gives up with a request still waiting: the embedded server stops
+    /// gracefully at once, and the request gets `ERROR shutting down`, not a bare EOF
+    /// after the server's 60 s delay.
+    #[test]
+    fn the_embedded_server_stops_gracefully_when_the_stage_ends() {
+        use std::io::{Read, Write};
+        let args = Args::parse_from(["stage", "--delay-ms", "60000", "--requests", "1"]);
+        let mut left_behind = None;
+        let start = std::time::Instant::now();
+        let result = run(&args.common, |config| {
+            let mut stream = std::net::TcpStream::connect(config.addr).unwrap();
+            stream.write_all(b"Request 0\n").unwrap();
+            std::thread::sleep(Duration::from_millis(100)); // let the server read it
+            left_behind = Some(stream);
+            Err(Error::Other("gave up".into()))
+        });
+        assert!(matches!(result, Err(Error::Other(_))), "{result:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            start.elapsed()
+        );
+        let mut answer = String::new();
+        left_behind.unwrap().read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "ERROR shutting down\n");
     }
 
     #[test]

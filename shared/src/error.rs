@@ -78,6 +78,13 @@ impl Error {
             source,
         }
     }
+
+    /// An I/O error while `doing` request `id`, the words in the order they are printed:
+    /// `Error::request("sending", 7, e)` says `sending request 7: {e}`. Every stage's
+    /// client words its errors with it, so that two stages fail with the same line.
+    pub fn request(doing: &str, id: u64, source: io::Error) -> Error {
+        Error::io(format!("{doing} request {id}"), source)
+    }
 }
 
 impl fmt::Display for Error {
@@ -198,6 +205,19 @@ mod tests {
         assert!(text.contains("connection refused by 127.0.0.1:9"), "{text}");
         assert!(text.contains("slow-server"), "{text}");
         assert!(text.contains("omit --addr"), "{text}");
+    }
+
+    #[test]
+    fn a_request_error_names_what_was_done_to_which_request() {
+        let error = Error::request("reading the answer to", 7, io::ErrorKind::BrokenPipe.into());
+        assert!(matches!(error, Error::Io { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "reading the answer to request 7: {}",
+                io::Error::from(io::ErrorKind::BrokenPipe)
+            )
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`memory`]: resident memory, for bytes-per-task figures.
 //! - [`bench`](mod@bench): the article's sleep benchmark, as each stage's example runs it.
 //! - [`testkit`]: servers that misbehave on purpose, for the stages' tests.
+//! - `uring` (Linux): io_uring set up, probed and refused the same way in every stage
+//!   that uses it.
 //!
 //! The standalone server: `cargo run -p shared --bin slow-server -- --listen
 //! 127.0.0.1:8080 --delay-ms 5000`.
@@ -50,6 +52,8 @@ mod report;
 pub mod server;
 #[cfg(unix)]
 pub mod testkit;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 #[cfg(unix)]
 pub use error::{Error, io_uring_refusal, is_fd_exhaustion};

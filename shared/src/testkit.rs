@@ -6,6 +6,7 @@
 //! because this is not what the stages are about.
 
 pub mod contract;
+pub mod output;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

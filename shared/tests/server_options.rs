@@ -75,25 +75,16 @@ fn the_stats_line_counts_connections_open_and_requests_waiting() {
 
 #[test]
 fn flag_values_out_of_range_are_usage_errors() {
-    for args in [
-        ["--backlog", "0"],
-        ["--stats-ms", "0"],
-        ["--listen", ":::"],
-        ["--listen", "localhost:99999"],
-        ["--delay-ms", "soon"],
-    ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_slow-server"))
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(args[0]),
-            "{args:?} names the flag: {stderr}"
-        );
-    }
+    shared::testkit::output::check_usage_errors(
+        env!("CARGO_BIN_EXE_slow-server"),
+        &[
+            ["--backlog", "0"],
+            ["--stats-ms", "0"],
+            ["--listen", ":::"],
+            ["--listen", "localhost:99999"],
+            ["--delay-ms", "soon"],
+        ],
+    );
 }
 
 /// The million-connection run needs each connection to cost at most about 1 KiB of the

@@ -175,3 +175,62 @@ fn a_second_signal_during_the_drain_stops_at_once() {
     let _ = in_flight.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+/// `--stats-ms` lines on a stdout that fails: the server keeps serving (its stats are not
+/// its work), and exits 1 with one `error:` line when it stops; into a closed pipe, it
+/// exits 0 without a word.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stats_line_that_cannot_be_written_fails_the_exit_not_the_service() {
+    use std::process::{Command, Stdio};
+    for (stdout, expected) in [("/dev/full", Some(1)), ("closed pipe", Some(0))] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_slow-server"));
+        command.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--delay-ms",
+            "10",
+            "--stats-ms",
+            "5",
+        ]);
+        command.stderr(Stdio::piped());
+        if stdout == "/dev/full" {
+            command.stdout(
+                std::fs::File::options()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            );
+        } else {
+            command.stdout(Stdio::piped());
+        }
+        let mut child = command.spawn().unwrap();
+        drop(child.stdout.take());
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut banner = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut banner).unwrap();
+        let addr: std::net::SocketAddr = banner
+            .split_once("listening on ")
+            .and_then(|(_, rest)| rest.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{banner}"));
+        thread::sleep(Duration::from_millis(50)); // a few stats lines fail meanwhile
+        let mut answer = String::new();
+        let mut client = std::io::BufReader::new(send_request(addr, 3));
+        std::io::BufRead::read_line(&mut client, &mut answer).unwrap();
+        assert_eq!(answer, "Request 3\n", "{stdout}");
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).unwrap();
+        assert_eq!(status.code(), expected, "{stdout}: {rest}");
+        let errors: Vec<&str> = rest.lines().filter(|l| l.starts_with("error:")).collect();
+        match expected {
+            Some(1) => assert_eq!(
+                errors,
+                ["error: writing the report to stdout: No space left on device (os error 28)"]
+            ),
+            _ => assert!(errors.is_empty(), "{stdout}: {rest}"),
+        }
+    }
+}

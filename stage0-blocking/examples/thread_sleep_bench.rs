@@ -31,29 +31,15 @@ fn main() -> ExitCode {
     let result = stage0_blocking::run_jobs(bench.total, bench.concurrency, |job| {
         probe.job(job, || std::thread::sleep(bench.sleep));
     });
-    match result {
-        Ok(elapsed) => {
-            shared::say!("{}", bench.time_line("threads", elapsed));
-            match (baseline, probe.all_alive()) {
-                _ if !bench.one_job_each() => {}
-                (None, _) => shared::say!("resident memory: not measured on this OS"),
-                (Some(baseline), Some(all_alive)) => {
-                    if let Some(line) = bench.memory_line("threads", baseline, all_alive) {
-                        shared::say!("{line}");
-                    }
-                }
-                (Some(_), None) => shared::say!(
-                    "resident memory: not measured, only {} of {} threads were alive when \
-                     the last one started (the first had finished: try a longer sleep)",
-                    probe.alive_at_sample(),
-                    bench.workers()
-                ),
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    bench.print_outcome("threads", result, || match (baseline, probe.all_alive()) {
+        _ if !bench.one_job_each() => None,
+        (None, _) => Some("resident memory: not measured on this OS".to_string()),
+        (Some(baseline), Some(all_alive)) => bench.memory_line("threads", baseline, all_alive),
+        (Some(_), None) => Some(format!(
+            "resident memory: not measured, only {} of {} threads were alive when the last \
+             one started (the first had finished: try a longer sleep)",
+            probe.alive_at_sample(),
+            bench.workers()
+        )),
+    })
 }

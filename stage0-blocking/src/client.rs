@@ -24,11 +24,11 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
 
     // write_all loops over partial writes for us.
     stream
-        .set_write_timeout(Some(deadline.left()?))
+        .set_write_timeout(deadline.left()?)
         .map_err(|e| Error::io("setting the socket's write timeout", e))?;
     stream
         .write_all(request(id).as_bytes())
-        .map_err(|e| deadline.error(e, "sending request"))?;
+        .map_err(|e| deadline.error(e, "sending"))?;
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
@@ -41,7 +41,7 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
             return Ok(line);
         }
         stream
-            .set_read_timeout(Some(deadline.left()?))
+            .set_read_timeout(deadline.left()?)
             .map_err(|e| Error::io("setting the socket's read timeout", e))?;
         match stream.read(&mut buf) {
             Ok(0) => {
@@ -51,7 +51,7 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
             Ok(n) => decoder.push(&buf[..n]),
             // A signal arrived while we slept in read(): just read again.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(deadline.error(e, "reading the answer to request")),
+            Err(e) => return Err(deadline.error(e, "reading the answer to")),
         }
     }
 }
@@ -61,7 +61,8 @@ pub fn make_tcp_request(addr: SocketAddr, id: u64, timeout: Duration) -> Result<
 struct Deadline {
     id: u64,
     timeout: Duration,
-    at: Instant,
+    /// `None`: never (a timeout too far for an `Instant`, such as `Duration::MAX`).
+    at: Option<Instant>,
 }
 
 impl Deadline {
@@ -69,15 +70,17 @@ impl Deadline {
         Deadline {
             id,
             timeout,
-            at: Instant::now() + timeout,
+            at: Instant::now().checked_add(timeout),
         }
     }
 
-    /// Time left, never zero (a zero socket timeout is refused), or the timeout error.
-    fn left(&self) -> Result<Duration, Error> {
-        match self.at.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(left),
-            _ => Err(self.timed_out()),
+    /// Time left as a socket timeout (`None`: no limit), never zero (a zero socket
+    /// timeout is refused), or the timeout error.
+    fn left(&self) -> Result<Option<Duration>, Error> {
+        match self.at.map(|at| at.checked_duration_since(Instant::now())) {
+            None => Ok(None),
+            Some(Some(left)) if !left.is_zero() => Ok(Some(left)),
+            Some(_) => Err(self.timed_out()),
         }
     }
 
@@ -93,7 +96,7 @@ impl Deadline {
     fn error(&self, error: io::Error, doing: &str) -> Error {
         match error.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timed_out(),
-            _ => Error::io(format!("{doing} {}", self.id), error),
+            _ => Error::request(doing, self.id, error),
         }
     }
 }

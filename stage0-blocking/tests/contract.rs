@@ -66,3 +66,23 @@ fn sequential_a_dripping_answer_times_out() {
 fn sequential_crlf_answers_are_accepted() {
     contract::crlf_answers_are_accepted(run_sequential);
 }
+
+#[test]
+fn threads_a_timeout_is_not_waited_out() {
+    contract::a_timeout_is_not_waited_out(run_threads);
+}
+
+#[test]
+fn sequential_a_timeout_is_not_waited_out() {
+    contract::a_timeout_is_not_waited_out(run_sequential);
+}
+
+#[test]
+fn threads_a_far_timeout_is_no_limit() {
+    contract::a_far_timeout_is_no_limit(run_threads);
+}
+
+#[test]
+fn sequential_a_far_timeout_is_no_limit() {
+    contract::a_far_timeout_is_no_limit(run_sequential);
+}

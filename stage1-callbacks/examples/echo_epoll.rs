@@ -10,23 +10,20 @@
 
 use std::process::ExitCode;
 
-#[derive(clap::Parser)]
-/// An echo server on epoll(7): every line you send comes back (Linux only)
-struct Cli {
-    /// Address to listen on (port 0 picks a free one)
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
-}
+use stage1_callbacks::echo::EchoCli;
+
+/// The first line of `--help`.
+const ABOUT: &str = "An echo server on epoll(7): every line you send comes back (Linux only)";
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
-    let cli = <Cli as clap::Parser>::parse();
+    let cli = EchoCli::parse_with_about(ABOUT);
     stage1_callbacks::echo::example_main("epoll", &cli.listen, stage1_callbacks::os::epoll::serve)
 }
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    let _ = <Cli as clap::Parser>::parse();
+    EchoCli::parse_with_about(ABOUT);
     eprintln!(
         "echo_epoll runs on Linux only: epoll is a Linux system call.\n\
          On macOS and the BSDs, `--example echo_kqueue` is the same server on kqueue; \

@@ -9,23 +9,21 @@
 
 use std::process::ExitCode;
 
-#[derive(clap::Parser)]
-/// An echo server on kqueue(2): every line you send comes back (macOS and the BSDs only)
-struct Cli {
-    /// Address to listen on (port 0 picks a free one)
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
-}
+use stage1_callbacks::echo::EchoCli;
+
+/// The first line of `--help`.
+const ABOUT: &str =
+    "An echo server on kqueue(2): every line you send comes back (macOS and the BSDs only)";
 
 #[cfg(kqueue)]
 fn main() -> ExitCode {
-    let cli = <Cli as clap::Parser>::parse();
+    let cli = EchoCli::parse_with_about(ABOUT);
     stage1_callbacks::echo::example_main("kqueue", &cli.listen, stage1_callbacks::os::kqueue::serve)
 }
 
 #[cfg(not(kqueue))]
 fn main() -> ExitCode {
-    let _ = <Cli as clap::Parser>::parse();
+    EchoCli::parse_with_about(ABOUT);
     eprintln!(
         "echo_kqueue runs on macOS and the BSDs only: kqueue is their system call.\n\
          On Linux, `--example echo_epoll` is the same server on epoll; \

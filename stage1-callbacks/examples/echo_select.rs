@@ -8,23 +8,20 @@
 
 use std::process::ExitCode;
 
-#[derive(clap::Parser)]
-/// An echo server on select(2): every line you send comes back
-struct Cli {
-    /// Address to listen on (port 0 picks a free one)
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
-}
+use stage1_callbacks::echo::EchoCli;
+
+/// The first line of `--help`.
+const ABOUT: &str = "An echo server on select(2): every line you send comes back";
 
 #[cfg(unix)]
 fn main() -> ExitCode {
-    let cli = <Cli as clap::Parser>::parse();
+    let cli = EchoCli::parse_with_about(ABOUT);
     stage1_callbacks::echo::example_main("select", &cli.listen, stage1_callbacks::os::select::serve)
 }
 
 #[cfg(not(unix))]
 fn main() -> ExitCode {
-    let _ = <Cli as clap::Parser>::parse();
+    EchoCli::parse_with_about(ABOUT);
     eprintln!("echo_select needs a Unix (Linux, macOS, the BSDs); on Windows, use WSL.");
     ExitCode::FAILURE
 }

@@ -11,17 +11,14 @@
 
 use std::process::ExitCode;
 
-#[derive(clap::Parser)]
-/// An echo server on io_uring(7): every line you send comes back (Linux only)
-struct Cli {
-    /// Address to listen on (port 0 picks a free one)
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
-}
+use stage1_callbacks::echo::EchoCli;
+
+/// The first line of `--help`.
+const ABOUT: &str = "An echo server on io_uring(7): every line you send comes back (Linux only)";
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
-    let cli = <Cli as clap::Parser>::parse();
+    let cli = EchoCli::parse_with_about(ABOUT);
     // Before listening: where io_uring is unavailable, say why and what to run instead.
     if let Err(e) = stage1_callbacks::os::uring::check() {
         eprintln!("error: {e}");
@@ -36,7 +33,7 @@ fn main() -> ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    let _ = <Cli as clap::Parser>::parse();
+    EchoCli::parse_with_about(ABOUT);
     eprintln!(
         "echo_uring runs on Linux only: io_uring is a Linux interface (5.6 or later).\n\
          On macOS and the BSDs, `--example echo_kqueue` is the same server on kqueue \

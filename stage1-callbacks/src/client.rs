@@ -66,7 +66,7 @@ pub fn make_tcp_request(
                     if let Err(e) =
                         event_loop.reregister(&mut *sock, token, Interest::READABLE, next)
                     {
-                        let error = Error::io(format!("waiting for the answer to request {id}"), e);
+                        let error = Error::request("waiting for the answer to", id, e);
                         finish(event_loop, &mut sock, token, &on_response, Err(error));
                     }
                 }
@@ -81,7 +81,7 @@ pub fn make_tcp_request(
     let registered =
         event_loop.register(&mut *stream.borrow_mut(), Interest::WRITABLE, on_connected);
     if let Err(e) = registered {
-        on_response(Err(Error::io(format!("registering request {id}"), e)));
+        on_response(Err(Error::request("registering", id, e)));
     }
 }
 // ANCHOR_END: make_tcp_request
@@ -153,7 +153,7 @@ fn send_request(
             Ok(n) => *sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Poll::Ready(Err(io_error(e, id, "sending"))),
+            Err(e) => return Poll::Ready(Err(Error::request("sending", id, e))),
         }
     }
     Poll::Ready(Ok(()))
@@ -184,12 +184,8 @@ fn receive_response(
             // the last. Drained (or a spurious wake-up): wait for the next event.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Poll::Ready(Err(io_error(e, id, "reading the answer to"))),
+            Err(e) => return Poll::Ready(Err(Error::request("reading the answer to", id, e))),
         }
     }
-}
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
 }
 // ANCHOR_END: readiness

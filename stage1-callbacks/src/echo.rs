@@ -37,7 +37,7 @@ pub fn serve(listener: std::net::TcpListener, stop: &AtomicBool) -> io::Result<(
     )?;
     // The listener's callback is never removed: run in slices, to look at `stop`.
     while !stop.load(Ordering::Relaxed) {
-        event_loop.run_until(Instant::now() + Duration::from_millis(100))?;
+        event_loop.run_until(Some(Instant::now() + Duration::from_millis(100)))?;
     }
     Ok(())
 }
@@ -127,6 +127,26 @@ fn echo(stream: &mut TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 // ANCHOR_END: on_client
+
+/// The command line of the echo examples: `--listen ADDR`, and `--help`.
+#[derive(Debug, clap::Parser)]
+pub struct EchoCli {
+    /// Address to listen on (port 0 picks a free one)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+}
+
+impl EchoCli {
+    /// Parses the command line of an echo example; `about` is the first line of its
+    /// `--help`, which says which loop serves. Exits with clap's usage error (status 2)
+    /// on a bad argument.
+    pub fn parse_with_about(about: &'static str) -> EchoCli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = EchoCli::command().about(about);
+        let matches = command.get_matches_mut();
+        EchoCli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+}
 
 /// The `main` of the echo examples (`echo_select`, `echo_epoll`, `echo_kqueue`,
 /// `echo_uring`, `echo_server`), which differ only in the loop that serves: binds

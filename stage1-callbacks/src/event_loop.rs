@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use mio::event::{Event, Source};
 use mio::{Events, Interest, Poll, Token};
 
+/// The longest one wait in poll may last (see where it is used).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 // ANCHOR: callback
 /// What runs when a registered source is ready. It gets the loop, so it can register
 /// more callbacks, and the event, whose token names the source it was registered for.
@@ -26,7 +29,7 @@ pub type Callback = Box<dyn FnMut(&mut EventLoop, &Event)>;
 pub type TimerCallback = Box<dyn FnOnce(&mut EventLoop)>;
 // ANCHOR_END: callback
 
-/// A registered callback, or a mark that it is running right now.
+/// What is registered for a token, or a mark that it is running right now.
 enum Slot {
     Idle(Callback),
     /// Taken out of the map while it runs, so that it can borrow the loop mutably.
@@ -37,7 +40,7 @@ enum Slot {
 /// The loop: a poller, a callback per registered source, and a timer queue.
 pub struct EventLoop {
     poll: Poll,
-    callbacks: HashMap<Token, Slot>,
+    slots: HashMap<Token, Slot>,
     next_token: usize,
     /// Deadlines keyed by `(when, seq)`, so two timers due at the same instant never
     /// collide and fire in the order they were set.
@@ -53,7 +56,7 @@ impl EventLoop {
     pub fn new() -> io::Result<EventLoop> {
         Ok(EventLoop {
             poll: Poll::new()?,
-            callbacks: HashMap::new(),
+            slots: HashMap::new(),
             next_token: 0,
             timers: BinaryHeap::new(),
             timer_callbacks: HashMap::new(),
@@ -77,7 +80,7 @@ impl EventLoop {
         let token = Token(self.next_token);
         self.poll.registry().register(source, token, interest)?;
         self.next_token += 1;
-        self.callbacks.insert(token, Slot::Idle(Box::new(callback)));
+        self.slots.insert(token, Slot::Idle(Box::new(callback)));
         Ok(token)
     }
 
@@ -94,7 +97,7 @@ impl EventLoop {
         S: Source + ?Sized,
     {
         self.poll.registry().reregister(source, token, interest)?;
-        self.callbacks.insert(token, Slot::Idle(Box::new(callback)));
+        self.slots.insert(token, Slot::Idle(Box::new(callback)));
         Ok(())
     }
 
@@ -104,46 +107,50 @@ impl EventLoop {
     where
         S: Source + ?Sized,
     {
-        self.callbacks.remove(&token);
+        self.slots.remove(&token);
         self.poll.registry().deregister(source)
     }
     // ANCHOR_END: register
 
-    /// Calls `callback` once, `delay` from now.
+    /// Calls `callback` once, `delay` from now. A delay too far for an `Instant` to hold
+    /// (`Duration::MAX`, say) is never: the callback is dropped unrun.
     pub fn call_later(&mut self, delay: Duration, callback: impl FnOnce(&mut EventLoop) + 'static) {
+        let Some(when) = Instant::now().checked_add(delay) else {
+            return;
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.timers.push(Reverse((Instant::now() + delay, seq)));
+        self.timers.push(Reverse((when, seq)));
         self.timer_callbacks.insert(seq, Box::new(callback));
     }
 
-    /// Makes [`run`](EventLoop::run) return after the current callback, with whatever is
-    /// still registered left in place (Python's `loop.stop()`): how a server that never
+    /// Makes [`run`](EventLoop::run) return once the code running now returns, with
+    /// whatever is still registered left in place (Python's `loop.stop()`): how a server that never
     /// runs out of work is stopped.
     pub fn stop(&mut self) {
         self.stopping = true;
     }
 
-    /// Registered callbacks plus pending timers: what `run` still waits for.
+    /// Registered sources plus pending timers: what `run` still waits for.
     pub fn pending(&self) -> usize {
-        self.callbacks.len() + self.timer_callbacks.len()
+        self.slots.len() + self.timer_callbacks.len()
     }
 
     // ANCHOR: run
-    /// Runs until no callback is registered and no timer is pending, or until a callback
-    /// calls [`stop`](EventLoop::stop).
+    /// Runs until no source is registered and no timer is pending, or until
+    /// [`stop`](EventLoop::stop) is called.
     ///
-    /// Returns an error only if the poller itself fails; errors on a source are its
-    /// callback's business.
+    /// Returns an error only if the poller itself fails; an error on a source is for what
+    /// is registered for it to handle.
     pub fn run(&mut self) -> io::Result<()> {
         self.run_loop(None)
     }
 
-    /// Like [`run`](EventLoop::run), but gives up at `deadline`. `Ok(true)` when
-    /// everything finished; `Ok(false)` when it gave up (or was stopped) with work still
-    /// pending, which stays registered.
-    pub fn run_until(&mut self, deadline: Instant) -> io::Result<bool> {
-        self.run_loop(Some(deadline))?;
+    /// Like [`run`](EventLoop::run), but gives up at `deadline` (`None`: never).
+    /// `Ok(true)` when everything finished; `Ok(false)` when it gave up (or was stopped)
+    /// with work still pending, which stays registered.
+    pub fn run_until(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
+        self.run_loop(deadline)?;
         Ok(self.pending() == 0)
     }
 
@@ -152,7 +159,7 @@ impl EventLoop {
         self.stopping = false;
         loop {
             // Poll sleeps until the next timer is due, or until a source is ready.
-            let mut timeout = self.run_due_timers();
+            let mut wait = self.run_due_timers();
             if self.pending() == 0 || self.stopping {
                 break;
             }
@@ -161,9 +168,12 @@ impl EventLoop {
                 if left.is_zero() {
                     break;
                 }
-                timeout = Some(timeout.map_or(left, |timeout| timeout.min(left)));
+                wait = Some(wait.map_or(left, |wait| wait.min(left)));
             }
-            match self.poll.poll(&mut events, timeout) {
+            // NB: a day at most: macOS's kqueue refuses a wait of more than about three
+            // years (EINVAL), and waking early costs one more pass of the loop.
+            let wait = wait.map(|wait| wait.min(MAX_WAIT));
+            match self.poll.poll(&mut events, wait) {
                 Ok(()) => {}
                 // A signal arrived while we waited: nothing happened, wait again.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -179,12 +189,12 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Calls the callback registered for `event`'s token.
+    /// Hands `event` to what is registered for its token.
     fn dispatch(&mut self, event: &Event) {
         let token = event.token();
-        // An earlier callback in this batch may have deregistered this source: its
-        // event is stale, so there is nobody to call.
-        let Some(slot) = self.callbacks.get_mut(&token) else {
+        // What ran earlier in this batch may have deregistered this source: its event is
+        // stale, so there is nobody to call.
+        let Some(slot) = self.slots.get_mut(&token) else {
             return;
         };
         let Slot::Idle(mut callback) = std::mem::replace(slot, Slot::Running) else {
@@ -192,7 +202,7 @@ impl EventLoop {
         };
         callback(self, event);
         // Put it back unless it deregistered itself or registered a successor.
-        if let Some(slot @ Slot::Running) = self.callbacks.get_mut(&token) {
+        if let Some(slot @ Slot::Running) = self.slots.get_mut(&token) {
             *slot = Slot::Idle(callback);
         }
     }
@@ -218,7 +228,7 @@ impl EventLoop {
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLoop")
-            .field("callbacks", &self.callbacks.len())
+            .field("registered", &self.slots.len())
             .field("timers", &self.timer_callbacks.len())
             .finish()
     }

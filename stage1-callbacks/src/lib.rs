@@ -39,8 +39,9 @@ use crate::event_loop::EventLoop;
 /// report when every one has been answered or `config.timeout` has passed.
 pub fn run(config: &Config) -> Result<Report, Error> {
     let report = Rc::new(RefCell::new(Report::start(config)));
-    // Every request starts now, so one deadline is every request's timeout.
-    let deadline = Instant::now() + config.timeout;
+    // Every request starts now, so one deadline is every request's timeout (none, when
+    // the timeout is too far for an `Instant`: `Duration::MAX`).
+    let deadline = Instant::now().checked_add(config.timeout);
     let mut event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
     for id in request_ids(config.requests) {
         let report = Rc::clone(&report);
@@ -52,9 +53,9 @@ pub fn run(config: &Config) -> Result<Report, Error> {
     let finished = event_loop
         .run_until(deadline)
         .map_err(|e| Error::io("waiting for events", e))?;
-    drop(event_loop); // and with it the callbacks of requests still waiting
+    drop(event_loop); // and with it the requests still waiting
     let mut report = Rc::into_inner(report)
-        .ok_or_else(|| Error::Other("a callback outlived the event loop".into()))?
+        .ok_or_else(|| Error::Other("a request outlived the event loop".into()))?
         .into_inner();
     if !finished {
         report.time_out_unanswered(config.timeout);

@@ -164,3 +164,24 @@ fn stop_ends_run_with_sources_still_registered() {
         "the listener's callback stays registered"
     );
 }
+
+/// A delay too far for an `Instant` to hold is never: such a timer does not fire, does
+/// not keep `run` waiting, and does not panic; a near one beside it fires as usual. A
+/// deadline of `None` is no limit.
+#[test]
+fn a_far_timer_never_fires_and_a_near_one_beside_it_does() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let far = [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(i64::MAX as u64 + 1),
+    ];
+    for delay in far.into_iter().chain([Duration::from_millis(10)]) {
+        let log = Rc::clone(&log);
+        event_loop.call_later(delay, move |_| log.borrow_mut().push(delay));
+    }
+    assert_eq!(event_loop.pending(), 1, "only the near timer is pending");
+    assert!(event_loop.run_until(None).unwrap(), "everything finished");
+    assert_eq!(*log.borrow(), [Duration::from_millis(10)]);
+}

@@ -14,26 +14,17 @@
 #![cfg(target_os = "linux")]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
-type Serve = fn(TcpListener, &AtomicBool) -> io::Result<()>;
+mod common;
 
-/// Sets the stop flag when dropped, also while a failed check unwinds, so that the scope
-/// can join the server thread instead of waiting for it forever.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
+use common::{Serve, serve_while};
 
 fn set_soft_limit(soft: u64) {
     let mut limit = libc::rlimit {
@@ -83,12 +74,8 @@ fn server(name: &str) -> Serve {
 /// the server say so and the limit is back, every one of them must be echoed.
 fn survives_fd_exhaustion(serve: Serve) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let stop = AtomicBool::new(false);
     let normal = shared::limits::fd_limit().expect("RLIMIT_NOFILE").soft;
-    thread::scope(|scope| {
-        let server = scope.spawn(|| serve(listener, &stop));
-        let _stop = StopOnDrop(&stop);
+    serve_while(serve, listener, |addr| {
         // One echo first, so the server has made its poller before descriptors run out.
         echo(TcpStream::connect(addr).expect("connect"), "warm-up\n");
         // The client sockets exist before the limit drops; connecting needs no new one.
@@ -109,8 +96,6 @@ fn survives_fd_exhaustion(serve: Serve) {
         for (i, socket) in sockets.into_iter().enumerate() {
             echo(socket.into(), &format!("client {i}\n"));
         }
-        stop.store(true, Ordering::Relaxed);
-        server.join().expect("server thread").expect("serve");
     });
 }
 

@@ -10,50 +10,33 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::Duration;
 
-type Serve = fn(TcpListener, &AtomicBool) -> io::Result<()>;
+mod common;
 
-/// Sets the stop flag when dropped, also while a failed check unwinds, so that the scope
-/// can join the server thread instead of waiting for it forever.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
+use common::{Serve, serve_while};
 
 /// Serves on `listener` while one client sends a line, and returns what came back (or
 /// the read error).
 fn one_client(serve: Serve, listener: TcpListener) -> io::Result<Vec<u8>> {
-    let addr = listener.local_addr()?;
-    let stop = AtomicBool::new(false);
-    thread::scope(|scope| {
-        let server = scope.spawn(|| serve(listener, &stop));
-        let _stop = StopOnDrop(&stop);
+    serve_while(serve, listener, |addr| {
         let mut client = TcpStream::connect(addr).expect("connect");
         client.set_read_timeout(Some(Duration::from_secs(10)))?;
         let _ = client.write_all(b"hello\n"); // may fail if the server closed already
         let mut got = Vec::new();
         let mut buf = [0; 16];
-        let result = loop {
+        loop {
             match client.read(&mut buf) {
-                Ok(0) => break Ok(got),
+                Ok(0) => return Ok(got),
                 Ok(n) => {
                     got.extend_from_slice(&buf[..n]);
                     if got.ends_with(b"\n") {
-                        break Ok(got);
+                        return Ok(got);
                     }
                 }
-                Err(e) => break Err(e),
+                Err(e) => return Err(e),
             }
-        };
-        stop.store(true, Ordering::Relaxed);
-        server.join().expect("server thread").expect("serve");
-        result
+        }
     })
 }
 

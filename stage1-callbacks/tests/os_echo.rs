@@ -5,45 +5,20 @@
 
 #![cfg(unix)]
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-type Serve = fn(TcpListener, &AtomicBool) -> io::Result<()>;
+mod common;
 
-/// Sets the stop flag when dropped, also while a failed check unwinds, so that the scope
-/// can join the server thread instead of waiting for it forever.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
+use common::{Serve, serve_while};
 
 /// Runs `serve` on a free port while `clients` talks to it, then stops it and checks
 /// that it returned cleanly.
 fn with_server(serve: Serve, clients: impl FnOnce(SocketAddr)) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    with_listener(serve, listener, clients);
-}
-
-/// [`with_server`] on a listener of the caller's.
-fn with_listener(serve: Serve, listener: TcpListener, clients: impl FnOnce(SocketAddr)) {
-    let addr = listener.local_addr().expect("local addr");
-    let stop = AtomicBool::new(false);
-    thread::scope(|scope| {
-        let server = scope.spawn(|| serve(listener, &stop));
-        let _stop = StopOnDrop(&stop);
-        clients(addr);
-        stop.store(true, Ordering::Relaxed);
-        server
-            .join()
-            .expect("server thread")
-            .expect("serve returned an error");
-    });
+    serve_while(serve, listener, clients);
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -99,7 +74,7 @@ fn echoes_through_small_socket_buffers(serve: Serve) {
     socket2::SockRef::from(&listener)
         .set_send_buffer_size(SMALL_BUFFER)
         .expect("SO_SNDBUF");
-    with_listener(serve, listener, |addr| {
+    serve_while(serve, listener, |addr| {
         let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let mut client = connect(addr);
         let mut writer = client.try_clone().expect("clone");
@@ -171,6 +146,9 @@ fn uring_echoes_through_small_socket_buffers() {
 #[cfg(target_os = "linux")]
 #[test]
 fn uring_says_why_where_io_uring_is_unavailable() {
+    use std::io;
+    use std::sync::atomic::AtomicBool;
+
     use stage1_callbacks::os::uring;
     let cases = [
         (

@@ -49,7 +49,7 @@ pub fn make_tcp_request(
     // The loop owns the request from now on, and calls its `on_event` by token.
     let registered = event_loop.register(request, Interest::WRITABLE);
     if let Err(e) = registered {
-        on_response(Err(Error::io(format!("registering request {id}"), e)));
+        on_response(Err(Error::request("registering", id, e)));
     }
 }
 // ANCHOR_END: make_tcp_request
@@ -117,8 +117,7 @@ impl Handler for Request {
                     if let Err(e) =
                         event_loop.reregister(&mut self.stream, token, Interest::READABLE)
                     {
-                        let context = format!("waiting for the answer to request {id}");
-                        break Err(Error::io(context, e));
+                        break Err(Error::request("waiting for the answer to", id, e));
                     }
                     self.state = State::Reading {
                         decoder: LineDecoder::new(),
@@ -190,7 +189,7 @@ fn send_request(
             Ok(n) => *sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Poll::Ready(Err(io_error(e, id, "sending"))),
+            Err(e) => return Poll::Ready(Err(Error::request("sending", id, e))),
         }
     }
     Poll::Ready(Ok(()))
@@ -221,12 +220,8 @@ fn receive_response(
             // the last. Drained (or a spurious wake-up): wait for the next event.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Poll::Ready(Err(io_error(e, id, "reading the answer to"))),
+            Err(e) => return Poll::Ready(Err(Error::request("reading the answer to", id, e))),
         }
     }
-}
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
 }
 // ANCHOR_END: readiness

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use mio::event::{Event, Source};
 use mio::{Events, Interest, Poll, Token};
 
+/// The longest one wait in poll may last (see where it is used).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 // ANCHOR: handler
 /// A state machine the loop drives: the loop owns it and tells it every event on its
 /// token. It owns the source it was registered for.
@@ -32,7 +35,7 @@ pub trait Handler {
 pub type TimerCallback = Box<dyn FnOnce(&mut EventLoop)>;
 // ANCHOR_END: handler
 
-/// A registered handler, or a mark that it is running right now.
+/// What is registered for a token, or a mark that it is running right now.
 enum Slot {
     Idle(Box<dyn Handler>),
     /// Taken out of the map while it runs, so that it can borrow the loop mutably.
@@ -43,7 +46,7 @@ enum Slot {
 /// The loop: a poller, a handler per registered source, and a timer queue.
 pub struct EventLoop {
     poll: Poll,
-    handlers: HashMap<Token, Slot>,
+    slots: HashMap<Token, Slot>,
     next_token: usize,
     /// Deadlines keyed by `(when, seq)`, so two timers due at the same instant never
     /// collide and fire in the order they were set.
@@ -59,7 +62,7 @@ impl EventLoop {
     pub fn new() -> io::Result<EventLoop> {
         Ok(EventLoop {
             poll: Poll::new()?,
-            handlers: HashMap::new(),
+            slots: HashMap::new(),
             next_token: 0,
             timers: BinaryHeap::new(),
             timer_callbacks: HashMap::new(),
@@ -81,7 +84,7 @@ impl EventLoop {
             .registry()
             .register(handler.source(), token, interest)?;
         self.next_token += 1;
-        self.handlers.insert(token, Slot::Idle(Box::new(handler)));
+        self.slots.insert(token, Slot::Idle(Box::new(handler)));
         Ok(token)
     }
 
@@ -105,46 +108,50 @@ impl EventLoop {
     where
         S: Source + ?Sized,
     {
-        self.handlers.remove(&token);
+        self.slots.remove(&token);
         self.poll.registry().deregister(source)
     }
     // ANCHOR_END: register
 
-    /// Calls `callback` once, `delay` from now.
+    /// Calls `callback` once, `delay` from now. A delay too far for an `Instant` to hold
+    /// (`Duration::MAX`, say) is never: the callback is dropped unrun.
     pub fn call_later(&mut self, delay: Duration, callback: impl FnOnce(&mut EventLoop) + 'static) {
+        let Some(when) = Instant::now().checked_add(delay) else {
+            return;
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.timers.push(Reverse((Instant::now() + delay, seq)));
+        self.timers.push(Reverse((when, seq)));
         self.timer_callbacks.insert(seq, Box::new(callback));
     }
 
-    /// Makes [`run`](EventLoop::run) return after the current handler, with whatever is
-    /// still registered left in place (Python's `loop.stop()`): how a server that never
+    /// Makes [`run`](EventLoop::run) return once the code running now returns, with
+    /// whatever is still registered left in place (Python's `loop.stop()`): how a server that never
     /// runs out of work is stopped.
     pub fn stop(&mut self) {
         self.stopping = true;
     }
 
-    /// Registered handlers plus pending timers: what `run` still waits for.
+    /// Registered sources plus pending timers: what `run` still waits for.
     pub fn pending(&self) -> usize {
-        self.handlers.len() + self.timer_callbacks.len()
+        self.slots.len() + self.timer_callbacks.len()
     }
 
     // ANCHOR: run
-    /// Runs until no handler is registered and no timer is pending, or until a handler
-    /// calls [`stop`](EventLoop::stop).
+    /// Runs until no source is registered and no timer is pending, or until
+    /// [`stop`](EventLoop::stop) is called.
     ///
-    /// Returns an error only if the poller itself fails; errors on a source are its
-    /// handler's business.
+    /// Returns an error only if the poller itself fails; an error on a source is for what
+    /// is registered for it to handle.
     pub fn run(&mut self) -> io::Result<()> {
         self.run_loop(None)
     }
 
-    /// Like [`run`](EventLoop::run), but gives up at `deadline`. `Ok(true)` when
-    /// everything finished; `Ok(false)` when it gave up (or was stopped) with work still
-    /// pending, which stays registered.
-    pub fn run_until(&mut self, deadline: Instant) -> io::Result<bool> {
-        self.run_loop(Some(deadline))?;
+    /// Like [`run`](EventLoop::run), but gives up at `deadline` (`None`: never).
+    /// `Ok(true)` when everything finished; `Ok(false)` when it gave up (or was stopped)
+    /// with work still pending, which stays registered.
+    pub fn run_until(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
+        self.run_loop(deadline)?;
         Ok(self.pending() == 0)
     }
 
@@ -153,7 +160,7 @@ impl EventLoop {
         self.stopping = false;
         loop {
             // Poll sleeps until the next timer is due, or until a source is ready.
-            let mut timeout = self.run_due_timers();
+            let mut wait = self.run_due_timers();
             if self.pending() == 0 || self.stopping {
                 break;
             }
@@ -162,9 +169,12 @@ impl EventLoop {
                 if left.is_zero() {
                     break;
                 }
-                timeout = Some(timeout.map_or(left, |timeout| timeout.min(left)));
+                wait = Some(wait.map_or(left, |wait| wait.min(left)));
             }
-            match self.poll.poll(&mut events, timeout) {
+            // NB: a day at most: macOS's kqueue refuses a wait of more than about three
+            // years (EINVAL), and waking early costs one more pass of the loop.
+            let wait = wait.map(|wait| wait.min(MAX_WAIT));
+            match self.poll.poll(&mut events, wait) {
                 Ok(()) => {}
                 // A signal arrived while we waited: nothing happened, wait again.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -180,12 +190,12 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Dispatches `event` by its token to the handler registered for it.
+    /// Hands `event` to what is registered for its token.
     fn dispatch(&mut self, event: &Event) {
         let token = event.token();
-        // An earlier handler in this batch may have deregistered this source: its
-        // event is stale, so there is nobody to call.
-        let Some(slot) = self.handlers.get_mut(&token) else {
+        // What ran earlier in this batch may have deregistered this source: its event is
+        // stale, so there is nobody to call.
+        let Some(slot) = self.slots.get_mut(&token) else {
             return;
         };
         let Slot::Idle(mut handler) = std::mem::replace(slot, Slot::Running) else {
@@ -193,7 +203,7 @@ impl EventLoop {
         };
         handler.on_event(self, event);
         // Put it back unless it deregistered itself.
-        if let Some(slot @ Slot::Running) = self.handlers.get_mut(&token) {
+        if let Some(slot @ Slot::Running) = self.slots.get_mut(&token) {
             *slot = Slot::Idle(handler);
         }
     }
@@ -219,7 +229,7 @@ impl EventLoop {
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLoop")
-            .field("handlers", &self.handlers.len())
+            .field("registered", &self.slots.len())
             .field("timers", &self.timer_callbacks.len())
             .finish()
     }

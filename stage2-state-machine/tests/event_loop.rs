@@ -109,17 +109,22 @@ fn handlers_register_handlers_and_run_ends_when_all_have_deregistered() {
     );
 }
 
+/// Including a delay too far for an `Instant` to hold: never, so it neither fires nor
+/// keeps the loop waiting; and a deadline of `None`: no limit.
 #[test]
 fn timers_work_as_in_stage_1() {
     let mut event_loop = EventLoop::new().unwrap();
     let log = Rc::new(RefCell::new(Vec::new()));
-    for (name, ms) in [("b", 20), ("a", 10), ("c", 20)] {
+    for (name, delay) in [
+        ("b", Duration::from_millis(20)),
+        ("never", Duration::MAX),
+        ("a", Duration::from_millis(10)),
+        ("c", Duration::from_millis(20)),
+    ] {
         let log = Rc::clone(&log);
-        event_loop.call_later(Duration::from_millis(ms), move |_| {
-            log.borrow_mut().push(name)
-        });
+        event_loop.call_later(delay, move |_| log.borrow_mut().push(name));
     }
-    event_loop.run().unwrap();
+    assert!(event_loop.run_until(None).unwrap(), "everything finished");
     assert_eq!(*log.borrow(), ["a", "b", "c"]);
 }
 
@@ -133,7 +138,7 @@ fn run_until_gives_up_at_the_deadline_and_keeps_the_handler() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_millis(50);
     assert!(
-        !event_loop.run_until(deadline).unwrap(),
+        !event_loop.run_until(Some(deadline)).unwrap(),
         "nobody connected: not finished"
     );
     assert!(std::time::Instant::now() >= deadline);

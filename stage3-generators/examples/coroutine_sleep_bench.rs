@@ -65,49 +65,45 @@ fn main() -> ExitCode {
             tables.set(page_table_bytes());
         },
     );
-    match result {
-        Ok(run) => {
-            shared::say!("{}", bench.time_line("coroutines", run.elapsed));
-            let stack_kib = options.stack_size.next_multiple_of(page_size()) / 1024;
-            shared::say!(
-                "address space reserved per coroutine: {} KiB ({stack_kib} KiB of stack, a \
-                 {} KiB guard page; guard pages by {guard})",
-                stack_kib + page_size() / 1024,
-                page_size() / 1024
-            );
-            match (baseline, all_alive.get(), resident_bytes()) {
-                (Some(baseline), Some(all_alive), Some(after)) => {
-                    if let Some(line) = bench.memory_line("coroutines", baseline, all_alive) {
-                        let per = all_alive.saturating_sub(baseline) as f64 / run.workers as f64;
-                        shared::say!(
-                            "{line} ({:.2} pages of {} bytes)",
-                            per / page_size() as f64,
-                            page_size()
-                        );
-                    }
-                    shared::say!(
-                        "resident memory after the run: {:.1} MiB above the baseline",
-                        after.saturating_sub(baseline) as f64 / (1 << 20) as f64
-                    );
+    let workers = bench.workers();
+    let result = result.map(|run| run.elapsed);
+    bench.print_outcome("coroutines", result, || {
+        let mut lines = Vec::new();
+        let stack_kib = options.stack_size.next_multiple_of(page_size()) / 1024;
+        lines.push(format!(
+            "address space reserved per coroutine: {} KiB ({stack_kib} KiB of stack, a {} KiB \
+             guard page; guard pages by {guard})",
+            stack_kib + page_size() / 1024,
+            page_size() / 1024
+        ));
+        match (baseline, all_alive.get(), resident_bytes()) {
+            (Some(baseline), Some(all_alive), Some(after)) => {
+                if let Some(line) = bench.memory_line("coroutines", baseline, all_alive) {
+                    let per = all_alive.saturating_sub(baseline) as f64 / workers as f64;
+                    lines.push(format!(
+                        "{line} ({:.2} pages of {} bytes)",
+                        per / page_size() as f64,
+                        page_size()
+                    ));
                 }
-                _ => shared::say!("resident memory: not measured on this OS"),
+                lines.push(format!(
+                    "resident memory after the run: {:.1} MiB above the baseline",
+                    after.saturating_sub(baseline) as f64 / (1 << 20) as f64
+                ));
             }
-            // Page tables are kernel memory, outside the resident figure: one 4 KiB table
-            // maps 2 MiB, so the sparser the touched pages, the more tables they need.
-            match (tables_before, tables_alive.get()) {
-                (Some(before), Some(alive)) => shared::say!(
-                    "page tables with all {} coroutines alive: {:.1} MiB, {:.0} bytes per coroutine",
-                    run.workers,
-                    alive.saturating_sub(before) as f64 / (1 << 20) as f64,
-                    alive.saturating_sub(before) as f64 / run.workers as f64
-                ),
-                _ => shared::say!("page tables: not measured on this OS"),
-            }
-            ExitCode::SUCCESS
+            _ => lines.push("resident memory: not measured on this OS".into()),
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+        // Page tables are kernel memory, outside the resident figure: one 4 KiB table
+        // maps 2 MiB, so the sparser the touched pages, the more tables they need.
+        lines.push(match (tables_before, tables_alive.get()) {
+            (Some(before), Some(alive)) => format!(
+                "page tables with all {workers} coroutines alive: {:.1} MiB, {:.0} bytes per \
+                 coroutine",
+                alive.saturating_sub(before) as f64 / (1 << 20) as f64,
+                alive.saturating_sub(before) as f64 / workers as f64
+            ),
+            _ => "page tables: not measured on this OS".into(),
+        });
+        lines
+    })
 }

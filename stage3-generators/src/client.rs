@@ -45,9 +45,9 @@ pub fn make_tcp_request(co: &Co<'_>, addr: SocketAddr, id: u64) -> Result<String
             // The kernel's send buffer is full: suspend until there is room again.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => co
                 .writable(&mut stream)
-                .map_err(|e| io_error(e, id, "sending"))?,
+                .map_err(|e| Error::request("sending", id, e))?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(e, id, "sending")),
+            Err(e) => return Err(Error::request("sending", id, e)),
         }
     }
 
@@ -70,17 +70,13 @@ pub fn make_tcp_request(co: &Co<'_>, addr: SocketAddr, id: u64) -> Result<String
             // Drained: suspend until more bytes arrive (a spurious wake-up just loops).
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => co
                 .readable(&mut stream)
-                .map_err(|e| io_error(e, id, "reading the answer to"))?,
+                .map_err(|e| Error::request("reading the answer to", id, e))?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(e, id, "reading the answer to")),
+            Err(e) => return Err(Error::request("reading the answer to", id, e)),
         }
     }
 }
 // ANCHOR_END: make_tcp_request
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
-}
 
 // ANCHOR: consume_response
 /// The article's `consume_response`: one request, its outcome handed to `record`.

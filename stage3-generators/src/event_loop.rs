@@ -21,6 +21,9 @@ use shared::Error;
 use crate::future::Future;
 use crate::task::Cancel;
 
+/// The longest one wait in poll may last (see where it is used).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 // ANCHOR: callback
 /// What the loop runs once, from its ready queue.
 pub enum Callback {
@@ -160,11 +163,16 @@ impl EventLoop {
         self.state.poll.borrow().registry().deregister(source)
     }
 
-    /// A future that completes after `duration` (Python: `asyncio.sleep`).
+    /// A future that completes after `duration` (Python: `asyncio.sleep`). A duration
+    /// too far for an `Instant` to hold (`Duration::MAX`, say) never completes.
     pub fn sleep(&self, duration: Duration) -> Future<()> {
         let future = self.create_future("sleep");
-        let key = (Instant::now() + duration, self.next_id());
-        self.state.timers.borrow_mut().insert(key, future.clone());
+        // Too far for an `Instant` (past `i64::MAX` seconds on Unix): no timer, so it
+        // never fires.
+        if let Some(deadline) = Instant::now().checked_add(duration) {
+            let key = (deadline, self.next_id());
+            self.state.timers.borrow_mut().insert(key, future.clone());
+        }
         future
     }
     // ANCHOR_END: readiness
@@ -174,9 +182,10 @@ impl EventLoop {
     /// `future` is done; returns its result. Python: `loop.run_until_complete(future)`.
     ///
     /// Fails with [`Error::Timeout`] if `timeout` passes first, and with an error if
-    /// nothing is left that could ever complete `future`.
+    /// nothing is left that could ever complete `future`. A timeout too far for an
+    /// `Instant` to hold (`Duration::MAX`, say) is no limit.
     pub fn run_until_complete<T>(&self, future: &Future<T>, timeout: Duration) -> Result<T, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut events = Events::with_capacity(1024);
         loop {
             self.run_ready();
@@ -184,11 +193,12 @@ impl EventLoop {
                 return Ok(result);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|deadline| now >= deadline) {
                 let what = format!("{future:?} not done after {:.1} s", timeout.as_secs_f64());
                 return Err(Error::Timeout { what });
             }
-            // Block in poll only when no callback is ready; wake for the next timer.
+            // Block in poll only when no callback is ready; wake for the next timer or
+            // the deadline, whichever is first (neither: poll waits for a socket).
             let next_timer = self
                 .state
                 .timers
@@ -196,27 +206,40 @@ impl EventLoop {
                 .first_key_value()
                 .map(|(k, _)| k.0);
             let wait = match self.state.ready.borrow().is_empty() {
-                false => Duration::ZERO,
-                true => next_timer.unwrap_or(deadline).min(deadline) - now,
+                false => Some(Duration::ZERO),
+                true => next_timer
+                    .into_iter()
+                    .chain(deadline)
+                    .min()
+                    .map(|at| at - now),
             };
-            if wait > Duration::ZERO && next_timer.is_none() && self.state.io.borrow().is_empty() {
+            // NB: a day at most: macOS's kqueue refuses a wait of more than about three
+            // years (EINVAL), and waking early costs one more pass of the loop.
+            let wait = wait.map(|wait| wait.min(MAX_WAIT));
+            if wait != Some(Duration::ZERO)
+                && next_timer.is_none()
+                && self.state.io.borrow().is_empty()
+            {
                 return Err(Error::Other(format!(
                     "{future:?} can never complete: no callback, socket or timer is pending"
                 )));
             }
             if self.state.trace_start.is_some() {
+                let how: String = match wait {
+                    Some(Duration::ZERO) if !self.state.ready.borrow().is_empty() => {
+                        "polls without blocking: callbacks are ready".into()
+                    }
+                    Some(Duration::ZERO) => "polls without blocking: a timer is due".into(),
+                    Some(wait) => format!("waits in poll, {} ms at most", wait.as_millis()),
+                    None => "waits in poll for a socket, however long".into(),
+                };
                 self.state.trace(format_args!(
-                    "loop {} ({} socket(s) and {} timer(s) pending)",
-                    match (wait.is_zero(), self.state.ready.borrow().is_empty()) {
-                        (true, false) => "polls without blocking: callbacks are ready".into(),
-                        (true, true) => "polls without blocking: a timer is due".into(),
-                        (false, _) => format!("waits in poll, {} ms at most", wait.as_millis()),
-                    },
+                    "loop {how} ({} socket(s) and {} timer(s) pending)",
                     self.state.io.borrow().len(),
                     self.state.timers.borrow().len(),
                 ));
             }
-            if let Err(e) = self.state.poll.borrow_mut().poll(&mut events, Some(wait)) {
+            if let Err(e) = self.state.poll.borrow_mut().poll(&mut events, wait) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue; // a signal arrived: just poll again
                 }

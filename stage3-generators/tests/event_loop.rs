@@ -15,6 +15,10 @@ use stage3_generators::stack;
 use stage3_generators::task::Task;
 use stage3_generators::{run, sleep_bench, sleep_bench_probed};
 
+mod common;
+
+use common::Noisy;
+
 #[test]
 fn sleep_bench_runs_exactly_the_jobs_asked_for() {
     let run = sleep_bench_probed(1000, 100, Duration::from_millis(2), || {}).unwrap();
@@ -89,14 +93,6 @@ fn a_future_that_nothing_will_complete_is_an_error_not_a_hang() {
         .run_until_complete(&never, Duration::from_secs(60))
         .unwrap_err();
     assert!(error.to_string().contains("can never complete"), "{error}");
-}
-
-/// Counts its drops, like a socket that must be closed.
-struct Noisy(Rc<Cell<u32>>);
-impl Drop for Noisy {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
 }
 
 #[test]

@@ -18,8 +18,6 @@ mod blocking;
 #[allow(dead_code)]
 #[path = "hyper/echo.rs"]
 mod echo;
-#[path = "hyper/rt.rs"]
-mod rt;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -38,17 +38,7 @@ fn main() -> ExitCode {
         }
         stage4_async_await::sleep(bench.sleep)
     });
-    match result {
-        Ok(elapsed) => {
-            shared::say!("{}", bench.time_line("async tasks, one thread", elapsed));
-            if let Some(line) = bench.memory_line("tasks", baseline, all_alive.get()) {
-                shared::say!("{line}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    bench.print_outcome("async tasks, one thread", result, || {
+        bench.memory_line("tasks", baseline, all_alive.get())
+    })
 }

@@ -79,19 +79,9 @@ fn main() -> std::process::ExitCode {
     } else {
         "tasks, timer queue, uring driver"
     };
-    match result {
-        Ok(elapsed) => {
-            shared::say!("{}", bench.time_line(workers, elapsed));
-            if let Some(line) = bench.memory_line("tasks", baseline, all_alive.get()) {
-                shared::say!("{line}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    bench.print_outcome(workers, result, || {
+        bench.memory_line("tasks", baseline, all_alive.get())
+    })
 }
 
 #[cfg(not(target_os = "linux"))]

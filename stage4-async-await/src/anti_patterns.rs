@@ -16,12 +16,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use shared::Error;
 
 use crate::client::make_tcp_request;
+use crate::net::TcpListener;
 use crate::{EventLoop, SlowPoll, block_on, join_all, sleep, spawn, spawn_blocking};
 
 /// What happened to a heartbeat task that should tick every `period`.
@@ -80,14 +83,30 @@ pub fn heartbeat_during<T, F>(
 where
     F: Future<Output = Result<T, Error>>,
 {
-    let period = Duration::from_millis(20);
+    let event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
+    heartbeat_on(event_loop, Duration::from_millis(20), threshold, true, work)
+}
+
+/// [`heartbeat_during`] on a loop the caller set up, with a heartbeat of `period`;
+/// `echo` prints each slow-poll warning on stderr as it comes.
+fn heartbeat_on<T, F>(
+    event_loop: EventLoop,
+    period: Duration,
+    threshold: Duration,
+    echo: bool,
+    work: impl FnOnce() -> F,
+) -> Result<(T, Stall), Error>
+where
+    F: Future<Output = Result<T, Error>>,
+{
     let warnings = Rc::new(RefCell::new(Vec::new()));
     let record = Rc::clone(&warnings);
-    let event_loop = EventLoop::new()
-        .map_err(|e| Error::io("creating the event loop", e))?
+    let event_loop = event_loop
         .slow_poll_threshold(threshold)
         .on_slow_poll(move |slow| {
-            eprintln!("{slow}");
+            if echo {
+                eprintln!("{slow}");
+            }
             record.borrow_mut().push(*slow);
         });
     let (output, longest_gap) = event_loop.block_on(async move {
@@ -268,3 +287,120 @@ pub fn thread_cpu_time() -> Duration {
         time.tv_nsec.clamp(0, 999_999_999) as u32,
     )
 }
+
+// ANCHOR: flood
+/// What a flood of connections did to the loop, for [`flood`].
+#[derive(Debug, Clone)]
+pub struct Flood {
+    /// Connections the accept loop took (all of them, or the run failed).
+    pub accepted: u64,
+    /// From the first accept to the last.
+    pub elapsed: Duration,
+    /// The accept loop's longest poll: how long it held the loop at once (on the
+    /// slow-poll watch's clock, precise to a kernel tick, 1 to 4 ms).
+    pub longest_accept_poll: Duration,
+    /// The heartbeat beside it, every 10 ms.
+    pub stall: Stall,
+}
+
+/// The task that is always ready: an accept loop under a flood of `connections` (two
+/// threads connect and hang up as fast as they can, after filling the listen queue),
+/// which spawns a reader per connection, beside a heartbeat every 10 ms, on a loop whose
+/// budget per poll is `budget` (`None`: no limit). Without a budget, every accept
+/// completes at once, the loop never meets a `Pending`, and everyone else waits.
+pub fn flood(connections: u64, budget: Option<u32>) -> Result<Flood, Error> {
+    let event_loop = EventLoop::new()
+        .map_err(|e| Error::io("creating the event loop", e))?
+        .budget(budget);
+    let period = Duration::from_millis(10);
+    let ((accepted, elapsed), stall) =
+        heartbeat_on(event_loop, period, Duration::ZERO, false, || async move {
+            let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .map_err(|e| Error::io("binding the flood's listener", e))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| Error::io("local_addr", e))?;
+            let connected = Arc::new(AtomicU64::new(0));
+            let clients = flood_clients(addr, connections, &connected);
+            // The flood starts with the listen queue full: a burst the loop cannot
+            // keep up with, as when a load balancer sends a thousand clients at once.
+            let queued = connections.min(listen_queue_room());
+            while connected.load(Ordering::Relaxed) < queued {
+                sleep(Duration::from_millis(1)).await;
+            }
+            let accept_loop = spawn(async move {
+                let start = Instant::now();
+                let mut accepted = 0;
+                while accepted < connections {
+                    let (stream, _) = listener
+                        .accept()
+                        .await
+                        .map_err(|e| Error::io("accepting in the flood", e))?;
+                    accepted += 1;
+                    // A plain server: one task per connection (here, reading to the end).
+                    drop(spawn(async move {
+                        let mut buf = [0; 64];
+                        while let Ok(1..) = stream.read(&mut buf).await {}
+                    }));
+                }
+                Ok::<_, Error>((accepted, start.elapsed()))
+            });
+            let (accepted, elapsed) = accept_loop.await??;
+            for client in clients {
+                client
+                    .join()
+                    .map_err(|_| Error::Other("a flood client panicked".into()))??;
+            }
+            Ok((accepted, elapsed))
+        })?;
+    // Tasks are numbered in spawn order: the heartbeat is task 1, the accept loop 2.
+    let longest_accept_poll = stall
+        .warnings
+        .iter()
+        .filter(|slow| slow.task.id == Some(2))
+        .map(|slow| slow.took)
+        .max()
+        .unwrap_or_default();
+    Ok(Flood {
+        accepted,
+        elapsed,
+        longest_accept_poll,
+        stall,
+    })
+}
+
+/// Two threads that open `connections` connections to `addr` between them and close
+/// each at once, counting them in `connected`.
+fn flood_clients(
+    addr: SocketAddr,
+    connections: u64,
+    connected: &Arc<AtomicU64>,
+) -> Vec<std::thread::JoinHandle<Result<(), Error>>> {
+    (0..2)
+        .map(|half| {
+            let connected = Arc::clone(connected);
+            let share = connections / 2 + if half == 0 { connections % 2 } else { 0 };
+            std::thread::spawn(move || {
+                for _ in 0..share {
+                    let stream = std::net::TcpStream::connect(addr)
+                        .map_err(|source| Error::Connect { addr, source })?;
+                    drop(stream); // hung up: the server reads the end of the stream
+                    connected.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+/// How many connections the kernel queues for a listener: the smaller of our backlog
+/// and `net.core.somaxconn`, less a margin (macOS's default is 128).
+fn listen_queue_room() -> u64 {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .unwrap_or(128);
+    let backlog = u64::try_from(crate::net::LISTEN_BACKLOG).unwrap_or(128);
+    somaxconn.min(backlog) * 3 / 4
+}
+// ANCHOR_END: flood

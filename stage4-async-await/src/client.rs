@@ -8,7 +8,6 @@
 //!
 //! `cargo run -p stage4-async-await -- --delay-ms 200 --trace`
 
-use std::io;
 use std::net::SocketAddr;
 
 use shared::protocol::{DecodeError, LineDecoder, request};
@@ -23,16 +22,20 @@ pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error
     // A non-blocking connect returns at once; the socket becomes writable once the
     // handshake is over (or has failed), and `connect` waits for that.
     let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+    request_on(&stream, id).await
+}
 
+/// Sends `Request {id}` on a connected `stream` and returns the line the server
+/// answers. (The million-connection run connects first and sends later: it calls this.)
+pub async fn request_on(stream: &TcpStream, id: u64) -> Result<String, Error> {
     // `write_all` loops over partial writes, and waits while the send buffer is full.
     stream
         .write_all(request(id).as_bytes())
         .await
-        .map_err(|e| io_error(e, id, "sending"))?;
+        .map_err(|e| Error::request("sending", id, e))?;
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
-    let mut buf = [0u8; 1024];
     loop {
         let line = decoder
             .next_line()
@@ -40,22 +43,19 @@ pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error
         if let Some(line) = line {
             return Ok(line);
         }
-        // Drained: `read` waits until more bytes arrive (and retries `Interrupted`).
-        match stream.read(&mut buf).await {
+        // Drained: `read_into` waits until more bytes arrive, and hands them to the
+        // decoder (no buffer waits in this future: see `read_into`).
+        match stream.read_into(&mut decoder).await {
             Ok(0) => {
                 let source = DecodeError::ClosedMidLine;
                 return Err(Error::Decode { id, source });
             }
-            Ok(n) => decoder.push(&buf[..n]),
-            Err(e) => return Err(io_error(e, id, "reading the answer to")),
+            Ok(_) => {}
+            Err(e) => return Err(Error::request("reading the answer to", id, e)),
         }
     }
 }
 // ANCHOR_END: make_tcp_request
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
-}
 
 // ANCHOR: consume_response
 /// The article's `consume_response`: one request, its outcome handed to `record`.

@@ -15,6 +15,7 @@
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::reactor::Reactor;
@@ -34,9 +35,18 @@ pub(crate) struct LoopContext {
     clock: Cell<Instant>,
     /// The task being polled, for `--trace` lines and the nested-`block_on` refusal.
     running: Cell<Option<TaskInfo>>,
+    /// What the running task may still do in this poll before it must yield (see
+    /// [`LoopContext::consume_budget`]), and what each poll starts with.
+    budget: Cell<u32>,
+    budget_per_poll: u32,
     /// `--trace`: print each step.
     pub(crate) trace: Trace,
 }
+
+/// How many operations a task may complete in one poll before the runtime's futures
+/// make it yield: tokio's figure. Enough to amortise a turn of the loop, small enough that
+/// one poll of an always-ready task stays well under a millisecond.
+pub const DEFAULT_BUDGET: u32 = 128;
 
 thread_local! {
     /// The context of the loop running on this thread, if any.
@@ -51,6 +61,8 @@ impl LoopContext {
             reactor: RefCell::new(reactor),
             clock: Cell::new(Instant::now()),
             running: Cell::new(None),
+            budget: Cell::new(DEFAULT_BUDGET),
+            budget_per_poll: DEFAULT_BUDGET,
             trace,
         }
     }
@@ -78,10 +90,54 @@ impl LoopContext {
         self.clock.set(now);
     }
 
-    /// Marks `task` as the one being polled; returns the one before (to put back).
-    pub(crate) fn set_running(&self, task: Option<TaskInfo>) -> Option<TaskInfo> {
-        self.running.replace(task)
+    /// Marks `task` as the one being polled, with a full budget; returns the one before,
+    /// for [`LoopContext::end_poll`].
+    pub(crate) fn begin_poll(&self, task: TaskInfo) -> Option<TaskInfo> {
+        self.budget.set(self.budget_per_poll);
+        self.running.replace(Some(task))
     }
+
+    /// The poll is over: `previous` runs again (`None`: no task).
+    pub(crate) fn end_poll(&self, previous: Option<TaskInfo>) {
+        self.running.set(previous);
+    }
+
+    /// Sets what each poll's budget starts with (`u32::MAX`: no limit).
+    pub(crate) fn set_budget_per_poll(&mut self, budget: u32) {
+        self.budget_per_poll = budget;
+    }
+
+    // ANCHOR: budget
+    /// Takes one unit of the running task's budget, for an operation about to complete
+    /// (an accept, a read, a write, a timer that is due). With none left, the task must
+    /// yield: its waker is called at once, so it goes to the back of the ready queue, and
+    /// the operation says `Pending` though it could have gone on.
+    ///
+    /// NB: cooperative multitasking has two halves. The loop never takes the thread from
+    /// a task; a task gives it back at an `.await` that is `Pending`. But a task whose
+    /// sockets are always ready (an accept loop under a flood of connections) never meets
+    /// a `Pending`, and holds the loop for as long as the flood lasts. The budget makes
+    /// the runtime's own futures say `Pending` after a bounded amount of work, as tokio's
+    /// `coop` module does, so that every task gives the thread back.
+    pub(crate) fn consume_budget(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.budget.get() {
+            0 => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            left => {
+                self.budget.set(left - 1);
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Gives back the unit [`LoopContext::consume_budget`] took, for an operation that
+    /// did not complete after all (it met `WouldBlock`): only progress costs budget.
+    pub(crate) fn refund_budget(&self) {
+        self.budget.set(self.budget.get().saturating_add(1));
+    }
+    // ANCHOR_END: budget
 
     /// Traces that the running task left its waker with the reactor.
     pub(crate) fn trace_waker(&self, on: Waiting) {

@@ -8,7 +8,7 @@
 //! calling in; here the executor polls, and the waker says when.
 //!
 //! Two differences from the compiler's enum. Its states hold the future of each
-//! `.await` (the `read` future, which borrows `buf` from the same enum: a
+//! `.await` (the `read_into` future, which borrows `decoder` from the same enum: a
 //! self-referential value, which only the compiler may build without `unsafe`, and the
 //! reason `poll` takes `Pin`); ours call the `poll_*` functions those futures call, so
 //! each state holds data only, and the enum is `Unpin`. And ours moves its state out and
@@ -30,9 +30,6 @@ use crate::net::TcpStream;
 
 // ANCHOR: state
 /// Where `make_tcp_request` is: one variant per `.await`, holding what is alive there.
-// NB: clippy would box the read buffer to even out the variants; the compiler's enum
-// holds it inline, as we do: boxing it would cost one more allocation per request.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum State {
     /// Created, not polled yet: only the arguments.
@@ -50,12 +47,12 @@ enum State {
         request: String,
         sent: usize,
     },
-    /// At `stream.read(&mut buf).await`, in the loop.
+    /// At `stream.read_into(&mut decoder).await`, in the loop. No read buffer: the
+    /// bytes pass through one on the stack of the poll that reads them.
     Reading {
         id: u64,
         stream: TcpStream,
         decoder: LineDecoder,
-        buf: [u8; 1024],
     },
     /// Returned its output (the compiler's enum has this state too).
     Done,
@@ -119,7 +116,7 @@ impl Future for MakeTcpRequest {
                     }
                     Poll::Ready(Ok(0)) => {
                         let error = io::ErrorKind::WriteZero.into();
-                        return Poll::Ready(Err(io_error(error, id, "sending")));
+                        return Poll::Ready(Err(Error::request("sending", id, error)));
                     }
                     Poll::Ready(Ok(n)) if sent + n < request.len() => Writing {
                         id,
@@ -131,28 +128,28 @@ impl Future for MakeTcpRequest {
                         id,
                         stream,
                         decoder: LineDecoder::new(),
-                        buf: [0; 1024],
                     },
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e, id, "sending"))),
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(Error::request("sending", id, e)));
+                    }
                 },
                 Reading {
                     id,
                     stream,
                     mut decoder,
-                    mut buf,
                 } => {
                     match decoder.next_line() {
                         Ok(Some(line)) => return Poll::Ready(Ok(line)),
                         Ok(None) => {}
                         Err(source) => return Poll::Ready(Err(Error::Decode { id, source })),
                     }
+                    let mut buf = [0u8; 1024]; // for this poll only
                     match stream.poll_read(cx, &mut buf) {
                         Poll::Pending => {
                             *state = Reading {
                                 id,
                                 stream,
                                 decoder,
-                                buf,
                             };
                             return Poll::Pending;
                         }
@@ -166,11 +163,14 @@ impl Future for MakeTcpRequest {
                                 id,
                                 stream,
                                 decoder,
-                                buf,
                             }
                         }
                         Poll::Ready(Err(e)) => {
-                            return Poll::Ready(Err(io_error(e, id, "reading the answer to")));
+                            return Poll::Ready(Err(Error::request(
+                                "reading the answer to",
+                                id,
+                                e,
+                            )));
                         }
                     }
                 }
@@ -182,7 +182,3 @@ impl Future for MakeTcpRequest {
     }
 }
 // ANCHOR_END: poll
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
-}

@@ -27,7 +27,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::context::{self, Entered, LoopContext};
-use crate::join_handle::{JoinError, JoinHandle, join_pair};
+use crate::join_handle::{AbortHandle, JoinError, JoinHandle, join_pair};
 use crate::reactor::{Reactor, WAKER_TOKEN};
 use crate::slab::{Key, Slab};
 use crate::slow_poll::{SlowPoll, SlowPolls, watch_clock};
@@ -38,7 +38,7 @@ use crate::trace::{Step, Trace};
 mod tests;
 mod waker;
 
-use waker::{KEY_BITS, LOOPS, RemoteQueue, Shared, task_waker};
+use waker::{KEY_BITS, LOOPS, RemoteQueue, Shared, task_waker, waker_word};
 
 /// The executor's state: the tasks, the ready queue, and the context its futures see.
 pub(crate) struct Inner {
@@ -136,6 +136,20 @@ impl EventLoop {
     /// `slow_callback_duration` in debug mode). `Duration::MAX` turns the warning off.
     pub fn slow_poll_threshold(mut self, threshold: Duration) -> EventLoop {
         self.inner.slow_polls.threshold = threshold;
+        self
+    }
+
+    /// How many operations (accepts, reads, writes, timers due) a task may complete in
+    /// one poll before the runtime's futures make it yield: [`DEFAULT_BUDGET`] unless
+    /// set; `None` means no limit, so that a task whose sockets are always ready holds
+    /// the loop (the `flood` example shows both).
+    ///
+    /// [`DEFAULT_BUDGET`]: crate::context::DEFAULT_BUDGET
+    pub fn budget(mut self, per_poll: Option<u32>) -> EventLoop {
+        // No future exists before `block_on`: the loop is the only owner.
+        if let Some(context) = Rc::get_mut(&mut self.inner.context) {
+            context.set_budget_per_poll(per_poll.unwrap_or(u32::MAX));
+        }
         self
     }
 
@@ -346,6 +360,18 @@ impl Inner {
         true
     }
 
+    /// Marks the task of `word` aborted and queues it, if it is this loop's and alive.
+    fn abort(&self, word: u64) {
+        let key = Key::from_u64(word & KEY_BITS);
+        let mut tasks = self.tasks.borrow_mut();
+        if let Some((key, task)) = tasks.get_mut_by_short_key(key) {
+            task.abort();
+            if !task.set_scheduled(true) {
+                self.ready.borrow_mut().push(key);
+            }
+        }
+    }
+
     /// Moves the tasks woken since the last round into `batch` (empty), those woken
     /// from other threads after the others.
     fn take_ready(&self, batch: &mut Vec<Key>) {
@@ -371,6 +397,18 @@ impl Inner {
         let Some(task) = tasks.get_mut(key) else {
             return;
         };
+        if task.is_aborted() {
+            // Dropped instead of polled: its destructors run (sockets close), and its
+            // handle gets `JoinError::Cancelled`. Outside the borrow, as below.
+            let task = tasks.remove(key);
+            drop(tasks);
+            self.trace.say(
+                Step::Ready,
+                format_args!("{} (aborted)", Name(task.as_ref().map(Task::id))),
+            );
+            drop(task);
+            return;
+        }
         // Out of the slab while it runs, so that it may spawn others; the placeholder
         // is a `Box` of a zero-sized type, which allocates nothing.
         let mut future = std::mem::replace(&mut task.future, Box::pin(Polling));
@@ -406,14 +444,14 @@ impl Inner {
     fn poll_timed<T>(&self, info: TaskInfo, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
         let name = Name(info.id);
         self.trace.say(Step::Poll, format_args!("{name}"));
-        let previous = self.context.set_running(Some(info));
+        let previous = self.context.begin_poll(info);
         // The watch reads a coarse clock (10 ns here, against 40 to 60 for `Instant`),
         // once per poll: the end of one poll is the start of the next.
         let result = poll();
         let ended = watch_clock();
         let started = self.poll_started.replace(ended);
         self.slow_polls.check(info, ended.saturating_sub(started));
-        self.context.set_running(previous);
+        self.context.end_poll(previous);
         let step = if result.is_ready() {
             Step::Ready
         } else {
@@ -480,7 +518,10 @@ impl Inner {
         future: impl Future<Output = T> + 'static,
         spawned_at: &'static Location<'static>,
     ) -> JoinHandle<T> {
-        let (handle, completion) = join_pair();
+        let mut tasks = self.tasks.borrow_mut();
+        let key = tasks.next_key();
+        let loop_slot = self.slot.get().expect("the loop is running");
+        let (handle, completion) = join_pair(waker_word(loop_slot, key));
         let task = TaskFuture {
             future,
             completion,
@@ -491,10 +532,9 @@ impl Inner {
         self.trace
             .say(Step::Spawn, format_args!("{}", Name(Some(id))));
         // One allocation per task: the box. Its waker is made from its key when needed.
-        let key = self
-            .tasks
-            .borrow_mut()
-            .insert(Task::new(Box::pin(task), id));
+        let inserted = tasks.insert(Task::new(Box::pin(task), id));
+        debug_assert_eq!(inserted, key);
+        drop(tasks);
         self.ready.borrow_mut().push(key);
         handle
     }
@@ -524,6 +564,45 @@ where
     })
 }
 // ANCHOR_END: spawn
+
+// ANCHOR: abort
+// The executor's half of `JoinHandle` and `AbortHandle`: aborting needs the task's slot.
+impl<T> JoinHandle<T> {
+    /// Aborts the task: the executor drops its future the next time the task comes up
+    /// in the ready queue (abort queues it), instead of polling it. Its destructors run
+    /// then (its sockets close, its timers are cancelled), and awaiting this handle gives
+    /// [`JoinError::Cancelled`]. Aborting a finished task does nothing.
+    ///
+    /// NB: as in tokio, a task is only ever stopped between two polls: a task that
+    /// blocks the thread inside one poll cannot be aborted until that poll returns.
+    pub fn abort(&self) {
+        if let Some(word) = self.running_task() {
+            abort_task(word);
+        }
+    }
+}
+
+impl AbortHandle {
+    /// Aborts the task, as [`JoinHandle::abort`].
+    pub fn abort(&self) {
+        if let Some(word) = self.running_task() {
+            abort_task(word);
+        }
+    }
+}
+
+/// Aborts the task a waker word names. It runs (its handle says so), so its loop runs
+/// on this thread (a handle never leaves it) and the slot the word names is still its own.
+fn abort_task(word: u64) {
+    CURRENT.with_borrow(|current| {
+        if let Some(inner) = current
+            && inner.slot.get() == Some(waker::loop_slot(word))
+        {
+            inner.abort(word);
+        }
+    });
+}
+// ANCHOR_END: abort
 
 // ANCHOR: spawn_blocking
 /// Runs `f` on a thread of its own and returns a future of its result: the way to call

@@ -18,6 +18,9 @@ use std::task::{Context, Poll, Waker};
 #[must_use = "a JoinHandle does nothing unless awaited; dropping it detaches the task"]
 pub struct JoinHandle<T> {
     state: Rc<Cell<JoinState<T>>>,
+    /// The task's waker word: which loop, which slot. [`JoinHandle::abort`] finds the task
+    /// through it, while the state says the task still runs (so the slot is still its own).
+    task: u64,
 }
 
 /// Where a task's result is: shared by the task and its `JoinHandle`, one thread only.
@@ -49,19 +52,77 @@ impl<T> Future for JoinHandle<T> {
 // ANCHOR_END: join_handle
 
 /// A new task's two ends: the handle its spawner keeps, and the completion it keeps.
-pub(crate) fn join_pair<T>() -> (JoinHandle<T>, Completion<T>) {
+/// `task` is the task's waker word, for [`JoinHandle::abort`].
+pub(crate) fn join_pair<T>(task: u64) -> (JoinHandle<T>, Completion<T>) {
     let state = Rc::new(Cell::new(JoinState::Running(None)));
     let completion = Completion(Rc::clone(&state));
-    (JoinHandle { state }, completion)
+    (JoinHandle { state, task }, completion)
 }
 
 impl<T> JoinHandle<T> {
     /// Whether the task has finished (its result may be waiting in the handle).
     pub fn is_finished(&self) -> bool {
-        let state = self.state.replace(JoinState::Taken);
-        let finished = !matches!(state, JoinState::Running(_));
-        self.state.set(state);
-        finished
+        !self.state.is_running()
+    }
+
+    /// The task to abort, while it runs: its waker word. `None` once it has finished,
+    /// when its slot may belong to another task.
+    pub(crate) fn running_task(&self) -> Option<u64> {
+        self.state.is_running().then_some(self.task)
+    }
+
+    /// A handle that can abort the task without waiting for its result: it can go to
+    /// another task (on the same thread: tasks here are never sent across threads).
+    pub fn abort_handle(&self) -> AbortHandle
+    where
+        T: 'static,
+    {
+        AbortHandle {
+            state: Rc::clone(&self.state) as Rc<dyn Running>,
+            task: self.task,
+        }
+    }
+}
+
+/// Aborts a task without its result: see [`JoinHandle::abort_handle`] and
+/// [`AbortHandle::abort`].
+#[derive(Clone)]
+pub struct AbortHandle {
+    state: Rc<dyn Running>,
+    task: u64,
+}
+
+impl AbortHandle {
+    /// See [`JoinHandle::running_task`].
+    pub(crate) fn running_task(&self) -> Option<u64> {
+        self.state.is_running().then_some(self.task)
+    }
+
+    /// Whether the task has finished (or was aborted and dropped).
+    pub fn is_finished(&self) -> bool {
+        !self.state.is_running()
+    }
+}
+
+impl fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Whether a task still runs, whatever its output type (for [`AbortHandle`]).
+trait Running {
+    fn is_running(&self) -> bool;
+}
+
+impl<T> Running for Cell<JoinState<T>> {
+    fn is_running(&self) -> bool {
+        let state = self.replace(JoinState::Taken);
+        let running = matches!(state, JoinState::Running(_));
+        self.set(state);
+        running
     }
 }
 
@@ -74,7 +135,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
 }
 
 /// Hands the task's outcome to its `JoinHandle`; if the task is dropped before it
-/// finished (its loop stopped), the handle gets [`JoinError::Cancelled`].
+/// finished (aborted, or its loop stopped), the handle gets [`JoinError::Cancelled`].
 pub(crate) struct Completion<T>(Rc<Cell<JoinState<T>>>);
 
 impl<T> Completion<T> {
@@ -106,13 +167,20 @@ pub enum JoinError {
     /// The task panicked; the panic message (or `Box<dyn Any>` for other payloads). A
     /// `Box<str>`, not a `String`, keeps every task's join state 8 bytes smaller.
     Panicked(Box<str>),
-    /// The task was dropped before it finished, because its event loop stopped.
+    /// The task was dropped before it finished: it was aborted
+    /// ([`JoinHandle::abort`]), or its event loop stopped.
     Cancelled,
     /// [`spawn_blocking`](crate::spawn_blocking) could not start a thread; what the OS said.
     NoThread(Box<str>),
 }
 
 impl JoinError {
+    /// Whether the task was cancelled (aborted, or dropped with its loop), as tokio's
+    /// `JoinError::is_cancelled`.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, JoinError::Cancelled)
+    }
+
     pub(crate) fn panicked(payload: Box<dyn Any + Send>) -> JoinError {
         let message: Box<str> = if let Some(text) = payload.downcast_ref::<&str>() {
             (*text).into()
@@ -129,9 +197,9 @@ impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JoinError::Panicked(message) => write!(f, "task panicked: {message}"),
-            JoinError::Cancelled => {
-                f.write_str("task cancelled: its event loop stopped before it finished")
-            }
+            JoinError::Cancelled => f.write_str(
+                "task cancelled before it finished (aborted, or its event loop stopped)",
+            ),
             JoinError::NoThread(error) => {
                 write!(f, "spawn_blocking could not start a thread: {error}")
             }

@@ -34,11 +34,13 @@
 //! cargo run -p stage4-async-await -- --driver uring                 # io_uring (Linux)
 //! ```
 //!
-//! - [`EventLoop`], [`block_on`], [`spawn`], [`JoinHandle`], [`yield_now`],
-//!   [`spawn_blocking`]: the executor.
+//! - [`EventLoop`], [`block_on`], [`spawn`], [`JoinHandle`] (with `abort`),
+//!   [`AbortHandle`], [`yield_now`], [`spawn_blocking`]: the executor.
 //! - [`sleep`], [`sleep_until`], [`timeout`]: timers.
-//! - [`net::TcpStream`], [`net::TcpListener`]: sockets; on Linux, `uring::TcpStream`: the
-//!   same on io_uring, with owned buffers (`--driver uring`).
+//! - [`net::TcpStream`], [`net::TcpListener`]: sockets; on Linux, `uring::TcpStream` and
+//!   `uring::TcpListener` (`--driver uring`): the kernel does the I/O and owns the buffer
+//!   meanwhile, so reads and writes take a `Vec<u8>` and give it back; a dropped read or
+//!   write loses nothing (the stream's next one takes it over).
 //! - [`join_all`]: the article's `asyncio.gather`.
 //! - [`run`] and [`sleep_bench`]: the article's demo and benchmark.
 //!
@@ -55,6 +57,8 @@ pub mod client;
 pub mod context;
 pub mod desugared;
 pub mod executor;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 pub mod join;
 pub mod join_handle;
 pub mod net;
@@ -71,7 +75,7 @@ pub mod uring;
 
 pub use executor::{EventLoop, block_on, spawn, spawn_blocking, yield_now};
 pub use join::{JoinAll, join_all};
-pub use join_handle::{JoinError, JoinHandle};
+pub use join_handle::{AbortHandle, JoinError, JoinHandle};
 pub use sleep_bench::{run_jobs, sleep_bench};
 pub use slow_poll::{DEFAULT_SLOW_POLL_THRESHOLD, SlowPoll};
 pub use task::TaskInfo;

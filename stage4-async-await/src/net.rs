@@ -11,7 +11,7 @@ use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use shared::protocol::{DecodeError, LineDecoder};
 
@@ -52,11 +52,14 @@ impl<S: mio::event::Source> Io<S> {
         mut waiter: Option<&mut Option<u64>>,
         mut op: impl FnMut(&S) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
+        // A task out of budget yields before the system call (see `consume_budget`).
+        ready!(with_current("socket I/O", |event_loop| event_loop.consume_budget(cx)));
         loop {
             match op(&self.source) {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     let registered = with_current("socket I/O", |event_loop| {
+                        event_loop.refund_budget(); // no progress, no cost
                         let here = event_loop.id == self.loop_id;
                         if here {
                             let mut reactor = event_loop.reactor();
@@ -186,6 +189,37 @@ impl TcpStream {
     }
     // ANCHOR_END: connect
 
+    /// Connects to `addr` from the local address `from` (its port chosen by the kernel):
+    /// one machine can then open more connections to one server than one source
+    /// address has ports (about 28,000 on Linux), from 127.0.0.2, 127.0.0.3, ...
+    ///
+    /// NB: on Linux, `IP_BIND_ADDRESS_NO_PORT` makes the kernel choose the port at
+    /// `connect`, per destination, rather than at `bind`, where it would have to keep
+    /// it unique across every destination.
+    pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        #[cfg(target_os = "linux")]
+        bind_address_no_port(&socket)?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(error) => return Err(error),
+        }
+        let stream = TcpStream {
+            io: Io::register(
+                mio::net::TcpStream::from_std(socket.into()),
+                "TcpStream::connect_from",
+            )?,
+        };
+        let mut waiter = Waiter::new(&stream.io, Direction::Write);
+        poll_fn(|cx| waiter.poll(cx, connected)).await?;
+        drop(waiter);
+        Ok(stream)
+    }
+
     /// Wraps a connected std stream (it is made non-blocking).
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
@@ -231,21 +265,38 @@ impl TcpStream {
         Ok(())
     }
 
+    // ANCHOR: read_into
+    /// Reads what the socket holds into `decoder`; returns how many bytes, `Ok(0)` at the
+    /// end of the stream.
+    ///
+    /// NB: the bytes go through a buffer on the stack of the poll that reads them, not
+    /// one kept in the future: readiness lends the kernel a buffer only for the length of
+    /// one `read(2)`, so a future that waits needs none. A million requests waiting for
+    /// their answers carry no buffer at all (a `[u8; 1024]` held across the `.await`
+    /// would be a gigabyte). On io_uring, the kernel holds the buffer while it waits.
+    pub async fn read_into(&self, decoder: &mut LineDecoder) -> io::Result<usize> {
+        let mut waiter = Waiter::new(&self.io, Direction::Read);
+        poll_fn(|cx| {
+            let mut buf = [0u8; 1024];
+            let read = ready!(waiter.poll(cx, |mut socket| socket.read(&mut buf)))?;
+            decoder.push(&buf[..read]);
+            Poll::Ready(Ok(read))
+        })
+        .await
+    }
+    // ANCHOR_END: read_into
+
     // ANCHOR: read_line
     /// Reads the next protocol line through `decoder`: `Ok(None)` at a clean end of
     /// stream, `Err` on a decode error or a connection closed mid-line.
     pub async fn read_line(&self, decoder: &mut LineDecoder) -> Result<Option<String>, LineError> {
-        let mut buf = [0u8; 1024];
         loop {
             if let Some(line) = decoder.next_line()? {
                 return Ok(Some(line));
             }
-            match self.read(&mut buf).await? {
-                0 => {
-                    decoder.finish()?;
-                    return Ok(None);
-                }
-                read => decoder.push(&buf[..read]),
+            if self.read_into(decoder).await? == 0 {
+                decoder.finish()?;
+                return Ok(None);
             }
         }
     }
@@ -323,6 +374,29 @@ impl std::fmt::Display for LineError {
 }
 
 impl std::error::Error for LineError {}
+
+/// Lets the kernel choose a bound socket's port at `connect` (see
+/// [`TcpStream::connect_from`]).
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd, and a pointer to a c_int with its size, as the option
+    // expects; the kernel only reads it.
+    let status = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 // ANCHOR: backlog
 /// How many connections the kernel completes and queues for a listener before anyone

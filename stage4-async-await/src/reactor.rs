@@ -19,6 +19,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use smallvec::SmallVec;
 
 use crate::slab::{Key, Slab};
 use crate::timers::Timers;
@@ -51,8 +52,10 @@ struct Source {
 #[derive(Debug, Default)]
 struct Waiters {
     /// Left by futures (`read`, `write`, `accept`, `connect`): each entry carries the
-    /// future's number, and a dropped future takes its entry out.
-    futures: Vec<(u64, Waker)>,
+    /// future's number, and a dropped future takes its entry out. Room for one inline:
+    /// nearly always one task waits per direction, and a million sockets then need no
+    /// allocation each for it.
+    futures: SmallVec<[(u64, Waker); 1]>,
     /// Left by the `poll_*` functions, which have no future whose drop could tell us
     /// that nobody waits any more: one entry per waker, until the next event.
     polls: Vec<Waker>,

@@ -109,7 +109,7 @@ mod tests {
         }));
         assert!(std::mem::size_of_val(&worker) <= 56);
         // Boxed with its hand-over and spawn location, it still allocates 80 bytes.
-        let (_handle, completion) = crate::join_handle::join_pair::<()>();
+        let (_handle, completion) = crate::join_handle::join_pair::<()>(0);
         let task = crate::task::TaskFuture {
             future: worker,
             completion,

@@ -28,8 +28,9 @@ pub(crate) struct Task {
     /// While the task is being polled, a placeholder: the future is out of the slab for
     /// that time, so the task itself may spawn others.
     pub(crate) future: Pin<Box<dyn Spawned>>,
-    /// The task's number (from 1, in spawn order) in the low 63 bits, and the
-    /// `scheduled` flag in the top one: one word for both keeps a slot at 32 bytes.
+    /// The task's number (from 1, in spawn order) in the low 62 bits, the `aborted`
+    /// flag and the `scheduled` flag in the top two: one word for all three keeps a
+    /// slot at 24 bytes.
     word: u64,
 }
 
@@ -42,19 +43,30 @@ impl Task {
     }
 
     pub(crate) fn id(&self) -> u64 {
-        self.word & !SCHEDULED
+        self.word & !(SCHEDULED | ABORTED)
     }
 
     /// Sets the `scheduled` flag and returns what it was: a task woken a thousand
     /// times before it runs is queued once.
     pub(crate) fn set_scheduled(&mut self, scheduled: bool) -> bool {
         let was = self.word & SCHEDULED != 0;
-        self.word = self.id() | if scheduled { SCHEDULED } else { 0 };
+        self.word = (self.word & !SCHEDULED) | if scheduled { SCHEDULED } else { 0 };
         was
+    }
+
+    /// Marks the task aborted ([`JoinHandle::abort`](crate::JoinHandle::abort)): the
+    /// executor drops it, instead of polling it, the next time it comes up.
+    pub(crate) fn abort(&mut self) {
+        self.word |= ABORTED;
+    }
+
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.word & ABORTED != 0
     }
 }
 
 const SCHEDULED: u64 = 1 << 63;
+const ABORTED: u64 = 1 << 62;
 
 /// A task's future, and where it was spawned (for warnings and `--trace`): kept in the
 /// box, where it fits in what the allocator rounds up anyway.

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
@@ -51,7 +51,7 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let (deadline, timer) = (self.deadline, self.timer);
-        let set = with_current("sleep", |event_loop| {
+        let poll = with_current("sleep", |event_loop| {
             let mut reactor = event_loop.reactor();
             let timers = &mut reactor.timers;
             let timer = timer.filter(|&(loop_id, _)| loop_id == event_loop.id);
@@ -59,10 +59,12 @@ impl Future for Sleep {
             // loop's clock, read at the end of the last poll: a deadline it has not seen
             // pass yet fires at the next reactor turn.)
             if event_loop.now() >= deadline {
+                // Due, but a task out of budget yields first; the timer stays set.
+                ready!(event_loop.consume_budget(cx));
                 if let Some((_, key)) = timer {
                     timers.cancel(key);
                 }
-                return None;
+                return Poll::Ready(None);
             }
             let key = match timer {
                 // Already set: only the waker may have changed.
@@ -70,13 +72,19 @@ impl Future for Sleep {
                 _ => timers.insert(deadline, cx.waker()),
             };
             event_loop.trace_waker(Waiting::Timer(key, deadline));
-            Some((event_loop.id, key))
+            Poll::Ready(Some((event_loop.id, key)))
         });
-        self.timer = set;
-        if set.is_none() {
-            return Poll::Ready(());
+        match poll {
+            Poll::Ready(None) => {
+                self.timer = None;
+                Poll::Ready(())
+            }
+            Poll::Ready(set) => {
+                self.timer = set;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
     }
 }
 

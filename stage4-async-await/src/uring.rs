@@ -22,7 +22,10 @@
 //! STAGE4_URING_SIMULATE=EPERM cargo run -p stage4-async-await -- --driver uring
 //! ```
 //!
-//! - [`TcpStream`]: `connect`, and owned-buffer `read`, `write`, `write_all`.
+//! - [`TcpStream`]: `connect`, and owned-buffer `read`, `write`, `write_all`, `flush`;
+//!   cancel-safe: what the kernel did for a dropped future goes to the next one.
+//! - [`TcpListener`]: `bind`, and `accept` (one multishot accept for every connection,
+//!   Linux 5.19 and later; one accept each before).
 //! - [`make_tcp_request`] and [`consume_response`]: the article's client on this driver.
 //! - [`sleep`]: a sleep as an io_uring timeout, to compare with the timer queue
 //!   (`examples/uring_sleep_bench.rs`).
@@ -30,13 +33,15 @@
 //!   `kernel.io_uring_disabled`, refused by a container's seccomp filter.)
 
 mod client;
+mod listener;
 mod net;
 mod op;
 pub(crate) mod ring;
 
 pub use client::{consume_response, make_tcp_request};
+pub use listener::TcpListener;
 pub use net::{TcpStream, sleep};
-pub use ring::simulate_setup_error;
+pub use shared::uring::simulate_setup_error;
 
 use crate::context::with_current;
 

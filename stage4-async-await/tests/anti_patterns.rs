@@ -5,8 +5,9 @@ use std::time::Duration;
 use shared::server::SlowServer;
 use stage4_async_await::SlowPoll;
 use stage4_async_await::anti_patterns::{
-    Stall, Wait, blocking_call, busy_polling, nested_block_on, sequential_awaits,
+    Stall, Wait, blocking_call, busy_polling, flood, nested_block_on, sequential_awaits,
 };
+use stage4_async_await::context::DEFAULT_BUDGET;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -86,4 +87,15 @@ fn busy_polling_burns_cpu_and_the_event_loop_does_not() {
     assert!(times.busy_polls > 1_000, "{times:?}");
     assert!(times.event_loop < 20 * MS, "{times:?}");
     assert!(times.busy_polling > 5 * times.event_loop, "{times:?}");
+}
+
+#[test]
+fn a_flood_is_accepted_in_full_with_and_without_a_budget() {
+    // Every connection accepted, and the heartbeat ran throughout: its gaps are
+    // measured (how long they are is the example's figure, on a quiet machine).
+    for budget in [None, Some(DEFAULT_BUDGET)] {
+        let flood = flood(2_000, budget).unwrap();
+        assert_eq!(flood.accepted, 2_000, "budget {budget:?}");
+        assert!(flood.stall.longest_gap >= flood.stall.period, "{flood:?}");
+    }
 }

@@ -95,9 +95,10 @@ fn the_same_outcome_as_the_async_fn_against_every_misbehaving_server() {
 
 #[test]
 fn the_hand_written_future_is_no_bigger_than_the_compilers() {
-    // Both hold the 1 KiB read buffer; the compiler's also holds the `read` future.
+    // Neither holds a read buffer; the compiler's also holds the future of the
+    // `.await` it is at (`connect`'s, `write_all`'s, `read_into`'s).
     let by_hand = std::mem::size_of_val(&desugared::make_tcp_request(refused_addr(), 1));
     let by_compiler = std::mem::size_of_val(&client::make_tcp_request(refused_addr(), 1));
-    assert!((1024..2048).contains(&by_hand), "{by_hand} bytes");
+    assert!(by_hand < 128, "{by_hand} bytes");
     assert!(by_hand <= by_compiler, "{by_hand} > {by_compiler} bytes");
 }

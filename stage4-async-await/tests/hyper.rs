@@ -7,8 +7,6 @@
 mod blocking;
 #[path = "../examples/hyper/echo.rs"]
 mod echo;
-#[path = "../examples/hyper/rt.rs"]
-mod rt;
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};

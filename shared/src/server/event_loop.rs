@@ -454,7 +454,8 @@ impl EventLoop {
     /// already queued (their clients finished the handshake and may have sent a request),
     /// then close the listener, so new connects are refused. Connections with nothing
     /// waiting close now; the others when their last answer is out, or when `budget`
-    /// runs out.
+    /// runs out. Lines that arrive during the drain on a connection still open are
+    /// received too, and answered the same way.
     fn begin_drain(&mut self, budget: Option<Duration>) {
         if self.draining {
             return;
@@ -467,9 +468,13 @@ impl EventLoop {
         self.draining = true;
         // A budget too far away to count is no budget: drain until done.
         self.drain_deadline = budget.and_then(|budget| Instant::now().checked_add(budget));
+        // Lines that reached a socket before the signal count as received, also on a
+        // connection just taken from the queue whose readiness we have not seen yet:
+        // read them, then close every connection left with nothing to answer.
+        let delay = self.delay;
         let slots: Vec<u32> = self.connections.occupied().collect();
         for slot in slots {
-            self.with_connection(slot, |_, _| Next::Keep); // closes it if it is done
+            self.with_connection(slot, |c, ctx| c.read(delay, ctx));
         }
     }
 

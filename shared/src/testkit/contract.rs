@@ -204,10 +204,47 @@ pub fn crlf_answers_are_accepted(run: impl FnOnce(&Config) -> Result<Report, Err
     }
 }
 
+/// A timeout is a limit, not a wait: with every answer in well before it, `run` returns
+/// with all of them verified as soon as the last one arrives.
+pub fn a_timeout_is_not_waited_out(run: impl FnOnce(&Config) -> Result<Report, Error>) {
+    let server = SlowServer::start(DELAY).expect("start the slow server");
+    let config = Config {
+        timeout: PATIENCE,
+        ..Config::new(server.addr(), 3)
+    };
+    let report = run(&config).expect("a verified report");
+    every_request_answered_once(&report, 3);
+    assert!(
+        report.total() < PATIENCE / 2,
+        "waited for the timeout: {:?}",
+        report.total()
+    );
+}
+
+/// A timeout too far for an `Instant` to hold means no limit, not a panic on the
+/// overflowing addition: `Duration::MAX`, `u64::MAX` seconds, and the first second past
+/// what a Unix `Instant` (signed 64-bit seconds) can hold.
+pub fn a_far_timeout_is_no_limit(run: impl Fn(&Config) -> Result<Report, Error>) {
+    let server = SlowServer::start(DELAY).expect("start the slow server");
+    for far in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(i64::MAX as u64 + 1),
+    ] {
+        let config = Config {
+            timeout: far,
+            ..Config::new(server.addr(), 3)
+        };
+        let report = run(&config).unwrap_or_else(|e| panic!("timeout {far:?}: {e}"));
+        every_request_answered_once(&report, 3);
+    }
+}
+
 /// Defines one `#[test]` per promise of [`contract`](crate::testkit::contract) for a
 /// stage's `run`: `ten_requests_overlap`, `a_thousand_requests_overlap`,
 /// `refused_is_a_connect_error`, `garbage_fails_the_report`, `silence_times_out`,
-/// `a_dripping_answer_times_out` and `crlf_answers_are_accepted`.
+/// `a_dripping_answer_times_out`, `crlf_answers_are_accepted`,
+/// `a_timeout_is_not_waited_out` and `a_far_timeout_is_no_limit`.
 #[macro_export]
 macro_rules! contract_tests {
     ($run:path) => {
@@ -244,6 +281,16 @@ macro_rules! contract_tests {
         #[test]
         fn crlf_answers_are_accepted() {
             $crate::testkit::contract::crlf_answers_are_accepted($run);
+        }
+
+        #[test]
+        fn a_timeout_is_not_waited_out() {
+            $crate::testkit::contract::a_timeout_is_not_waited_out($run);
+        }
+
+        #[test]
+        fn a_far_timeout_is_no_limit() {
+            $crate::testkit::contract::a_far_timeout_is_no_limit($run);
         }
     };
 }

@@ -13,14 +13,14 @@
 //!
 //! Run it: `cargo run -p stage1-callbacks --example echo_uring`.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use io_uring::{IoUring, Probe, opcode, squeue, types};
+use io_uring::{IoUring, opcode, squeue, types};
+use shared::uring::UringSetup;
 
 use super::{AcceptPause, STOP_CHECK_MS};
 
@@ -327,69 +327,28 @@ pub fn check() -> io::Result<()> {
     new_ring().map(drop)
 }
 
-thread_local! {
-    static SIMULATED: Cell<Option<i32>> = const { Cell::new(None) };
-}
-
 /// Makes the next rings set up on this thread fail as if `io_uring_setup` had returned
-/// `errno` (`libc::ENOSYS`: no io_uring in this kernel; `libc::EPERM`: disabled), to see
-/// the refusal on a machine where io_uring works. `None` stops it. The environment
-/// variable `STAGE1_URING_SIMULATE=ENOSYS` (or `EPERM`) does the same for a process.
-pub fn simulate_setup_error(errno: Option<i32>) {
-    SIMULATED.set(errno);
-}
+/// `errno`, to see the refusal where io_uring works; the environment variable
+/// `STAGE1_URING_SIMULATE=ENOSYS` (or `EPERM`) does the same for a process.
+pub use shared::uring::simulate_setup_error;
 
-/// Sets up a ring, or explains why there is none.
-fn new_ring() -> io::Result<IoUring> {
-    let simulated =
-        SIMULATED.get().or_else(
-            || match std::env::var("STAGE1_URING_SIMULATE").ok()?.as_str() {
-                "ENOSYS" => Some(libc::ENOSYS),
-                "EPERM" => Some(libc::EPERM),
-                _ => None,
-            },
-        );
-    let ring = match simulated {
-        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-        None => IoUring::new(ENTRIES),
-    }
-    .map_err(|e| unavailable(e, simulated.is_some()))?;
-    // Everything this server submits; the probe itself came with Linux 5.6.
-    let mut probe = Probe::new();
-    let needed = [
+/// What this server submits, and what it says where io_uring is unusable.
+const SETUP: UringSetup = UringSetup {
+    who: "echo_uring",
+    needs: &[
         ("accept", opcode::Accept::CODE),
         ("recv", opcode::Recv::CODE),
         ("send", opcode::Send::CODE),
         ("timeout", opcode::Timeout::CODE),
         ("async_cancel", opcode::AsyncCancel::CODE),
-    ];
-    let missing = match ring.submitter().register_probe(&mut probe) {
-        Ok(()) => needed.iter().find(|(_, code)| !probe.is_supported(*code)),
-        Err(_) => needed.first(),
-    };
-    if let Some((name, _)) = missing {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "io_uring on this kernel lacks the {name} operation (echo_uring needs \
-                 Linux 5.6 or later). `--example echo_epoll` is the same server on epoll"
-            ),
-        ));
-    }
-    Ok(ring)
-}
+    ],
+    instead: "`--example echo_epoll` is the same server on epoll",
+    simulate_var: "STAGE1_URING_SIMULATE",
+    simulate_fn: "simulate_setup_error",
+};
 
-/// Explains why `io_uring_setup` failed, and what to run instead.
-fn unavailable(error: io::Error, simulated: bool) -> io::Error {
-    let why = shared::io_uring_refusal(&error);
-    let simulated = if simulated {
-        " [simulated: STAGE1_URING_SIMULATE or simulate_setup_error]"
-    } else {
-        ""
-    };
-    io::Error::new(
-        error.kind(),
-        format!("{why}. `--example echo_epoll` is the same server on epoll{simulated}"),
-    )
+/// Sets up a ring, or explains why there is none.
+fn new_ring() -> io::Result<IoUring> {
+    SETUP.ring(|| IoUring::new(ENTRIES))
 }
 // ANCHOR_END: check

@@ -24,7 +24,7 @@ use hyper::{Request, Response, StatusCode};
 use stage4_async_await::net::{TcpListener, TcpStream};
 use stage4_async_await::{EventLoop, sleep};
 
-use crate::rt::{HyperIo, LoopExecutor, LoopTimer};
+use stage4_async_await::hyper::{HyperIo, LoopExecutor, LoopTimer};
 
 /// The longest request body the server reads: the line protocol's longest line.
 pub const MAX_BODY: usize = 1024;

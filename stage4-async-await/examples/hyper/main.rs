@@ -6,7 +6,7 @@
 //! cargo run --release -p stage4-async-await --example hyper -- --requests 4000 --delay-ms 200
 //! ```
 //!
-//! hyper reaches our runtime only through the traits of `hyper::rt` (see `rt.rs`): our
+//! hyper reaches our runtime only through the traits of `hyper::rt` (see `src/hyper.rs`): our
 //! `TcpStream` as its `Read` and `Write`, our `spawn` as its `Executor`, our `sleep` as
 //! its `Timer`. The server (`echo.rs`) answers `POST /` with the request's body after a
 //! delay; each client task posts `Request {id}` on a connection of its own and the
@@ -15,7 +15,6 @@
 // Shared with the blocking_http example and the tests, each of which uses part of it.
 #[allow(dead_code)]
 mod echo;
-mod rt;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

@@ -17,12 +17,22 @@ use crate::trace::{Step, Trace};
 /// Nothing to count or free, so cloning or dropping a waker costs nothing, and a spawn
 /// allocates no waker.
 pub(super) fn task_waker(loop_slot: u16, key: Key) -> Waker {
-    let word = (u64::from(loop_slot) << 48) | (key.to_u64() & KEY_BITS);
+    let word = waker_word(loop_slot, key);
     let data = std::ptr::without_provenance(word as usize);
     // SAFETY: the vtable's functions never dereference `data` (it is a number, not a
     // pointer), may be called from any thread (a wake from elsewhere goes through a
     // mutex), and clone and drop own nothing, so every contract of `RawWaker` holds.
     unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) }
+}
+
+/// The data word of the waker of task `key` on loop `loop_slot`.
+pub(super) fn waker_word(loop_slot: u16, key: Key) -> u64 {
+    (u64::from(loop_slot) << 48) | (key.to_u64() & KEY_BITS)
+}
+
+/// Which loop a waker word names.
+pub(super) fn loop_slot(word: u64) -> u16 {
+    (word >> 48) as u16
 }
 
 /// The bits of a waker's word that hold the key: index, and 16 bits of generation.
@@ -45,7 +55,7 @@ fn drop_waker(_: *const ()) {}
 /// Both `wake` and `wake_by_ref`: queue the task, once.
 fn wake(data: *const ()) {
     let word = data.addr() as u64;
-    let loop_slot = (word >> 48) as u16;
+    let loop_slot = loop_slot(word);
     // On the loop's own thread (a timer, a socket, a task waking another): straight
     // into its ready queue, no lock and no atomic operation.
     let local = CURRENT.try_with(|current| match current.try_borrow().as_deref() {

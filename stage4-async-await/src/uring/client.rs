@@ -3,7 +3,6 @@
 //! Diff it against [`crate::client`]: the same steps, but every buffer goes to the kernel
 //! by value and comes back with the result, `(result, buffer)`.
 
-use std::io;
 use std::net::SocketAddr;
 
 use shared::protocol::{DecodeError, LineDecoder, request};
@@ -20,7 +19,7 @@ pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error
 
     // The request's bytes move into the operation, and come back when it completes.
     let (sent, _request) = stream.write_all(request(id).into_bytes()).await;
-    sent.map_err(|e| io_error(e, id, "sending"))?;
+    sent.map_err(|e| Error::request("sending", id, e))?;
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
@@ -43,15 +42,11 @@ pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error
                 return Err(Error::Decode { id, source });
             }
             Ok(_) => decoder.push(&buf),
-            Err(e) => return Err(io_error(e, id, "reading the answer to")),
+            Err(e) => return Err(Error::request("reading the answer to", id, e)),
         }
     }
 }
 // ANCHOR_END: make_tcp_request
-
-fn io_error(error: io::Error, id: u64, doing: &str) -> Error {
-    Error::io(format!("{doing} request {id}"), error)
-}
 
 /// The article's `consume_response` on this driver: one request, its outcome handed to
 /// `record`.

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use io_uring::squeue;
 
@@ -26,6 +26,49 @@ pub(crate) struct OpFuture {
     key: Key,
     loop_id: u32,
     done: bool,
+    /// What dropping it early does to the operation.
+    on_drop: OnDrop,
+}
+
+/// What becomes of an operation whose future is dropped before its completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnDrop {
+    /// Cancelled, and its slot freed at its completion: nobody will want its result.
+    Abandon,
+    /// Kept for its stream to take over (see `Ring::orphan`), cancelled or not.
+    Keep {
+        /// Ask the kernel to stop it (a read), or let it run to its end (a write).
+        cancel: bool,
+    },
+}
+
+impl OpFuture {
+    /// A new future for the operation in slot `key`, which a dropped future left to its
+    /// stream (see [`OnDrop::Keep`]).
+    pub(crate) fn adopt(key: Key, loop_id: u32, on_drop: OnDrop) -> OpFuture {
+        OpFuture {
+            key,
+            loop_id,
+            done: false,
+            on_drop,
+        }
+    }
+
+    /// Sets what dropping this future early does to its operation.
+    pub(crate) fn on_drop(mut self, on_drop: OnDrop) -> OpFuture {
+        self.on_drop = on_drop;
+        self
+    }
+
+    /// The operation's slot in the ring.
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Whether the operation's outcome has been collected.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
 }
 
 /// Submits the entry that `entry` builds from the `held` it points into, on the current
@@ -52,6 +95,7 @@ pub(crate) unsafe fn submit_op(
             key,
             loop_id: event_loop.id,
             done: false,
+            on_drop: OnDrop::Abandon,
         })
     })
 }
@@ -66,10 +110,13 @@ impl Future for OpFuture {
                 event_loop.id == self.loop_id,
                 "an io_uring operation must be awaited on the event loop that submitted it"
             );
+            // A task out of budget yields before it collects (see `consume_budget`).
+            ready!(event_loop.consume_budget(cx));
             let mut reactor = event_loop.reactor();
             let ring = reactor.uring().expect("the ring that took the operation");
             let poll = ring.poll_op(key, cx.waker());
             if poll.is_pending() {
+                event_loop.refund_budget(); // no progress, no cost
                 event_loop.trace_waker(Waiting::Operation(key));
             }
             poll
@@ -88,7 +135,10 @@ impl Drop for OpFuture {
             if event_loop.id == self.loop_id
                 && let Ok(ring) = event_loop.reactor().uring()
             {
-                ring.abandon(self.key);
+                match self.on_drop {
+                    OnDrop::Abandon => ring.abandon(self.key),
+                    OnDrop::Keep { cancel } => ring.orphan(self.key, cancel),
+                }
             }
         });
         // No loop here (the loop is gone): the ring's own drop waited for the kernel.

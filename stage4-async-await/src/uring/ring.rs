@@ -6,15 +6,15 @@
 //! long the future that asked for it lives: that is what keeps a buffer alive while the
 //! kernel may still write into it.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::task::{Poll, Waker};
 
-use io_uring::{IoUring, Probe, opcode, squeue, types};
+use io_uring::{IoUring, opcode, squeue, types};
 use mio::{Interest, Registry, Token};
+use shared::uring::UringSetup;
 
 use crate::slab::{Key, Slab};
 
@@ -33,6 +33,8 @@ pub(crate) enum Held {
     Address(Box<socket2::SockAddr>),
     /// The duration of a timeout.
     Timespec(Box<types::Timespec>),
+    /// Nothing: the operation points at no memory of ours (an accept).
+    Nothing,
 }
 
 // ANCHOR: slot
@@ -55,8 +57,33 @@ enum State {
     /// Its future was dropped before the completion: the slot keeps the buffer until
     /// the kernel says it is done with it, then frees both.
     Abandoned,
+    /// A multishot accept: one submission, a completion per connection.
+    Accepting(Accepts),
 }
 // ANCHOR_END: slot
+
+// ANCHOR: accepts
+/// The connections a multishot accept has completed and its listener has not taken yet.
+#[derive(Debug, Default)]
+pub(crate) struct Accepts {
+    /// New sockets' fds, or `-errno` (an error ends the multishot).
+    results: VecDeque<i32>,
+    /// The waker of the `accept` waiting for the next one.
+    waker: Option<Waker>,
+    /// The kernel said no more will come (no `IORING_CQE_F_MORE`): the listener arms a
+    /// new one once it has taken these.
+    ended: bool,
+    /// The listener is gone: close what still comes, free the slot at the end.
+    abandoned: bool,
+    /// A cancel was sent because nobody takes the connections as fast as they come.
+    paused: bool,
+}
+
+/// How many accepted connections may wait for the listener before the multishot accept
+/// is cancelled: beyond that, the kernel's listen queue keeps them, as it does for a
+/// server that does not call `accept`, instead of our memory and descriptors.
+const MAX_WAITING_ACCEPTS: usize = 128;
+// ANCHOR_END: accepts
 
 /// An io_uring instance registered with the reactor's mio `Poll`.
 pub(crate) struct Ring {
@@ -69,6 +96,9 @@ pub(crate) struct Ring {
     /// Submit an `ASYNC_CANCEL` for an operation whose future is dropped. Tests turn it
     /// off to watch the kernel finish an operation nobody waits for.
     pub(crate) cancel_on_drop: bool,
+    /// The kernel accepts many connections per submission (Linux 5.19 and later); if
+    /// not, a listener submits one accept per connection.
+    pub(crate) multishot_accept: bool,
     /// What abandoned operations held, with their result, kept after their completion
     /// for tests to look at.
     #[cfg(test)]
@@ -89,37 +119,9 @@ impl Ring {
     /// Sets up a ring and registers its fd with `registry` under `token`: it is readable
     /// when completions wait. Fails with a message that says why io_uring is unusable.
     pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Ring> {
-        let simulated = simulated_error();
-        let setup = match simulated {
-            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-            // A completion queue larger than the submission queue: a turn may complete
-            // more operations than it submits. (Beyond it, the kernel keeps the overflow.)
-            None => IoUring::builder().setup_cqsize(8 * ENTRIES).build(ENTRIES),
-        };
-        let ring = setup.map_err(|error| unavailable(error, simulated.is_some()))?;
-        // What this driver submits: all there since Linux 5.6, like the probe itself.
-        let mut probe = Probe::new();
-        let needed = [
-            ("connect", opcode::Connect::CODE),
-            ("recv", opcode::Recv::CODE),
-            ("send", opcode::Send::CODE),
-            ("close", opcode::Close::CODE),
-            ("async_cancel", opcode::AsyncCancel::CODE),
-            ("timeout", opcode::Timeout::CODE),
-        ];
-        let missing = match ring.submitter().register_probe(&mut probe) {
-            Ok(()) => needed.iter().find(|(_, code)| !probe.is_supported(*code)),
-            Err(_) => needed.first(), // no probe: older than 5.6
-        };
-        if let Some((name, _)) = missing {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "io_uring is too old on this kernel: it lacks the {name} operation \
-                     (the uring driver needs Linux 5.6 or later). Use --driver mio (the default)"
-                ),
-            ));
-        }
+        // A completion queue larger than the submission queue: a turn may complete
+        // more operations than it submits. (Beyond it, the kernel keeps the overflow.)
+        let ring = SETUP.ring(|| IoUring::builder().setup_cqsize(8 * ENTRIES).build(ENTRIES))?;
         let fd = ring.as_raw_fd();
         registry.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)?;
         Ok(Ring {
@@ -128,25 +130,50 @@ impl Ring {
             backlog: VecDeque::new(),
             woken: Vec::new(),
             cancel_on_drop: true,
+            multishot_accept: kernel_at_least(5, 19),
             #[cfg(test)]
             released: Vec::new(),
         })
     }
 }
 
-/// Explains why `io_uring_setup` failed, and what to do.
-fn unavailable(error: io::Error, simulated: bool) -> io::Error {
-    let why = shared::io_uring_refusal(&error);
-    let simulated = if simulated {
-        " [simulated: STAGE4_URING_SIMULATE or uring::simulate_setup_error]"
-    } else {
-        ""
-    };
-    io::Error::new(
-        error.kind(),
-        format!("{why}. Use --driver mio (the default){simulated}"),
-    )
+/// Whether the running kernel's version is at least `major.minor` (from `uname`).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: `utsname` is plain data, for which all zeros is a valid value.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid, writable utsname.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    // SAFETY: uname wrote a NUL-terminated string into `release`.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+    let mut numbers = release
+        .to_str()
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let found = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    found >= (major, minor)
 }
+
+/// What this driver submits (all there since Linux 5.6; a multishot accept needs 5.19,
+/// and falls back to one accept per connection), and what it says where io_uring is
+/// unusable.
+const SETUP: UringSetup = UringSetup {
+    who: "the uring driver",
+    needs: &[
+        ("accept", opcode::Accept::CODE),
+        ("connect", opcode::Connect::CODE),
+        ("recv", opcode::Recv::CODE),
+        ("send", opcode::Send::CODE),
+        ("close", opcode::Close::CODE),
+        ("async_cancel", opcode::AsyncCancel::CODE),
+        ("timeout", opcode::Timeout::CODE),
+    ],
+    instead: "Use --driver mio (the default)",
+    simulate_var: "STAGE4_URING_SIMULATE",
+    simulate_fn: "uring::simulate_setup_error",
+};
 // ANCHOR_END: new
 
 impl Ring {
@@ -220,14 +247,24 @@ impl Ring {
         woken.append(&mut self.woken);
         let mut reaped = 0;
         loop {
+            let mut pause = Vec::new();
             for completion in self.ring.completion() {
                 reaped += 1;
                 let (user_data, result) = (completion.user_data(), completion.result());
-                let released = complete(&mut self.ops, user_data, result, woken);
-                #[cfg(test)]
-                self.released.extend(released);
-                #[cfg(not(test))]
-                drop(released);
+                let more = io_uring::cqueue::more(completion.flags());
+                match complete(&mut self.ops, user_data, result, more, woken) {
+                    Reaped::Nothing => {}
+                    Reaped::Released(released) => {
+                        #[cfg(test)]
+                        self.released.push(released);
+                        #[cfg(not(test))]
+                        drop(released);
+                    }
+                    Reaped::Pause(key) => pause.push(key),
+                }
+            }
+            for key in pause {
+                self.cancel(key);
             }
             // Completions that found the queue full wait in the kernel: an enter
             // (which the crate's `submit` makes with GETEVENTS then) brings them in.
@@ -240,27 +277,67 @@ impl Ring {
 }
 
 // ANCHOR: complete
-/// Records one completion; returns what an abandoned operation held, to be freed.
+/// What a completion leaves for the ring to do.
+enum Reaped {
+    Nothing,
+    /// An abandoned operation's result, and what it held, to be freed.
+    Released((i32, Held)),
+    /// A multishot accept has more waiting than the listener takes: cancel it.
+    Pause(Key),
+}
+
+/// Records one completion (`more`: a multishot operation will complete again).
 fn complete(
     ops: &mut Slab<Op>,
     user_data: u64,
     result: i32,
+    more: bool,
     woken: &mut Vec<Waker>,
-) -> Option<(i32, Held)> {
+) -> Reaped {
     if user_data == IGNORED {
-        return None;
+        return Reaped::Nothing;
     }
     let key = Key::from_usize(user_data as usize);
-    let op = ops.get_mut(key)?;
+    let Some(op) = ops.get_mut(key) else {
+        return Reaped::Nothing;
+    };
     match &mut op.state {
         State::Waiting(waker) => {
             woken.extend(waker.take());
             op.state = State::Done(result);
-            None
+            Reaped::Nothing
         }
         // Only now may the buffer go: the kernel has let go of it.
-        State::Abandoned => ops.remove(key).map(|op| (result, op.held)),
-        State::Done(_) => None, // one completion per operation: none is multishot here
+        State::Abandoned => match ops.remove(key) {
+            Some(op) => Reaped::Released((result, op.held)),
+            None => Reaped::Nothing,
+        },
+        State::Done(_) => Reaped::Nothing, // one completion per single-shot operation
+        State::Accepting(accepts) => {
+            if accepts.abandoned {
+                close_accepted(result);
+                if !more {
+                    ops.remove(key);
+                }
+                return Reaped::Nothing;
+            }
+            accepts.results.push_back(result);
+            accepts.ended = !more;
+            woken.extend(accepts.waker.take());
+            if more && !accepts.paused && accepts.results.len() >= MAX_WAITING_ACCEPTS {
+                accepts.paused = true;
+                return Reaped::Pause(key);
+            }
+            Reaped::Nothing
+        }
+    }
+}
+
+/// Closes a connection a multishot accept completed for a listener that is gone.
+fn close_accepted(result: i32) {
+    if result >= 0 {
+        // SAFETY: the kernel has just created this fd for us, and nothing else knows it.
+        drop(unsafe { OwnedFd::from_raw_fd(result) });
     }
 }
 // ANCHOR_END: complete
@@ -314,8 +391,57 @@ impl Ring {
                 Poll::Pending
             }
             State::Abandoned => unreachable!("an abandoned operation has no future"),
+            State::Accepting(_) => unreachable!("a multishot accept has no OpFuture"),
         }
     }
+
+    // ANCHOR: accept_multi
+    /// Arms a multishot accept on the listening socket `fd`: every connection the kernel
+    /// accepts from now on completes in the returned slot (see [`Ring::poll_accept`]).
+    /// The fd must stay open until the slot ends (the listener abandons it first).
+    pub(crate) fn start_accepting(&mut self, fd: i32) -> Key {
+        let key = self.ops.next_key();
+        let inserted = self.ops.insert(Op {
+            key,
+            state: State::Accepting(Accepts::default()),
+            held: Held::Nothing,
+        });
+        debug_assert_eq!(inserted, key);
+        let entry = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(key.to_usize() as u64);
+        // SAFETY: the entry points at no memory; the fd is the listener's, open until
+        // the listener abandons this slot.
+        unsafe { self.push(&entry) };
+        key
+    }
+
+    /// The next connection of the multishot accept in `key`: `Some(fd)` (or
+    /// `Some(-errno)`), or `None` once it has ended and every result was taken (the
+    /// slot is then freed, and the listener arms a new one). `Pending` leaves `waker`.
+    pub(crate) fn poll_accept(&mut self, key: Key, waker: &Waker) -> Poll<Option<i32>> {
+        let Some(Op {
+            state: State::Accepting(accepts),
+            ..
+        }) = self.ops.get_mut(key)
+        else {
+            return Poll::Ready(None);
+        };
+        if let Some(result) = accepts.results.pop_front() {
+            return Poll::Ready(Some(result));
+        }
+        if accepts.ended {
+            self.ops.remove(key);
+            return Poll::Ready(None);
+        }
+        match &accepts.waker {
+            Some(old) if old.will_wake(waker) => {}
+            _ => accepts.waker = Some(waker.clone()),
+        }
+        Poll::Pending
+    }
+    // ANCHOR_END: accept_multi
 
     // ANCHOR: abandon
     /// The future of `key` is dropped. A completed operation's slot goes now; one still
@@ -325,11 +451,48 @@ impl Ring {
         let Some(op) = self.ops.get_mut(key) else {
             return;
         };
-        if let State::Done(_) = op.state {
-            self.ops.remove(key);
-            return;
+        match &mut op.state {
+            State::Done(_) => {
+                self.ops.remove(key);
+                return;
+            }
+            State::Accepting(accepts) => {
+                // Connections accepted for nobody: close them, and what still comes.
+                accepts.results.drain(..).for_each(close_accepted);
+                accepts.waker = None;
+                if accepts.ended {
+                    self.ops.remove(key);
+                    return;
+                }
+                accepts.abandoned = true;
+            }
+            _ => op.state = State::Abandoned,
         }
-        op.state = State::Abandoned;
+        self.cancel(key);
+    }
+    // ANCHOR_END: abandon
+
+    // ANCHOR: orphan
+    /// The future of `key` is dropped, but its stream will take the operation over: the
+    /// slot stays, done or not, until a new future collects it (or the stream, dropped,
+    /// abandons it). `cancel` asks the kernel to stop it (a read: whatever it read by
+    /// then still comes back); without, it runs to its end (a write: its bytes go out).
+    pub(crate) fn orphan(&mut self, key: Key, cancel: bool) {
+        let Some(op) = self.ops.get_mut(key) else {
+            return;
+        };
+        if let State::Waiting(waker) = &mut op.state {
+            *waker = None; // nobody to wake until a future takes it over
+            if cancel {
+                self.cancel(key);
+            }
+        }
+    }
+    // ANCHOR_END: orphan
+
+    /// Asks the kernel to stop the operation in slot `key` soon (with the next
+    /// submission); its completion still comes, with what it did by then.
+    fn cancel(&mut self, key: Key) {
         if self.cancel_on_drop {
             let cancel = opcode::AsyncCancel::new(key.to_usize() as u64)
                 .build()
@@ -338,7 +501,6 @@ impl Ring {
             unsafe { self.push(&cancel) };
         }
     }
-    // ANCHOR_END: abandon
 
     /// Closes `fd` through the ring, with the next submission: no `close(2)` of its own.
     pub(crate) fn close(&mut self, fd: OwnedFd) {
@@ -354,6 +516,14 @@ impl Ring {
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Whether the operation in slot `key` has completed (its result waits there).
+    #[cfg(test)]
+    pub(crate) fn is_done(&mut self, key: Key) -> bool {
+        self.ops
+            .get_mut(key)
+            .is_some_and(|op| matches!(op.state, State::Done(_)))
     }
 }
 
@@ -379,19 +549,45 @@ impl Drop for Ring {
                 ok = matches!(self.ring.submit(), Ok(submitted) if submitted > 0);
             }
         }
-        let mut left = in_flight.len();
+        // Wait for the last completion of every operation not done yet (a completed one
+        // kept for its stream will not complete again).
+        let mut left = in_flight
+            .iter()
+            .filter(|op| match &op.state {
+                State::Done(_) => false,
+                State::Accepting(accepts) => !accepts.ended,
+                _ => true,
+            })
+            .count();
+        let accepting: Vec<u64> = in_flight
+            .iter()
+            .filter(|op| matches!(op.state, State::Accepting(_)))
+            .map(|op| op.key.to_usize() as u64)
+            .collect();
         while ok && left > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
-            left -= self
-                .ring
-                .completion()
-                .filter(|completion| completion.user_data() != IGNORED)
-                .count()
-                .min(left);
+            for completion in self.ring.completion() {
+                let user_data = completion.user_data();
+                if user_data == IGNORED {
+                    continue;
+                }
+                if accepting.contains(&user_data) {
+                    close_accepted(completion.result());
+                }
+                if !io_uring::cqueue::more(completion.flags()) {
+                    left = left.saturating_sub(1);
+                }
+            }
+        }
+        // Connections accepted before the end that nobody took.
+        for op in &in_flight {
+            if let State::Accepting(accepts) = &op.state {
+                accepts.results.iter().copied().for_each(close_accepted);
+            }
         }
         if left > 0 {
             // The kernel may still own some buffers: leaking them is the only safe end.
@@ -402,30 +598,3 @@ impl Drop for Ring {
     }
 }
 // ANCHOR_END: drop
-
-// ANCHOR: simulate
-thread_local! {
-    static SIMULATED: Cell<Option<i32>> = const { Cell::new(None) };
-}
-
-/// Makes the next rings created on this thread fail as if `io_uring_setup` had returned
-/// `errno` (`libc::ENOSYS`: a kernel without io_uring; `libc::EPERM`: io_uring disabled),
-/// to test the refusal path on a machine where io_uring works. `None` stops it.
-///
-/// The environment variable `STAGE4_URING_SIMULATE=ENOSYS` (or `EPERM`) does the same for
-/// a whole process, for the command line.
-pub fn simulate_setup_error(errno: Option<i32>) {
-    SIMULATED.set(errno);
-}
-
-/// The error to simulate, if any: the thread's first, then the environment's.
-fn simulated_error() -> Option<i32> {
-    SIMULATED.get().or_else(
-        || match std::env::var("STAGE4_URING_SIMULATE").ok()?.as_str() {
-            "ENOSYS" => Some(libc::ENOSYS),
-            "EPERM" => Some(libc::EPERM),
-            _ => None,
-        },
-    )
-}
-// ANCHOR_END: simulate

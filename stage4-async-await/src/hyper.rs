@@ -1,5 +1,6 @@
 //! hyper's runtime traits, implemented over stage 4's runtime: for our event loop what
-//! hyper-util's `TokioIo`, `TokioExecutor` and `TokioTimer` are for tokio.
+//! hyper-util's `TokioIo`, `TokioExecutor` and `TokioTimer` are for tokio. (Feature
+//! `hyper`, on by default; the `hyper` example serves and fetches HTTP through it.)
 //!
 //! hyper 1.x brings no runtime. It parses and writes HTTP and asks its caller, through
 //! the traits of `hyper::rt`, for the three things only a runtime has: a socket it can
@@ -13,19 +14,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use stage4_async_await::net::TcpStream;
-use stage4_async_await::{sleep, sleep_until, spawn};
+use crate::executor::spawn;
+use crate::net::TcpStream;
+use crate::time::{Sleep, sleep, sleep_until};
 
 // ANCHOR: io
 /// Our [`TcpStream`], read and written by hyper.
 #[derive(Debug)]
 pub struct HyperIo(pub TcpStream);
 
-impl hyper::rt::Read for HyperIo {
+impl ::hyper::rt::Read for HyperIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
+        mut buf: ::hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         // hyper lends memory that may be uninitialized, and `read(2)` through our
         // `poll_read` wants a `&mut [u8]`: zero it first (once: the cursor remembers).
@@ -37,7 +39,7 @@ impl hyper::rt::Read for HyperIo {
     }
 }
 
-impl hyper::rt::Write for HyperIo {
+impl ::hyper::rt::Write for HyperIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -63,7 +65,7 @@ pub struct LoopExecutor;
 
 // NB: tokio's executor wants `Send` futures (a worker thread may steal them); ours runs
 // every task on the thread that spawned it, so any future will do.
-impl<F> hyper::rt::Executor<F> for LoopExecutor
+impl<F> ::hyper::rt::Executor<F> for LoopExecutor
 where
     F: Future + 'static,
     F::Output: 'static,
@@ -79,21 +81,21 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoopTimer;
 
-impl hyper::rt::Timer for LoopTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+impl ::hyper::rt::Timer for LoopTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn ::hyper::rt::Sleep>> {
         Box::pin(LoopSleep(sleep(duration)))
     }
 
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn ::hyper::rt::Sleep>> {
         Box::pin(LoopSleep(sleep_until(deadline)))
     }
     // `reset` keeps its default: a new sleep in place of the old one, whose drop takes
     // its timer out of the reactor's queue.
 }
 
-/// Our [`stage4_async_await::Sleep`], as hyper's `Sleep`.
+/// Our [`Sleep`], as hyper's `Sleep`.
 #[derive(Debug)]
-pub struct LoopSleep(stage4_async_await::Sleep);
+pub struct LoopSleep(Sleep);
 
 impl Future for LoopSleep {
     type Output = ();
@@ -105,5 +107,5 @@ impl Future for LoopSleep {
 
 // hyper asks for `Send + Sync` sleeps, for runtimes whose timers cross threads. Ours
 // is both, being a deadline and a key: the timer queue it points into is its thread's.
-impl hyper::rt::Sleep for LoopSleep {}
+impl ::hyper::rt::Sleep for LoopSleep {}
 // ANCHOR_END: timer
