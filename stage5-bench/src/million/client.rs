@@ -1,11 +1,10 @@
 //! A client process of the run: stage 4's event loop on one thread, one task per
 //! connection, each walking the three phases in order.
 //!
-//! The task is stage 4's `make_tcp_request`, cut in two where the run needs it: connect,
-//! then wait at a gate until every connection of every process is open, then send the
-//! request and read its answer through stage 4's `TcpStream` and the shared
-//! `LineDecoder`, and compare it with the request. (The cut, and a source address of our
-//! choosing, are the only differences: see `connection`.)
+//! The task is stage 4's `make_tcp_request`, cut in two where the run needs it: stage 4's
+//! connect (from a source address of our choosing), then a wait at a gate until every
+//! connection of every process is open, then stage 4's `request_on`, which sends the
+//! request and reads the answer; the task compares it with the request.
 //!
 //! The parent drives it through stdin (`open`, then `go`) and reads its counts on stdout
 //! every [`REPORT_EVERY`].
@@ -21,11 +20,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use shared::Error;
-use shared::protocol::{LineDecoder, expected_response, request};
-use stage4_async_await::net::{LineError, TcpStream};
+use shared::protocol::{DecodeError, expected_response};
+use stage4_async_await::client::request_on;
+use stage4_async_await::net::TcpStream;
 use stage4_async_await::{EventLoop, spawn, timeout};
 
-use super::net::{kind_of, start_connect};
+use super::net::kind_of;
 use super::wire::{GO, Message, OPEN};
 use super::{REPORT_EVERY, read_commands, set_fd_limit};
 
@@ -160,10 +160,9 @@ async fn open_all(args: ClientArgs, counts: Rc<Counts>) {
 // ANCHOR: connection
 /// One connection's life: open, wait for everyone, request, verify.
 ///
-/// Diff it against stage 4's `make_tcp_request`: the connect comes from a source address
-/// of our choosing (so it starts with a socket of our own, handed to stage 4's
-/// `TcpStream`), and the gate sits between the handshake and the request. The request,
-/// the wait for the answer and the decoding are stage 4's and the shared crate's.
+/// It is stage 4's `make_tcp_request` cut in two: `TcpStream::connect_from` (a connect
+/// from a source address of our choosing), the gate, then `request_on`, which sends the
+/// request and reads the answer exactly as `make_tcp_request` does after its connect.
 fn connection(
     id: u64,
     source: Ipv4Addr,
@@ -172,7 +171,7 @@ fn connection(
 ) -> impl Future<Output = ()> + 'static {
     let counts = Rc::clone(counts);
     async move {
-        let connected = connect(source, server).await;
+        let connected = TcpStream::connect_from(source.into(), server).await;
         counts.window.release();
         let stream = match connected {
             Ok(stream) => stream,
@@ -186,34 +185,40 @@ fn connection(
 
         counts.gate.wait().await;
 
-        if let Err(error) = stream.write_all(request(id).as_bytes()).await {
-            return counts.fail("send", kind_of(&error), &error);
-        }
-        counts.sent.set(counts.sent.get() + 1);
-        let mut decoder = LineDecoder::new();
-        match stream.read_line(&mut decoder).await {
-            Ok(Some(line)) if line == expected_response(id) => {
+        match request_on(&stream, id).await {
+            Ok(line) if line == expected_response(id) => {
                 if counts.counts("answer") {
                     counts.verified.set(counts.verified.get() + 1);
                     counts.check_goal();
                 }
             }
-            Ok(Some(line)) => counts.fail("answer", "wrong", &format!("{id}: {line:?}")),
-            Ok(None) => counts.fail("read", "closed", &format!("request {id}")),
-            Err(LineError::Io(error)) => counts.fail("read", kind_of(&error), &error),
-            Err(LineError::Decode(error)) => counts.fail("read", "decode", &error),
+            Ok(line) => counts.fail("answer", "wrong", &format!("{id}: {line:?}")),
+            Err(error) => {
+                let (step, cause) = failure(&error);
+                counts.fail(step, cause, &error);
+            }
         }
     }
 }
-
-/// Stage 4's `TcpStream::connect`, from a socket bound to `source`.
-async fn connect(source: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = start_connect(source, server)?;
-    let stream = TcpStream::from_std(socket.into())?;
-    poll_fn(|cx| stream.poll_connect(cx)).await?;
-    Ok(stream)
-}
 // ANCHOR_END: connection
+
+/// Which step of `request_on` failed, and why, as a failure key's two halves.
+fn failure(error: &Error) -> (&'static str, &'static str) {
+    match error {
+        // `request_on` words its I/O errors "sending request 7", "reading the answer to
+        // request 7".
+        Error::Io { context, source } if context.starts_with("sending") => {
+            ("send", kind_of(source))
+        }
+        Error::Io { source, .. } => ("read", kind_of(source)),
+        Error::Decode {
+            source: DecodeError::ClosedMidLine,
+            ..
+        } => ("read", "closed"),
+        Error::Decode { .. } => ("read", "decode"),
+        _ => ("read", "other"),
+    }
+}
 
 /// Prints the counts every [`REPORT_EVERY`] until `goal` holds (`true`) or `deadline`
 /// passes (`false`).
@@ -262,7 +267,6 @@ type Goal = fn(&Counts) -> bool;
 struct Counts {
     total: u64,
     opened: Cell<u64>,
-    sent: Cell<u64>,
     verified: Cell<u64>,
     failures: RefCell<BTreeMap<String, u64>>,
     window: Window,
@@ -280,7 +284,6 @@ impl Counts {
         Counts {
             total,
             opened: Cell::new(0),
-            sent: Cell::new(0),
             verified: Cell::new(0),
             failures: RefCell::new(BTreeMap::new()),
             window: Window::new(window),
@@ -361,7 +364,6 @@ impl Counts {
         self.report_failures();
         say(Message::new("progress")
             .with("opened", self.opened.get())
-            .with("sent", self.sent.get())
             .with("verified", self.verified.get())
             .with("failed", self.failed_total()));
     }

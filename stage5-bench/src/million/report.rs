@@ -171,15 +171,16 @@ pub fn outcome_text(outcome: &Outcome, floor: Option<&Outcome>) -> String {
         );
     }
     if run {
-        if let Some(sent) = outcome.all_sent {
+        if let Some(arrived) = outcome.all_arrived {
             row(
                 w,
-                "sent",
+                "arrived",
                 format!(
-                    "{} requests, all of them {:.2} s after the start signal: {} a second",
+                    "{} requests, all at their servers {:.2} s after the start signal: {} a \
+                     second",
                     thousands(outcome.opened),
-                    sent.as_secs_f64(),
-                    thousands(rate(outcome.opened, sent.as_secs_f64()))
+                    arrived.as_secs_f64(),
+                    thousands(rate(outcome.opened, arrived.as_secs_f64()))
                 ),
             );
         }
@@ -390,11 +391,12 @@ fn cpu_between(outcome: &Outcome, from: usize, to: usize) -> Option<(f64, f64)> 
     ))
 }
 
-/// A delay that outlasts sending with room to spare: twice the time sending took (or
-/// would take at the rate seen before the first answers), in whole 5 s.
+/// A delay that outlasts sending with room to spare: twice the time the requests took to
+/// reach their servers (or would take, at the rate seen before the first answers), in
+/// whole 5 s.
 fn suggested_delay_ms(outcome: &Outcome) -> u64 {
-    let seconds = match (outcome.all_sent, outcome.waiting_at_once) {
-        (Some(sent), _) => sent.as_secs_f64(),
+    let seconds = match (outcome.all_arrived, outcome.waiting_at_once) {
+        (Some(arrived), _) => arrived.as_secs_f64(),
         (None, Some((waiting, at))) if waiting > 0 => {
             at.as_secs_f64() * outcome.opened as f64 / waiting as f64
         }

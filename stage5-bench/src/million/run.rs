@@ -106,8 +106,9 @@ pub struct Outcome {
     pub waiting_at_once: Option<(u64, Duration)>,
     /// The sum of each shard's own peak of waiting requests (an upper bound).
     pub shard_peaks_waiting: Option<u64>,
-    /// When the clients had sent every request, after the start signal.
-    pub all_sent: Option<Duration>,
+    /// When every request had reached its server (waiting or answered, by the servers'
+    /// counts), after the start signal.
+    pub all_arrived: Option<Duration>,
     /// Answers verified.
     pub verified: u64,
     /// From the start signal until every answer was read.
@@ -162,7 +163,6 @@ enum Stop {
 struct ClientState {
     ready: bool,
     opened: u64,
-    sent: u64,
     verified: u64,
     failed: u64,
     open_done: bool,
@@ -574,7 +574,7 @@ impl<'a> Run<'a> {
         (
             self.client_sum(|c| c.opened + c.failed),
             self.server_sum("accepted"),
-            self.client_sum(|c| c.sent),
+            self.server_sum("waiting") + self.server_sum("answered"),
             self.client_sum(|c| c.verified),
         )
     }
@@ -625,7 +625,6 @@ impl<'a> Run<'a> {
                     }
                     "progress" => {
                         client.opened = message.get("opened");
-                        client.sent = message.get("sent");
                         client.verified = message.get("verified");
                         client.failed = message.get("failed");
                     }
@@ -659,8 +658,9 @@ impl<'a> Run<'a> {
         let Some(go_at) = self.go_at else { return };
         let since_go = go_at.elapsed();
         let opened = self.outcome.opened;
-        if self.outcome.all_sent.is_none() && self.client_sum(|c| c.sent) >= opened {
-            self.outcome.all_sent = Some(since_go);
+        let arrived = self.server_sum("waiting") + self.server_sum("answered");
+        if self.outcome.all_arrived.is_none() && arrived >= opened {
+            self.outcome.all_arrived = Some(since_go);
         }
         let took = self.outcome.memory.len() > 2; // before, all open, and this one
         if since_go < self.settings.delay {
