@@ -158,7 +158,7 @@ async fn open_all(args: ClientArgs, counts: Rc<Counts>) {
 }
 
 // ANCHOR: connection
-/// One connection's life: open, wait for everyone, request, verify.
+/// One connection's life: open, wait for everyone, request, verify, stay open.
 ///
 /// It is stage 4's `make_tcp_request` cut in two: `TcpStream::connect_from` (a connect
 /// from a source address of our choosing), the gate, then `request_on`, which sends the
@@ -189,6 +189,8 @@ fn connection(
             Ok(line) if line == expected_response(id) => {
                 if counts.counts("answer") {
                     counts.verified.set(counts.verified.get() + 1);
+                    // Open until every answer of this process is in: see `Counts::kept`.
+                    counts.kept.borrow_mut().push(stream);
                     counts.check_goal();
                 }
             }
@@ -269,6 +271,12 @@ struct Counts {
     opened: Cell<u64>,
     verified: Cell<u64>,
     failures: RefCell<BTreeMap<String, u64>>,
+    /// Connections whose answer was verified, kept open until every answer of the
+    /// process is in, then closed together when the process ends. NB: closing costs
+    /// about what opening does, and a close after each answer would slow the reading of
+    /// the others while their answers wait in the kernel, each holding a page of socket
+    /// buffer (`net.ipv4.tcp_mem` counts pages per socket).
+    kept: RefCell<Vec<TcpStream>>,
     window: Window,
     gate: Gate,
     /// What the main future waits for, and its waker.
@@ -286,6 +294,7 @@ impl Counts {
             opened: Cell::new(0),
             verified: Cell::new(0),
             failures: RefCell::new(BTreeMap::new()),
+            kept: RefCell::new(Vec::new()),
             window: Window::new(window),
             gate: Gate::new(total as usize),
             goal: Cell::new(None),
