@@ -184,14 +184,10 @@ pub fn memory_parts(outcome: &Outcome) -> Vec<(&'static str, f64, &'static str)>
         let slab = (a.slab as f64 - b.slab as f64) / n;
         let buffers =
             (a.tcp_pages as f64 - b.tcp_pages as f64) * super::plan::page_size() as f64 / n;
-        let drop = (b.available as f64 - a.available as f64) / n;
-        let user = parts.iter().map(|p| p.1).sum::<f64>();
-        // What MemAvailable lost beyond all of the above: page tables, the page cache's
-        // own movements, whatever else the kernel counts.
-        let rest = drop - user - slab - buffers;
+        // NB: not MemAvailable's drop: it counts the sockets' inodes and dentries as
+        // reclaimable slab, which they are not while the connections live.
         parts.push(("kernel: slab", slab.max(0.0), "#2ca02c"));
         parts.push(("kernel: socket buffers", buffers.max(0.0), "#98df8a"));
-        parts.push(("rest of MemAvailable's drop", rest.max(0.0), "#c7c7c7"));
     }
     parts
 }
