@@ -22,7 +22,8 @@
 //! - [`server`]: a server shard: the slow server on a shared port.
 //! - [`floor`]: the same layout as bare loops of connects and accepts.
 //! - [`run`](mod@run): the parent: three phases, progress, watchdogs.
-//! - [`report`] and [`picture`]: what the run found, in words and as an SVG.
+//! - [`outcome`], [`report`] and [`picture`]: what the run found, as data, in words and
+//!   as an SVG.
 //! - [`kernel`], [`net`], [`wire`]: `/proc` readings, sockets, the lines between
 //!   processes.
 
@@ -31,6 +32,7 @@ pub mod client;
 pub mod floor;
 pub mod kernel;
 pub mod net;
+pub mod outcome;
 pub mod picture;
 pub mod plan;
 pub mod report;

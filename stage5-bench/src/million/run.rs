@@ -13,31 +13,25 @@
 //! Ctrl-C ends it too: each way, every child is stopped and the report says what the
 //! run reached and what was lost, by kind.
 
+mod finish;
+mod watch;
+
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::children::{Children, Event, Role, cpu_time, how_it_ended, resident_bytes};
+use super::children::{Children, Event, Role, how_it_ended};
 use super::client::ClientArgs;
 use super::floor::{FloorClientArgs, FloorServerArgs};
-use super::kernel::{self, Snapshot};
-use super::plan::{Machine, Plan};
+pub use super::outcome::{MemoryAt, Mode, Outcome, Sample};
+use super::plan::{self, Machine, Plan};
 use super::server::ServerArgs;
-use super::wire::{ABORT, GO, Message, OPEN, STOP};
-use super::{REPORT_EVERY, plan};
+use super::wire::{GO, Message, OPEN};
 use crate::text::thousands;
-
-/// What the run does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Stage 4's client against the slow server, every answer verified.
-    Run,
-    /// Bare connects and accepts, same layout: the floor.
-    Floor,
-}
+use watch::to_stderr;
 
 /// How to run, beyond the plan.
 #[derive(Debug, Clone)]
@@ -48,108 +42,6 @@ pub struct Settings {
     pub window: usize,
     /// This binary, which the children run.
     pub exe: PathBuf,
-}
-
-/// Memory at one moment of the run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemoryAt {
-    /// `all open`, `all waiting`.
-    pub label: String,
-    /// Connections open (the clients' count).
-    pub connections: u64,
-    /// Resident memory of the client processes, summed.
-    pub client_rss: Option<u64>,
-    /// Resident memory of the server processes, summed.
-    pub server_rss: Option<u64>,
-    /// The kernel's counters.
-    pub kernel: Option<Snapshot>,
-    /// CPU time the client processes have used so far, summed.
-    pub client_cpu: Option<Duration>,
-    /// CPU time the server processes have used so far, summed.
-    pub server_cpu: Option<Duration>,
-}
-
-/// One point of the run's timeline, every [`REPORT_EVERY`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    /// Seconds since the `open` command.
-    pub at: f64,
-    /// Connections the clients have open.
-    pub opened: u64,
-    /// Connections the servers have accepted.
-    pub accepted: u64,
-    /// Requests waiting in the servers.
-    pub waiting: u64,
-    /// Answers verified by the clients.
-    pub verified: u64,
-}
-
-/// Everything a run measured.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    /// `None` for a run that was not started (refused).
-    pub mode: Option<Mode>,
-    /// Connections asked for.
-    pub connections: u64,
-    /// Client processes and server shards.
-    pub processes: (usize, usize),
-    /// The first and last source address.
-    pub sources: (String, String),
-    /// Connections the clients opened.
-    pub opened: u64,
-    /// From the `open` command until every connection was open on both sides.
-    pub open_time: Option<Duration>,
-    /// Connections the servers held open at once, before the start signal.
-    pub open_at_once: u64,
-    /// Requests the servers held waiting at once (`None`: the servers do not count
-    /// them), and when, after the start signal.
-    pub waiting_at_once: Option<(u64, Duration)>,
-    /// The sum of each shard's own peak of waiting requests (an upper bound).
-    pub shard_peaks_waiting: Option<u64>,
-    /// When every request had reached its server (waiting or answered, by the servers'
-    /// counts), after the start signal.
-    pub all_arrived: Option<Duration>,
-    /// Answers verified.
-    pub verified: u64,
-    /// From the start signal until every answer was read.
-    pub answer_time: Option<Duration>,
-    /// From the first process started to the last one stopped.
-    pub total: Duration,
-    /// The delay of the servers.
-    pub delay: Duration,
-    /// Connections or requests that failed, by `step_cause`.
-    pub failures: BTreeMap<String, u64>,
-    /// Memory before opening, with every connection open, and with every request waiting.
-    pub memory: Vec<MemoryAt>,
-    /// The timeline.
-    pub samples: Vec<Sample>,
-    /// The size of one connection's future (stage 4 boxes it as the task).
-    pub task_future_bytes: Option<u64>,
-    /// Peak of socket buffer pages (`TCP: mem`, the whole machine) seen while running.
-    pub tcp_pages_peak: Option<u64>,
-    /// `net.ipv4.tcp_mem`, in pages: pressure from the second, the limit the third.
-    pub tcp_mem: Option<[u64; 3]>,
-    /// Limits met and other warnings, as they were printed.
-    pub warnings: Vec<String>,
-    /// Why the run ended early, if it did.
-    pub stopped: Option<String>,
-    /// Whether it ended on Ctrl-C (or SIGTERM, SIGHUP).
-    pub interrupted: bool,
-}
-
-impl Outcome {
-    /// Whether the run did all it set out to: every connection open, every request
-    /// verified (and, for the real run, every request waiting at once where the servers
-    /// count them).
-    pub fn complete(&self) -> bool {
-        let all = self.opened == self.connections && self.failures.is_empty();
-        let proven = match (self.mode, self.waiting_at_once) {
-            (Some(Mode::Run), Some((waiting, _))) => waiting == self.connections,
-            _ => true,
-        };
-        let verified = self.mode != Some(Mode::Run) || self.verified == self.connections;
-        all && proven && verified && self.stopped.is_none()
-    }
 }
 
 /// Why a phase ended early.
@@ -316,112 +208,6 @@ impl<'a> Run<'a> {
         self.outcome.verified = self.client_sum(|c| c.verified);
         self.end_progress_line();
         Ok(())
-    }
-
-    /// Stops every child (servers after their last counts), and fills in the outcome.
-    fn finish(mut self, result: Result<(), Stop>) -> Outcome {
-        self.end_progress_line();
-        match result {
-            Ok(()) => {}
-            Err(Stop::Interrupted) => {
-                self.outcome.interrupted = true;
-                self.outcome.stopped = Some("interrupted (Ctrl-C or SIGTERM)".into());
-            }
-            Err(Stop::Failed(why)) => self.outcome.stopped = Some(why),
-        }
-        // Servers answer what they have and report once more; clients are done or,
-        // after a stop, ended.
-        let servers: Vec<usize> = self.server_children().collect();
-        let word = if self.outcome.stopped.is_some() {
-            ABORT
-        } else {
-            STOP
-        };
-        for &child in &servers {
-            self.servers[self.roles[child].1].stopping = true;
-            self.children.tell(child, word);
-        }
-        for child in self.client_children() {
-            self.clients[self.roles[child].1].stopping = true;
-            match (self.mode, &self.outcome.stopped) {
-                // Floor clients hold their connections until told.
-                (Mode::Floor, None) => self.children.tell(child, STOP),
-                // A real client ends by itself once done; stopped early, it is told so.
-                (_, Some(_)) => self.children.hang_up(child),
-                (Mode::Run, None) => {}
-            }
-        }
-        let grace = Instant::now() + Duration::from_secs(10);
-        let _ = self.pump("stopping", grace, None, |run| {
-            (0..run.children.list.len()).all(|i| run.children.list[i].status.is_some())
-        });
-        self.children.stop_all(Duration::from_secs(2));
-
-        let o = &mut self.outcome;
-        if o.opened == 0 {
-            o.opened = self.clients.iter().map(|c| c.opened).sum();
-        }
-        if o.verified == 0 {
-            o.verified = self.clients.iter().map(|c| c.verified).sum();
-        }
-        let has_waiting = self.servers.iter().any(|s| {
-            s.stats
-                .as_ref()
-                .is_some_and(|m| m.fields.contains_key("peak_waiting"))
-        });
-        if has_waiting {
-            o.shard_peaks_waiting = Some(
-                self.servers
-                    .iter()
-                    .filter_map(|s| s.stats.as_ref())
-                    .map(|m| m.get("peak_waiting"))
-                    .sum(),
-            );
-        }
-        for client in &self.clients {
-            for (kind, count) in &client.failures {
-                *o.failures.entry(kind.clone()).or_insert(0) += count;
-            }
-        }
-        // What no client accounted for: a client that died, or a run stopped early.
-        let accounted_for = |c: &ClientState| {
-            let failed: u64 = c.failures.values().sum();
-            match self.mode {
-                Mode::Run => c.verified + failed,
-                Mode::Floor => c.opened + failed,
-            }
-        };
-        let lost: u64 = self
-            .clients
-            .iter()
-            .map(|c| c.connections.saturating_sub(accounted_for(c)))
-            .sum();
-        let unstarted: u64 =
-            self.plan.connections - self.clients.iter().map(|c| c.connections).sum::<u64>();
-        if lost + unstarted > 0 {
-            let key = if o.interrupted {
-                "unfinished_interrupted"
-            } else {
-                "unfinished_stopped"
-            };
-            *o.failures.entry(key.into()).or_insert(0) += lost + unstarted;
-        }
-        let fd_exhausted: u64 = self
-            .servers
-            .iter()
-            .filter_map(|s| s.stats.as_ref())
-            .map(|m| m.get("fd_exhausted"))
-            .sum();
-        if fd_exhausted > 0 {
-            o.warnings.push(format!(
-                "server shards ran out of file descriptors {fd_exhausted} times \
-                 (RLIMIT_NOFILE {}): the kernel's spread over the shards was more uneven \
-                 than planned",
-                self.plan.fd_limit
-            ));
-        }
-        o.total = self.started.elapsed();
-        std::mem::take(&mut self.outcome)
     }
 
     fn spawn_server(&mut self, shard: usize, port: u16) -> Result<(), Stop> {
@@ -710,136 +496,6 @@ impl<'a> Run<'a> {
         }
         Err(Stop::Failed(why))
     }
-
-    /// Samples the timeline, prints the progress line, watches socket buffers.
-    fn tick(&mut self) {
-        let now = Instant::now();
-        let Some(open_started) = self.open_started else {
-            return;
-        };
-        if now >= self.next_sample {
-            self.next_sample += REPORT_EVERY;
-            let sample = Sample {
-                at: (now - open_started).as_secs_f64(),
-                opened: self.client_sum(|c| c.opened),
-                accepted: self.server_sum("open"),
-                waiting: self.server_sum("waiting"),
-                verified: self.client_sum(|c| c.verified),
-            };
-            self.outcome.samples.push(sample);
-            self.watch_tcp_memory();
-        }
-        if now >= self.next_print {
-            self.next_print = now + Duration::from_secs(1);
-            self.print_progress(now, open_started);
-        }
-    }
-
-    fn print_progress(&mut self, now: Instant, open_started: Instant) {
-        let opened = self.client_sum(|c| c.opened);
-        let verified = self.client_sum(|c| c.verified);
-        let rate = |then: Option<(Instant, u64, u64)>, pick: fn((Instant, u64, u64)) -> u64, v| {
-            then.map_or(0.0, |t| {
-                let secs = (now - t.0).as_secs_f64().max(1e-3);
-                (v - pick(t).min(v)) as f64 / secs
-            })
-        };
-        let open_rate = rate(self.printed, |t| t.1, opened);
-        let verify_rate = rate(self.printed, |t| t.2, verified);
-        self.printed = Some((now, opened, verified));
-        let mut line = format!(
-            "{:>7.1} s  opened {} ({}/s)  accepted {}",
-            (now - open_started).as_secs_f64(),
-            thousands(opened),
-            thousands(open_rate as u64),
-            thousands(self.server_sum("accepted")),
-        );
-        if self.mode == Mode::Run {
-            line += &format!(
-                "  waiting {}  verified {} ({}/s)",
-                thousands(self.server_sum("waiting")),
-                thousands(verified),
-                thousands(verify_rate as u64)
-            );
-        }
-        let failed = self.client_sum(|c| c.failed);
-        if failed > 0 {
-            line += &format!("  failed {}", thousands(failed));
-        }
-        let mut stderr = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(stderr, "\r\x1b[K{line}");
-        } else {
-            let _ = writeln!(stderr, "{line}");
-        }
-        let _ = stderr.flush();
-    }
-
-    fn end_progress_line(&mut self) {
-        if self.tty && self.printed.is_some() {
-            to_stderr(format_args!("\n"));
-            self.printed = None;
-        }
-    }
-
-    /// A limit met while running gets its message when it is met.
-    fn watch_tcp_memory(&mut self) {
-        let (Some(pages), Some(machine_mem)) = (kernel::tcp_pages(), self.tcp_mem) else {
-            return;
-        };
-        let peak = self.outcome.tcp_pages_peak.get_or_insert(0);
-        *peak = (*peak).max(pages);
-        let [_, pressure, limit] = machine_mem;
-        if pages >= pressure && !self.tcp_warned {
-            self.tcp_warned = true;
-            let warning = format!(
-                "net.ipv4.tcp_mem: socket buffers hold {} pages, past the pressure threshold \
-                 of {} (the limit is {}): the kernel now trims buffers, and at the limit it \
-                 drops packets. Raise it: `sysctl -w net.ipv4.tcp_mem=\"{} {} {}\"`.",
-                thousands(pages),
-                thousands(pressure),
-                thousands(limit),
-                2 * machine_mem[0],
-                2 * pressure,
-                2 * limit
-            );
-            self.end_progress_line();
-            to_stderr(format_args!("warning: {warning}\n"));
-            self.outcome.warnings.push(warning);
-        }
-    }
-
-    fn memory(&self, label: &str) -> MemoryAt {
-        let rss = |role: Role| -> Option<u64> {
-            let mut total = 0;
-            for child in self.children.list.iter().filter(|c| c.role == role) {
-                total += resident_bytes(child.pid())?;
-            }
-            Some(total)
-        };
-        let cpu = |role: Role| -> Option<Duration> {
-            let mut total = Duration::ZERO;
-            for child in self.children.list.iter().filter(|c| c.role == role) {
-                total += cpu_time(child.pid())?;
-            }
-            Some(total)
-        };
-        MemoryAt {
-            label: label.to_string(),
-            connections: self.client_sum(|c| c.opened),
-            client_rss: rss(Role::Client),
-            server_rss: rss(Role::Server),
-            kernel: Snapshot::read(),
-            client_cpu: cpu(Role::Client),
-            server_cpu: cpu(Role::Server),
-        }
-    }
-}
-
-/// Writes to stderr, and carries on if nobody reads it any more (`2>&1 | head`): the
-/// run still has children to stop and a report to give.
-fn to_stderr(text: std::fmt::Arguments) {
-    let _ = std::io::stderr().write_fmt(text);
 }
 
 /// How long opening may take: a minute, and a second per 2,000 connections (a loaded
