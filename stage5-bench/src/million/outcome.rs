@@ -33,7 +33,7 @@ pub struct MemoryAt {
     pub server_cpu: Option<Duration>,
 }
 
-/// One point of the run's timeline, every [`REPORT_EVERY`].
+/// One point of the run's timeline, every [`REPORT_EVERY`](super::REPORT_EVERY).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// Seconds since the `open` command.
