@@ -19,9 +19,11 @@
 //! - [`net`]: stage 4 on real sockets beside tokio, smol and monoio; its [`net::servers`]
 //!   are the lesson (stage 4's echo servers on mio and io_uring, hyper on stage 4, and the
 //!   floor: only the system calls, no runtime), the rest of it the harness.
+//! - [`million`]: a million real TCP connections on one machine, with stage 4's client
+//!   and the shared slow server as shards (`--bin million`, the book's last chapter).
 //! - The binaries `table` (the article's table), `compute` (where the event loop loses),
 //!   `memory` (what a waiting request costs as a process, a thread, a task) and `net`
-//!   (the network benchmark).
+//!   (the network benchmark), `million`.
 //!
 //! # The tooling: what measures, prints and draws the book's figures
 //!
@@ -48,10 +50,12 @@
 //!                                                         # threads, tasks
 //! cargo run --release -p stage5-bench --bin net           # echo servers on real sockets
 //! cargo run --release -p stage5-bench --bin net --features reference   # + tokio, smol, ...
+//! cargo run --release -p stage5-bench --bin million -- --connections 1000000 --delay-ms 30000
 //! ```
 
 // The lesson.
 pub mod cell;
+pub mod million;
 pub mod net;
 pub mod reference;
 
