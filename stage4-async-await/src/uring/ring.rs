@@ -9,15 +9,20 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
 use mio::{Interest, Registry, Token};
-use shared::uring::UringSetup;
 
 use crate::slab::{Key, Slab};
+
+mod accept;
+mod setup;
+
+use accept::{Accepts, MAX_WAITING_ACCEPTS, close_accepted};
+use setup::{SETUP, build, kernel_at_least};
 
 /// The `user_data` of the operations nobody waits for (a cancel, a close).
 const IGNORED: u64 = u64::MAX;
@@ -68,29 +73,6 @@ enum State {
     Accepting(Accepts),
 }
 // ANCHOR_END: slot
-
-// ANCHOR: accepts
-/// The connections a multishot accept has completed and its listener has not taken yet.
-#[derive(Debug, Default)]
-pub(crate) struct Accepts {
-    /// New sockets' fds, or `-errno` (an error ends the multishot).
-    results: VecDeque<i32>,
-    /// The waker of the `accept` waiting for the next one.
-    waker: Option<Waker>,
-    /// The kernel said no more will come (no `IORING_CQE_F_MORE`): the listener arms a
-    /// new one once it has taken these.
-    ended: bool,
-    /// The listener is gone: close what still comes, free the slot at the end.
-    abandoned: bool,
-    /// A cancel was sent because nobody takes the connections as fast as they come.
-    paused: bool,
-}
-
-/// How many accepted connections may wait for the listener before the multishot accept
-/// is cancelled: beyond that, the kernel's listen queue keeps them, as it does for a
-/// server that does not call `accept`, instead of our memory and descriptors.
-const MAX_WAITING_ACCEPTS: usize = 128;
-// ANCHOR_END: accepts
 
 /// An io_uring instance registered with the reactor's mio `Poll`.
 pub(crate) struct Ring {
@@ -164,80 +146,6 @@ impl Ring {
         })
     }
 }
-
-// ANCHOR: setup_flags
-/// Builds the ring with the setup flags that suit one thread doing all the work, the
-/// newest the kernel takes:
-///
-/// - `SINGLE_ISSUER` and `DEFER_TASKRUN` (Linux 6.1): the kernel finishes operations
-///   (posts their completions) only when this thread enters the ring to wait or to
-///   submit, in one batch, instead of interrupting it whenever one is done;
-/// - else `COOP_TASKRUN` (5.19): it does not interrupt the thread either, but finishes
-///   them at its next system call;
-/// - else none.
-///
-/// `TASKRUN_FLAG` comes with either, so that a turn that has nothing to submit still
-/// enters when completions are waiting to be posted (see `Ring::submit`). A completion
-/// queue larger than the submission queue: a turn may complete more operations than it
-/// submits (beyond it, the kernel keeps the overflow).
-fn build() -> io::Result<IoUring> {
-    let mut deferred = IoUring::builder();
-    deferred
-        .setup_cqsize(8 * ENTRIES)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag();
-    let mut cooperative = IoUring::builder();
-    cooperative
-        .setup_cqsize(8 * ENTRIES)
-        .setup_coop_taskrun()
-        .setup_taskrun_flag();
-    let mut plain = IoUring::builder();
-    plain.setup_cqsize(8 * ENTRIES);
-    deferred
-        .build(ENTRIES)
-        .or_else(|_| cooperative.build(ENTRIES))
-        .or_else(|_| plain.build(ENTRIES))
-}
-// ANCHOR_END: setup_flags
-
-/// Whether the running kernel's version is at least `major.minor` (from `uname`).
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    // SAFETY: `utsname` is plain data, for which all zeros is a valid value.
-    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid, writable utsname.
-    if unsafe { libc::uname(&mut name) } != 0 {
-        return false;
-    }
-    // SAFETY: uname wrote a NUL-terminated string into `release`.
-    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
-    let mut numbers = release
-        .to_str()
-        .unwrap_or("")
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    let found = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    found >= (major, minor)
-}
-
-/// What this driver submits (all there since Linux 5.6; a multishot accept needs 5.19,
-/// and falls back to one accept per connection), and what it says where io_uring is
-/// unusable.
-const SETUP: UringSetup = UringSetup {
-    who: "the uring driver",
-    needs: &[
-        ("accept", opcode::Accept::CODE),
-        ("connect", opcode::Connect::CODE),
-        ("recv", opcode::Recv::CODE),
-        ("send", opcode::Send::CODE),
-        ("close", opcode::Close::CODE),
-        ("async_cancel", opcode::AsyncCancel::CODE),
-        ("timeout", opcode::Timeout::CODE),
-    ],
-    instead: "Use --driver mio (the default)",
-    simulate_var: "STAGE4_URING_SIMULATE",
-    simulate_fn: "uring::simulate_setup_error",
-};
 // ANCHOR_END: new
 
 impl Ring {
@@ -471,13 +379,6 @@ fn complete(
     }
 }
 
-/// Closes a connection a multishot accept completed for a listener that is gone.
-fn close_accepted(result: i32) {
-    if result >= 0 {
-        // SAFETY: the kernel has just created this fd for us, and nothing else knows it.
-        drop(unsafe { OwnedFd::from_raw_fd(result) });
-    }
-}
 // ANCHOR_END: complete
 
 impl Ring {
@@ -532,56 +433,6 @@ impl Ring {
             State::Accepting(_) => unreachable!("a multishot accept has no OpFuture"),
         }
     }
-
-    // ANCHOR: accept_multi
-    /// Arms a multishot accept on the listening socket `fd`: every connection the kernel
-    /// accepts from now on completes in the returned slot (see [`Ring::poll_accept`]).
-    /// The fd must stay open until the slot ends (the listener abandons it first).
-    pub(crate) fn start_accepting(&mut self, fd: i32) -> Key {
-        self.accepting += 1;
-        let key = self.ops.next_key();
-        let inserted = self.ops.insert(Op {
-            key,
-            state: State::Accepting(Accepts::default()),
-            held: Held::Nothing,
-        });
-        debug_assert_eq!(inserted, key);
-        let entry = opcode::AcceptMulti::new(types::Fd(fd))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(key.to_usize() as u64);
-        // SAFETY: the entry points at no memory; the fd is the listener's, open until
-        // the listener abandons this slot.
-        unsafe { self.push(&entry) };
-        key
-    }
-
-    /// The next connection of the multishot accept in `key`: `Some(fd)` (or
-    /// `Some(-errno)`), or `None` once it has ended and every result was taken (the
-    /// slot is then freed, and the listener arms a new one). `Pending` leaves `waker`.
-    pub(crate) fn poll_accept(&mut self, key: Key, waker: &Waker) -> Poll<Option<i32>> {
-        let Some(Op {
-            state: State::Accepting(accepts),
-            ..
-        }) = self.ops.get_mut(key)
-        else {
-            return Poll::Ready(None);
-        };
-        if let Some(result) = accepts.results.pop_front() {
-            return Poll::Ready(Some(result));
-        }
-        if accepts.ended {
-            self.ops.remove(key);
-            self.accepting -= 1;
-            return Poll::Ready(None);
-        }
-        match &accepts.waker {
-            Some(old) if old.will_wake(waker) => {}
-            _ => accepts.waker = Some(waker.clone()),
-        }
-        Poll::Pending
-    }
-    // ANCHOR_END: accept_multi
 
     // ANCHOR: abandon
     /// The future of `key` is dropped. A completed operation's slot goes now; one still
