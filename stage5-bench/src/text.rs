@@ -177,11 +177,15 @@ impl Sections {
 }
 
 /// `text` broken into lines of at most `width` characters, at spaces (a word longer
-/// than `width` gets a line of its own): a caption that must not wrap in a narrow box.
+/// than `width` gets a line of its own): a caption that must not wrap in a narrow box. A
+/// no-break space, [`NBSP`], holds two words on one line, and prints as a space.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
-    for word in text.split_whitespace() {
+    for word in text
+        .split([' ', '\n', '\t'])
+        .filter(|word| !word.is_empty())
+    {
         if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
             lines.push(std::mem::take(&mut line));
         }
@@ -194,7 +198,13 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
+        .into_iter()
+        .map(|line| line.replace(NBSP, " "))
+        .collect()
 }
+
+/// The no-break space of [`wrap`].
+pub const NBSP: char = '\u{a0}';
 
 /// `2 CPUs, linux 6.18.0, vm.max_map_count 65530`: what the figures depend on.
 pub fn machine() -> String {
@@ -274,5 +284,10 @@ mod tests {
             ["a", "unbreakableword", "b"]
         );
         assert!(wrap("  ", 10).is_empty());
+        let held = format!("a spread, (slowest{NBSP}-{NBSP}fastest){NBSP}/{NBSP}median.");
+        assert_eq!(
+            wrap(&held, 20),
+            ["a spread,", "(slowest - fastest) / median."]
+        );
     }
 }

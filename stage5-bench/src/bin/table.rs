@@ -30,7 +30,7 @@ use stage5_bench::cell::{self, Outcome, Run, Runs, seconds};
 use stage5_bench::plot::{self, Series};
 use stage5_bench::python::{self, PyModel};
 use stage5_bench::reference::Runtime;
-use stage5_bench::text::{Sections, machine, thousands, wrap};
+use stage5_bench::text::{NBSP, Sections, machine, thousands, wrap};
 
 #[derive(clap::Parser)]
 /// Reproduces the article's table: threads, coroutines and async tasks on the same sleeps.
@@ -303,26 +303,33 @@ const WIDTH: usize = 110;
 /// Everything the table prints: a caption, the wall times, the CPU times, the memory per
 /// worker, and a note for every cell that did not run.
 fn render(lines: &[Line], columns: &[Column], runs: u32, machine: &str) -> Vec<String> {
+    // No-break spaces keep a formula on one line of the caption.
     let median = if runs == 1 {
         "one run, in a fresh process".to_string()
     } else {
         format!(
             "the median of {runs} runs, each in a fresh process, and in brackets their spread, \
-             (slowest - fastest) / median"
+             (slowest{NBSP}-{NBSP}fastest){NBSP}/{NBSP}median"
         )
     };
     let mut header = vec!["tasks", "at once"];
     header.extend(columns.iter().map(|column| column.header()));
     let all: Vec<&Line> = lines.iter().collect();
+    let references = if columns.iter().any(|c| matches!(c, Column::Runtime(_))) {
+        "; tokio and smol each run on one thread"
+    } else {
+        ""
+    };
     let mut out = wrap(
         &format!(
             "Wall time in seconds, {median}. Each row: TASKS sleeps of 10 ms, taken from a \
-             shared counter by AT ONCE workers; the floor is ceil(TASKS / AT ONCE) rounds of \
-             10 ms. Threads are stage 0's, coroutines stage 3's, async tasks stage 4's; tokio \
-             and smol each run on one thread. Machine: {machine}."
+             shared counter by AT{NBSP}ONCE workers; the floor is \
+             ceil(TASKS{NBSP}/{NBSP}AT{NBSP}ONCE) rounds of 10 ms. Threads are stage 0's, \
+             coroutines stage 3's, async tasks stage 4's{references}."
         ),
         WIDTH,
     );
+    out.extend(wrap(&format!("Machine: {machine}."), WIDTH));
     out.push(String::new());
     let with_floor = [&header[..], &["floor"]].concat();
     out.extend(grid(&with_floor, &all, Runs::cell_text, true));
