@@ -535,7 +535,7 @@ mod tests {
         let mut lines = Vec::new();
         for bench in benches(false) {
             let wide = |i: usize| {
-                let spread = if i % 2 == 0 { 0.099 } else { 1.0 };
+                let spread = if i.is_multiple_of(2) { 0.099 } else { 1.0 };
                 ran(10.0 * i as f64 + 10.119, spread, 19.876, 4_600.0)
             };
             let cells = columns
