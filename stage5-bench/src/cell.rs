@@ -91,6 +91,7 @@ impl Outcome {
     }
 }
 
+// ANCHOR: runs
 /// One run of a cell, in a process of its own: what it printed, and the CPU time the
 /// process used.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +104,6 @@ pub struct Run {
     pub cpu: Option<Duration>,
 }
 
-// ANCHOR: runs
 /// The runs of one cell, each in a fresh process: what the table shows is their median,
 /// with the spread beside it.
 #[derive(Debug, Clone, Default, PartialEq)]
