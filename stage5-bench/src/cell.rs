@@ -7,8 +7,8 @@
 //! says so. The Python reference cells print the same line.
 
 use std::fmt;
-use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
+use std::io::{self, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -57,8 +57,19 @@ impl Outcome {
     }
     // ANCHOR_END: outcome_of
 
-    /// What the table shows: `0.402 s`, `refused: vm.max_map_count`, `failed: timeout`.
+    /// What a table cell shows: `0.402` (seconds, the unit is in the caption), `refused`
+    /// or `failed`, the reason in a note below the table.
     pub fn cell_text(&self) -> String {
+        match self {
+            Outcome::Ran(measured) => format!("{:.3}", measured.elapsed.as_secs_f64()),
+            Outcome::Refused { .. } => "refused".to_string(),
+            Outcome::Failed { .. } => "failed".to_string(),
+        }
+    }
+
+    /// The outcome in a few words, as a progress line shows it: `0.402 s`,
+    /// `refused: vm.max_map_count`, `failed: timeout`.
+    pub fn headline(&self) -> String {
         match self {
             Outcome::Ran(measured) => seconds(measured.elapsed),
             Outcome::Refused { limit, .. } => format!("refused: {limit}"),
@@ -81,35 +92,60 @@ impl Outcome {
 }
 
 // ANCHOR: runs
+/// One run of a cell, in a process of its own: what it printed, and the CPU time the
+/// process used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// The cell's line, or what became of the child.
+    pub outcome: Outcome,
+    /// User + system CPU time of the whole child process, start-up included, as the
+    /// kernel reported it when the child was reaped; `None` where it cannot say (not on
+    /// Unix, or the child never started or was killed).
+    pub cpu: Option<Duration>,
+}
+
 /// The runs of one cell, each in a fresh process: what the table shows is their median,
 /// with the spread beside it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Runs(pub Vec<Outcome>);
+pub struct Runs(pub Vec<Run>);
 
 impl Runs {
     /// Whether another run can tell us anything: not after a refusal or a failure (a
     /// limit refuses every time, and a cell that crashed once is reported as such).
     pub fn wants_more(&self) -> bool {
-        self.0.iter().all(|run| matches!(run, Outcome::Ran(_)))
+        self.0
+            .iter()
+            .all(|run| matches!(run.outcome, Outcome::Ran(_)))
     }
 
     /// The wall times of the runs that ran, in seconds.
     pub fn time(&self) -> Option<Summary> {
-        let seconds: Vec<f64> = self.0.iter().filter_map(Outcome::seconds).collect();
+        let seconds: Vec<f64> = self.0.iter().filter_map(|r| r.outcome.seconds()).collect();
         Summary::of(&seconds)
+    }
+
+    /// The CPU times (user + system) of the runs, in seconds: only when every run ran
+    /// and has one, as a median of some would pick.
+    pub fn cpu(&self) -> Option<Summary> {
+        let ran = |run: &Run| matches!(run.outcome, Outcome::Ran(_));
+        let seconds: Option<Vec<f64>> = self
+            .0
+            .iter()
+            .map(|run| run.cpu.filter(|_| ran(run)).map(|cpu| cpu.as_secs_f64()))
+            .collect();
+        Summary::of(&seconds?)
     }
 
     /// What the cell stands for: the median time and median memory per worker when every
     /// run ran, else the first run that did not.
     pub fn outcome(&self) -> Option<Outcome> {
-        if let Some(other) = self.0.iter().find(|run| !matches!(run, Outcome::Ran(_))) {
+        let outcomes = self.0.iter().map(|run| &run.outcome);
+        if let Some(other) = outcomes.clone().find(|o| !matches!(o, Outcome::Ran(_))) {
             return Some(other.clone());
         }
         let time = self.time()?;
-        let bytes: Vec<f64> = self
-            .0
-            .iter()
-            .filter_map(|run| match run {
+        let bytes: Vec<f64> = outcomes
+            .filter_map(|outcome| match outcome {
                 Outcome::Ran(measured) => measured.per_worker,
                 _ => None,
             })
@@ -124,13 +160,24 @@ impl Runs {
         }))
     }
 
-    /// `10.128 s (0.4%)`: the median and the spread of the runs; a single run has no
-    /// spread to show; a cell that did not run says why in a word.
+    /// `10.128 (0.4%)`: the median wall time in seconds and the spread of the runs (a
+    /// single run has no spread to show); a cell that did not run says so in a word.
     pub fn cell_text(&self) -> String {
-        match (self.outcome(), self.time()) {
-            (Some(Outcome::Ran(measured)), Some(time)) if time.runs > 1 => {
-                format!("{} ({})", seconds(measured.elapsed), time.spread_text())
+        self.text(self.time())
+    }
+
+    /// The same for the CPU time: `0.312 (3.2%)`, or `n/a` where it was not measured.
+    pub fn cpu_text(&self) -> String {
+        self.text(self.cpu())
+    }
+
+    fn text(&self, figure: Option<Summary>) -> String {
+        match (self.outcome(), figure) {
+            (Some(Outcome::Ran(_)), Some(s)) if s.runs > 1 => {
+                format!("{:.3} ({})", s.median, s.spread_text())
             }
+            (Some(Outcome::Ran(_)), Some(s)) => format!("{:.3}", s.median),
+            (Some(Outcome::Ran(_)), None) => "n/a".to_string(),
             (Some(outcome), _) => outcome.cell_text(),
             (None, _) => "not run".to_string(),
         }
@@ -246,10 +293,14 @@ pub fn bytes(bytes: f64) -> String {
 // ANCHOR: run_child
 /// Runs `command` (a cell in a child process) and reads its outcome line; a child that
 /// prints none, crashes, or outlives `timeout` (it is killed) becomes a failed cell.
-pub fn run_child(command: &mut Command, timeout: Duration) -> Outcome {
-    let failed = |what: &str, detail: String| Outcome::Failed {
-        what: what.to_string(),
-        detail,
+/// The run also says how much CPU time the child used.
+pub fn run_child(command: &mut Command, timeout: Duration) -> Run {
+    let failed = |what: &str, detail: String| Run {
+        outcome: Outcome::Failed {
+            what: what.to_string(),
+            detail,
+        },
+        cpu: None,
     };
     let mut child = match command
         .stdin(Stdio::null())
@@ -264,32 +315,78 @@ pub fn run_child(command: &mut Command, timeout: Duration) -> Outcome {
     let stdout = child.stdout.take().map(read_all);
     let stderr = child.stderr.take().map(read_all);
     let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
+    let (status, cpu) = loop {
+        match reap(&mut child) {
+            Ok(Some(reaped)) => break reaped,
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
-                // Only this child, which we started; then reap it.
+                // Only this child, which we started and have not reaped; then reap it.
                 let _ = child.kill();
                 let _ = child.wait();
-                break Err(format!("no result within {} s; killed", timeout.as_secs()));
+                // NB: the readers are left behind, not joined: a grandchild the cell
+                // started could hold the pipes open for as long as it likes.
+                let detail = format!("no result within {} s; killed", timeout.as_secs());
+                return failed("timeout", detail);
             }
-            Err(error) => break Err(format!("waiting for the cell: {error}")),
+            Err(error) => return failed("wait", format!("waiting for the cell: {error}")),
         }
-    };
-    let status = match status {
-        Ok(status) => status,
-        // NB: the readers are left behind, not joined: a grandchild the cell started
-        // could hold the pipes open for as long as it likes.
-        Err(detail) => return failed("timeout", detail),
     };
     let join = |reader: Option<thread::JoinHandle<String>>| {
         reader.and_then(|r| r.join().ok()).unwrap_or_default()
     };
     let (stdout, stderr) = (join(stdout), join(stderr));
-    Outcome::find_in(&stdout).unwrap_or_else(|| failed(ended(status), last_words(&stderr, status)))
+    match Outcome::find_in(&stdout) {
+        Some(outcome) => Run { outcome, cpu },
+        None => failed(ended(status), last_words(&stderr, status)),
+    }
 }
 // ANCHOR_END: run_child
+
+/// The child's exit status and the CPU time it used (user + system), once it has exited;
+/// `None` while it runs. `wait4` is `waitpid` that also returns the child's resource
+/// usage, which `Child::try_wait` does not give. Once it has reaped the child, `child`
+/// must not be waited for or killed again: its pid may belong to another process by then.
+#[cfg(unix)]
+fn reap(child: &mut Child) -> io::Result<Option<(ExitStatus, Option<Duration>)>> {
+    use std::os::unix::process::ExitStatusExt;
+
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is a C struct of integers, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals, valid for writes during the call;
+        // `pid` is our child and not yet reaped, as only this function reaps it and the
+        // caller stops calling once it has.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        match reaped {
+            0 => return Ok(None),
+            -1 => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            _ => {
+                let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+                return Ok(Some((ExitStatus::from_raw(status), Some(cpu))));
+            }
+        }
+    }
+}
+
+/// Where there is no `wait4`, the status alone.
+#[cfg(not(unix))]
+fn reap(child: &mut Child) -> io::Result<Option<(ExitStatus, Option<Duration>)>> {
+    Ok(child.try_wait()?.map(|status| (status, None)))
+}
+
+#[cfg(unix)]
+fn time(t: libc::timeval) -> Duration {
+    let seconds = u64::try_from(t.tv_sec).unwrap_or(0);
+    let micros = u64::try_from(t.tv_usec).unwrap_or(0);
+    Duration::from_secs(seconds) + Duration::from_micros(micros)
+}
 
 fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     thread::spawn(move || {
@@ -377,13 +474,14 @@ mod tests {
             fix: "Use at most 15875 threads.".into(),
         };
         let cell = Outcome::of(Err(error));
-        assert_eq!(cell.cell_text(), "refused: vm.max_map_count");
+        assert_eq!(cell.headline(), "refused: vm.max_map_count");
+        assert_eq!(cell.cell_text(), "refused");
         let Outcome::Refused { detail, .. } = &cell else {
             unreachable!()
         };
         assert!(detail.contains("Use at most 15875 threads"), "{detail}");
         let other = Outcome::of(Err(Error::Other("boom".into())));
-        assert_eq!(other.cell_text(), "failed: error");
+        assert_eq!(other.headline(), "failed: error");
     }
 
     #[test]
@@ -394,33 +492,56 @@ mod tests {
                 per_worker: bytes,
             })
         };
+        let run = |outcome: &Outcome, cpu_ms: Option<u64>| Run {
+            outcome: outcome.clone(),
+            cpu: cpu_ms.map(Duration::from_millis),
+        };
         let three = Runs(vec![
-            ran(1_020, Some(300.0)),
-            ran(1_000, Some(290.0)),
-            ran(1_100, Some(310.0)),
+            run(&ran(1_020, Some(300.0)), Some(310)),
+            run(&ran(1_000, Some(290.0)), Some(300)),
+            run(&ran(1_100, Some(310.0)), Some(320)),
         ]);
         assert!(three.wants_more());
-        assert_eq!(three.cell_text(), "1.020 s (9.8%)");
+        assert_eq!(three.cell_text(), "1.020 (9.8%)");
+        assert_eq!(three.cpu_text(), "0.310 (6.5%)");
         assert_eq!(three.outcome(), Some(ran(1_020, Some(300.0))));
-        // One run without a memory figure: the cell has none rather than a biased one.
-        let mixed = Runs(vec![ran(1_000, Some(290.0)), ran(1_000, None)]);
+        // One run without a memory figure: the cell has none rather than a biased one;
+        // the same for the CPU time.
+        let mixed = Runs(vec![
+            run(&ran(1_000, Some(290.0)), Some(5)),
+            run(&ran(1_000, None), None),
+        ]);
         assert_eq!(mixed.outcome(), Some(ran(1_000, None)));
-        assert_eq!(Runs(vec![ran(500, None)]).cell_text(), "0.500 s");
+        assert_eq!((mixed.cpu(), mixed.cpu_text()), (None, "n/a".to_string()));
+        let one = Runs(vec![run(&ran(500, None), Some(12))]);
+        assert_eq!(
+            (one.cell_text(), one.cpu_text()),
+            ("0.500".into(), "0.012".into())
+        );
 
         let refused = Outcome::Refused {
             limit: "vm.max_map_count".into(),
             detail: "too many".into(),
         };
-        let runs = Runs(vec![refused.clone()]);
+        let runs = Runs(vec![run(&refused, Some(1))]);
         assert!(!runs.wants_more());
-        assert_eq!(runs.cell_text(), "refused: vm.max_map_count");
+        assert_eq!(
+            (runs.cell_text(), runs.cpu_text()),
+            ("refused".into(), "refused".into())
+        );
+        assert_eq!(refused.headline(), "refused: vm.max_map_count");
         let crashed = Outcome::Failed {
             what: "crashed".into(),
             detail: "SIGSEGV".into(),
         };
-        let runs = Runs(vec![ran(1_000, None), crashed.clone(), ran(1_000, None)]);
-        assert_eq!(runs.outcome(), Some(crashed));
-        assert_eq!(runs.cell_text(), "failed: crashed");
+        let runs = Runs(vec![
+            run(&ran(1_000, None), Some(1)),
+            run(&crashed, None),
+            run(&ran(1_000, None), Some(1)),
+        ]);
+        assert_eq!(runs.outcome(), Some(crashed.clone()));
+        assert_eq!((runs.cell_text(), runs.cpu()), ("failed".into(), None));
+        assert_eq!(crashed.headline(), "failed: crashed");
         assert_eq!(Runs::default().cell_text(), "not run");
     }
 
@@ -435,36 +556,63 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_child_that_crashes_hangs_or_says_nothing_is_a_failed_cell() {
-        let sh = |script: &str| {
-            let mut command = Command::new("sh");
-            command.args(["-c", script]);
-            command
-        };
         let crashed = run_child(
             &mut sh("echo dying >&2; kill -SEGV $$"),
             Duration::from_secs(10),
         );
-        assert_eq!(crashed.cell_text(), "failed: crashed", "{crashed:?}");
-        let Outcome::Failed { detail, .. } = crashed else {
+        assert_eq!(crashed.outcome.headline(), "failed: crashed", "{crashed:?}");
+        let Outcome::Failed { detail, .. } = crashed.outcome else {
             unreachable!()
         };
         assert!(detail.contains("dying"), "{detail}");
 
         let started = Instant::now();
         let hung = run_child(&mut sh("exec sleep 30"), Duration::from_millis(300));
-        assert_eq!(hung.cell_text(), "failed: timeout", "{hung:?}");
+        assert_eq!(hung.outcome.headline(), "failed: timeout", "{hung:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
 
         let silent = run_child(&mut sh("exit 3"), Duration::from_secs(10));
-        assert_eq!(silent.cell_text(), "failed: exit", "{silent:?}");
+        assert_eq!(silent.outcome.headline(), "failed: exit", "{silent:?}");
 
         let ok = run_child(&mut sh("echo 'ok elapsed_s=0.25'"), Duration::from_secs(10));
-        assert_eq!(ok.seconds(), Some(0.25));
+        assert_eq!(ok.outcome.seconds(), Some(0.25));
 
         let missing = run_child(
             &mut Command::new("/nonexistent/cell"),
             Duration::from_secs(1),
         );
-        assert_eq!(missing.cell_text(), "failed: spawn");
+        assert_eq!(missing.outcome.headline(), "failed: spawn");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_run_knows_the_cpu_time_of_its_child() {
+        // A child that counts uses CPU time; one that sleeps, next to none of its wall
+        // time. (CPU time, not wall time: a loaded machine does not change either.)
+        let busy = run_child(
+            &mut sh("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo 'ok elapsed_s=1'"),
+            Duration::from_secs(120),
+        );
+        let cpu = busy.cpu.unwrap_or_else(|| panic!("{busy:?}"));
+        assert!(cpu > Duration::from_millis(20), "{busy:?}");
+        let idle = run_child(
+            &mut sh("sleep 1; echo 'ok elapsed_s=1'"),
+            Duration::from_secs(60),
+        );
+        let cpu = idle.cpu.unwrap_or_else(|| panic!("{idle:?}"));
+        assert!(cpu < Duration::from_millis(500), "{idle:?}");
+        // A child that never ran has no figure.
+        let missing = run_child(
+            &mut Command::new("/nonexistent/cell"),
+            Duration::from_secs(1),
+        );
+        assert_eq!(missing.cpu, None);
+    }
+
+    #[cfg(unix)]
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shared::bench::SleepBench;
 
-use crate::cell::{self, Outcome};
+use crate::cell::{self, Run};
 
 /// The script, as `python3 -c` runs it.
 pub const SCRIPT: &str = include_str!("reference.py");
@@ -42,7 +42,7 @@ pub fn version() -> Option<String> {
 }
 
 /// Runs one Python cell; it is killed, and reported as a failed cell, after `timeout`.
-pub fn run_cell(model: PyModel, bench: &SleepBench, timeout: Duration) -> Outcome {
+pub fn run_cell(model: PyModel, bench: &SleepBench, timeout: Duration) -> Run {
     let mut command = Command::new("python3");
     command.args(["-c", SCRIPT, model.key()]).args([
         bench.total.to_string(),

@@ -137,3 +137,48 @@ fn memory_holds_waiting_requests_in_every_model() {
         assert!(!line.contains("not measured"), "{line}");
     }
 }
+
+#[test]
+fn table_prints_three_tables_that_fit_the_book() {
+    let exe = env!("CARGO_BIN_EXE_table");
+    let plot = std::env::temp_dir().join(format!("table-test-{}.svg", std::process::id()));
+    let args = ["--quick", "--runs", "1", "--no-python", "--plot"];
+    let (ok, stdout, stderr) = run(exe, &[&args[..], &[plot.to_str().unwrap()]].concat());
+    assert!(ok, "{stdout}\n{stderr}");
+    // Every line but a note on a cell that did not run fits the book's box unwrapped.
+    for line in stdout.lines().filter(|line| !line.starts_with("- ")) {
+        assert!(line.chars().count() <= 110, "{line:?}\n{stdout}");
+    }
+    // Wall time, CPU time and memory, each with the Rust heading over its rows.
+    let headers: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.trim_start().starts_with("tasks | at once |"))
+        .collect();
+    assert_eq!(headers.len(), 3, "{stdout}");
+    assert!(headers[0].ends_with("| floor"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| *l == "Rust").count(),
+        3,
+        "{stdout}"
+    );
+    for at_once in ["100", "1,000", "10,000"] {
+        let rows: Vec<&str> = stdout
+            .lines()
+            .filter(|line| line.starts_with(&format!("10,000 | {at_once:>7} |")))
+            .collect();
+        // The 10,000-worker row is also in the memory table.
+        let tables = if at_once == "10,000" { 3 } else { 2 };
+        assert_eq!(rows.len(), tables, "{at_once}:\n{stdout}");
+        // Stage 4's tasks ran, in every table: a time, a CPU time, a size.
+        for row in rows {
+            let tasks = row.split(" | ").nth(4).unwrap_or_default().trim();
+            let figure = tasks.trim_end_matches(" B").trim_end_matches(" KiB");
+            assert!(figure.parse::<f64>().is_ok(), "{row:?}\n{stdout}");
+        }
+    }
+    assert!(
+        std::fs::metadata(&plot).is_ok_and(|m| m.len() > 0),
+        "no plot"
+    );
+    std::fs::remove_file(&plot).unwrap();
+}

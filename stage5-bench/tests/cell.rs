@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use shared::bench::SleepBench;
 use stage5_bench::Model;
-use stage5_bench::cell::{self, Outcome};
+use stage5_bench::cell::{self, Outcome, Run};
 use stage5_bench::python::{self, PyModel};
 
 fn cell(model: &str, total: u64, concurrency: u64, sleep_ms: u64) -> Outcome {
+    run(model, total, concurrency, sleep_ms).outcome
+}
+
+fn run(model: &str, total: u64, concurrency: u64, sleep_ms: u64) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_table"));
     command
         .arg("--cell")
@@ -23,9 +27,18 @@ fn cell(model: &str, total: u64, concurrency: u64, sleep_ms: u64) -> Outcome {
 fn every_model_runs_a_tiny_cell_and_its_line_parses() {
     for model in Model::ALL {
         // 40 jobs on 10 workers: four rounds of 5 ms, so at least 20 ms.
-        let Outcome::Ran(measured) = cell(model.key(), 40, 10, 5) else {
-            panic!("{}: {:?}", model.key(), cell(model.key(), 40, 10, 5));
+        let run = run(model.key(), 40, 10, 5);
+        let Outcome::Ran(measured) = run.outcome else {
+            panic!("{}: {run:?}", model.key());
         };
+        // The process did run, and the kernel said for how long, on the CPU.
+        if cfg!(unix) {
+            let cpu = run.cpu.unwrap_or_else(|| panic!("{model:?}: no CPU time"));
+            assert!(
+                cpu > Duration::ZERO && cpu < Duration::from_secs(30),
+                "{cpu:?}"
+            );
+        }
         assert!(
             measured.elapsed >= Duration::from_millis(20),
             "{model:?}: {measured:?}"
@@ -62,7 +75,7 @@ fn threads_past_the_mapping_limit_are_refused_in_their_cell() {
     // A million threads need four million mappings: stage 0 refuses before spawning one.
     let outcome = cell("threads", 1_000_000, 1_000_000, 10);
     assert_eq!(
-        outcome.cell_text(),
+        outcome.headline(),
         "refused: vm.max_map_count",
         "{outcome:?}"
     );
@@ -76,7 +89,7 @@ fn threads_past_the_mapping_limit_are_refused_in_their_cell() {
 #[test]
 fn a_bad_cell_says_so_instead_of_panicking() {
     let outcome = cell("fibers", 10, 10, 1);
-    assert_eq!(outcome.cell_text(), "failed: usage", "{outcome:?}");
+    assert_eq!(outcome.headline(), "failed: usage", "{outcome:?}");
 }
 
 #[test]
@@ -91,7 +104,7 @@ fn python_cells_run_when_python_is_there() {
         sleep: Duration::from_millis(5),
     };
     for model in [PyModel::Asyncio, PyModel::Threads] {
-        let outcome = python::run_cell(model, &bench, Duration::from_secs(60));
+        let outcome = python::run_cell(model, &bench, Duration::from_secs(60)).outcome;
         let seconds = outcome
             .seconds()
             .unwrap_or_else(|| panic!("{version} {model:?}: {outcome:?}"));
@@ -103,10 +116,10 @@ fn python_cells_run_when_python_is_there() {
         concurrency: 1_000_000,
         sleep: Duration::from_millis(10),
     };
-    let outcome = python::run_cell(PyModel::Threads, &huge, Duration::from_secs(60));
+    let outcome = python::run_cell(PyModel::Threads, &huge, Duration::from_secs(60)).outcome;
     if cfg!(target_os = "linux") {
         assert_eq!(
-            outcome.cell_text(),
+            outcome.headline(),
             "refused: vm.max_map_count",
             "{outcome:?}"
         );
@@ -118,7 +131,7 @@ fn python_cells_run_when_python_is_there() {
 fn a_reference_column_without_the_feature_says_how_to_get_it() {
     for runtime in ["tokio", "smol"] {
         let outcome = cell(runtime, 40, 10, 5);
-        assert_eq!(outcome.cell_text(), "failed: error", "{outcome:?}");
+        assert_eq!(outcome.headline(), "failed: error", "{outcome:?}");
         let Outcome::Failed { detail, .. } = outcome else {
             unreachable!()
         };
