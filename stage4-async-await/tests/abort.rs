@@ -4,7 +4,6 @@
 //! nothing. On both drivers.
 
 use std::cell::Cell;
-use std::io::Read;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -165,6 +164,8 @@ fn other_tasks_go_on_after_an_abort() {
 #[cfg(target_os = "linux")]
 #[test]
 fn aborting_a_task_in_the_middle_of_an_io_uring_read_closes_its_socket() {
+    use std::io::Read;
+
     use stage4_async_await::uring;
     if common::io_uring_refused().is_some() {
         return;
