@@ -13,11 +13,13 @@
 //! A tracepoint costs a little on every call it counts, so the counted runs are extra
 //! runs, not the timed ones.
 
+#[cfg(target_os = "linux")]
 use std::time::Duration;
 
 use shared::Error;
 
 /// The calls counted one by one (those that exist on this kernel).
+#[cfg(target_os = "linux")]
 const NAMED: [&str; 22] = [
     "read",
     "write",
