@@ -51,6 +51,45 @@
             out.push("image " + pics[p].getAttribute("src") + " " + Math.round(r.top + window.scrollY) +
                 " " + Math.round(r.bottom + window.scrollY));
         }
+        // Japanese text: glyphs or tofu (the empty boxes drawn for a character that no
+        // font has)? In each place that shows text in a font of its own, a few kanji and
+        // kana are drawn on a canvas in that place's font, through the same fallback as
+        // the page's text. A character drawn exactly like U+10FFFD, which no font has, is
+        // tofu; so are different characters all drawn alike.
+        var places = [["body", "main p"], ["heading", "main h1"], ["table", "main td"],
+            ["sidebar", "#mdbook-sidebar a"], ["title", ".menu-title"], ["switch", ".lang-switch"]];
+        var sample = ["日", "本", "語", "の", "文", "カ", "、"];
+        function drawn(font, ch) {
+            var canvas = document.createElement("canvas");
+            canvas.width = canvas.height = 48;
+            var g = canvas.getContext("2d");
+            g.font = font;
+            g.textBaseline = "top";
+            g.fillText(ch, 4, 4);
+            var data = g.getImageData(0, 0, 48, 48).data, hash = 0;
+            for (var i = 3; i < data.length; i += 4) hash = (hash * 31 + data[i]) | 0;
+            return hash;
+        }
+        for (var q = 0; q < places.length; q++) {
+            var el = document.querySelector(places[q][1]);
+            if (!el) continue;
+            var st = getComputedStyle(el);
+            var font = st.fontStyle + " " + st.fontWeight + " 32px " + st.fontFamily;
+            var tofu = drawn(font, "\u{10FFFD}"), seen = {}, bad = 0, kinds = 0;
+            for (var s = 0; s < sample.length; s++) {
+                var h = drawn(font, sample[s]);
+                if (h === tofu) bad++;
+                if (!seen[h]) { seen[h] = true; kinds++; }
+            }
+            if (kinds === 1) bad = sample.length;
+            out.push("cjk " + places[q][0] + " " + (bad ? "tofu " + bad + "/" + sample.length : "ok") +
+                " " + st.fontFamily.replace(/[<>&\n]/g, " "));
+        }
+
+        // The link to the other edition (lang-switch.js), as written in the page.
+        var other = document.querySelector(".lang-switch");
+        if (other) out.push("switch " + other.getAttribute("href").replace(/[<>&\s]/g, ""));
+
         // Closed <details> hide what is in them: open them all, so that a folded block
         // that is too wide is caught too (the height above is measured before).
         var details = document.querySelectorAll("main details");
