@@ -18,7 +18,7 @@ const ABOUT: &str = "An echo server on epoll(7): every line you send comes back 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     let cli = EchoCli::parse_with_about(ABOUT);
-    stage1_callbacks::echo::example_main("epoll", &cli.listen, stage1_callbacks::os::epoll::serve)
+    stage1_callbacks::echo::example_main("epoll", cli.listen, stage1_callbacks::os::epoll::serve)
 }
 
 #[cfg(not(target_os = "linux"))]

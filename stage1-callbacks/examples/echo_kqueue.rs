@@ -18,7 +18,7 @@ const ABOUT: &str =
 #[cfg(kqueue)]
 fn main() -> ExitCode {
     let cli = EchoCli::parse_with_about(ABOUT);
-    stage1_callbacks::echo::example_main("kqueue", &cli.listen, stage1_callbacks::os::kqueue::serve)
+    stage1_callbacks::echo::example_main("kqueue", cli.listen, stage1_callbacks::os::kqueue::serve)
 }
 
 #[cfg(not(kqueue))]

@@ -16,7 +16,7 @@ const ABOUT: &str = "An echo server on select(2): every line you send comes back
 #[cfg(unix)]
 fn main() -> ExitCode {
     let cli = EchoCli::parse_with_about(ABOUT);
-    stage1_callbacks::echo::example_main("select", &cli.listen, stage1_callbacks::os::select::serve)
+    stage1_callbacks::echo::example_main("select", cli.listen, stage1_callbacks::os::select::serve)
 }
 
 #[cfg(not(unix))]

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let cli = EchoCli::parse_with_about(ABOUT);
     stage1_callbacks::echo::example_main(
         "callbacks on mio",
-        &cli.listen,
+        cli.listen,
         stage1_callbacks::echo::serve,
     )
 }

@@ -24,11 +24,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
-    stage1_callbacks::echo::example_main(
-        "io_uring",
-        &cli.listen,
-        stage1_callbacks::os::uring::serve,
-    )
+    stage1_callbacks::echo::example_main("io_uring", cli.listen, stage1_callbacks::os::uring::serve)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -132,8 +132,8 @@ fn echo(stream: &mut TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
 #[derive(Debug, clap::Parser)]
 pub struct EchoCli {
     /// Address to listen on (port 0 picks a free one)
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = shared::cli::parse_addr)]
+    pub listen: std::net::SocketAddr,
 }
 
 impl EchoCli {
@@ -154,7 +154,7 @@ impl EchoCli {
 /// `name` says which loop, e.g. `"select"`.
 pub fn example_main(
     name: &str,
-    listen: &str,
+    listen: std::net::SocketAddr,
     serve: fn(std::net::TcpListener, &AtomicBool) -> io::Result<()>,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
