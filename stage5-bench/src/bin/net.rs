@@ -24,7 +24,7 @@ use clap::Parser;
 use shared::Error;
 use stage5_bench::net::chart::{self, Bar, Group};
 use stage5_bench::net::harness::{self, Plan, Sample};
-use stage5_bench::net::load::{self, Load};
+use stage5_bench::net::load::{self, Driver, Load};
 use stage5_bench::net::perf::{self, Syscalls};
 use stage5_bench::net::{MESSAGE, Protocol, Server};
 use stage5_bench::pin;
@@ -62,6 +62,10 @@ struct Args {
     /// Seconds of each counted (`perf stat`) run
     #[arg(long, default_value_t = 2.0)]
     perf_secs: f64,
+    /// How the load generator talks to the kernel: uring (Linux) or mio [default: uring
+    /// where io_uring works, else mio]
+    #[arg(long, value_name = "DRIVER")]
+    load_driver: Option<String>,
     /// Where to write the SVG picture of the table
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
@@ -91,6 +95,20 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, Error> {
         .ok_or_else(|| Error::Other(format!("{flag} {value}: a number of seconds, above 0")))
 }
 
+/// The load generator's driver: the one asked for, if this machine can run it, else the
+/// best here, with why it is not io_uring.
+fn load_driver(args: &Args) -> Result<(Driver, Option<String>), Error> {
+    let Some(key) = &args.load_driver else {
+        return Ok(Driver::best());
+    };
+    let driver = Driver::from_key(key)
+        .ok_or_else(|| Error::Other(format!("--load-driver {key}: uring or mio")))?;
+    match driver.unavailable() {
+        None => Ok((driver, None)),
+        Some(why) => Err(Error::Other(format!("--load-driver {key}: {why}"))),
+    }
+}
+
 fn run(args: &Args) -> Result<(), Error> {
     let count = || args.conns.iter().copied().max().unwrap_or(1) as u64;
     if let Some(key) = &args.serve {
@@ -111,6 +129,7 @@ fn run(args: &Args) -> Result<(), Error> {
             })?,
             size: args.size,
             paced: true,
+            driver: load_driver(args)?.0,
         };
         return harness::load_child(&load, args.cpu);
     }
@@ -141,6 +160,7 @@ fn bench(args: &Args) -> Result<(), Error> {
     }
     // Each child raises its own limit; checking here first refuses at once, with the fix.
     shared::limits::check_connections(*args.conns.iter().max().unwrap_or(&1) as u64)?;
+    let (load_driver, not_uring) = load_driver(args)?;
     let cpus = pin::allowed_cpus();
     let plan = Plan {
         exe: std::env::current_exe().map_err(|e| Error::io("finding this program", e))?,
@@ -151,7 +171,15 @@ fn bench(args: &Args) -> Result<(), Error> {
         warmup: seconds("--warmup", args.warmup)?,
         window: seconds("--secs", args.secs)?,
         size: args.size,
+        load_driver,
     };
+    eprintln!(
+        "load generator: {}{}",
+        load_driver.key(),
+        not_uring
+            .as_ref()
+            .map_or(String::new(), |why| format!(" ({why})"))
+    );
     let mut cells: Vec<Cell> = Vec::new();
     for &connections in &args.conns {
         for &server in &servers {
@@ -213,7 +241,14 @@ fn bench(args: &Args) -> Result<(), Error> {
             cell.syscalls = syscalls;
         }
     }
-    print(args, &plan, &cells, &not_run, perf_off.as_deref());
+    print(
+        args,
+        &plan,
+        &cells,
+        &not_run,
+        perf_off.as_deref(),
+        not_uring.as_deref(),
+    );
     if let Some(path) = &args.plot {
         write_plot(path, &cells)?;
         eprintln!("picture written to {}", path.display());
@@ -300,6 +335,7 @@ fn print(
     cells: &[Cell],
     not_run: &[(Server, &str)],
     perf_off: Option<&str>,
+    not_uring: Option<&str>,
 ) {
     let find = |server: Server, connections: usize| {
         cells
@@ -314,9 +350,12 @@ fn print(
     };
     shared::say!("Machine: {}; {pinned}.", machine());
     shared::say!(
-        "Load: one load generator process (a mio loop, no runtime), a closed loop: each \
+        "Load: one load generator process, no runtime, on {}{}; a closed loop: each \
          connection has one request in flight; echo messages of {} bytes, hyper's rows \
-         `GET /` answered `hello`; every answer checked byte for byte.",
+         `GET /` answered `hello`; every answer checked byte for byte. Load CPU: its own \
+         CPU time over the window (near 100%, it was the limit, not the server).",
+        plan.load_driver.describe(),
+        not_uring.map_or(String::new(), |why| format!(" (not io_uring: {why})")),
         plan.size
     );
     shared::say!(
