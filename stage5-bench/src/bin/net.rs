@@ -205,13 +205,18 @@ fn bench(args: &Args) -> Result<(), Error> {
         for i in 0..count {
             let cell = &mut cells[(i + round) % count];
             let (sample, _) = harness::measure(&plan, cell.server, cell.connections, false)?;
+            let (user, system) = sample.per_request();
             eprintln!(
-                "round {}/{}: {:>18}, {:<18} {:>9} requests/s",
+                "round {}/{}: {:>18}, {:<18} {:>9} requests/s, CPU µs per request: \
+                 server {:.2}, load generator {:.2} ({})",
                 round + 1,
                 args.runs,
                 connections(cell.connections),
                 cell.server.label(),
-                thousands(sample.rate().round() as u64)
+                thousands(sample.rate().round() as u64),
+                user + system,
+                micros(sample.load_cpu) / sample.requests.max(1) as f64,
+                percent(sample.load_busy())
             );
             cell.samples.push(sample);
         }

@@ -17,6 +17,8 @@
 //! The timeline (connect, warm up, measure, report) and the checks are this file's, shared
 //! by both loops.
 
+#[cfg(target_os = "linux")]
+mod buf_ring;
 mod mio_loop;
 #[cfg(target_os = "linux")]
 mod uring_loop;

@@ -1,16 +1,23 @@
-//! The load generator on io_uring (Linux): each round, one `io_uring_enter` submits every
-//! request and receive the round queued and waits for the next answers.
+//! The load generator on io_uring (Linux 6.0 or later): each round, one `io_uring_enter`
+//! submits every request the round wrote and waits for the next answers.
 //!
 //! On loopback most of a request's cost is the kernel's TCP path, which no loop avoids
-//! (the sender's CPU even runs the receiver's side of it). What a loop can save is
-//! everything around it: this one makes no `epoll_wait`, no `send` or `recv` call per
-//! request, and reads the clock once per round.
+//! (the sender's CPU even runs the receiver's side of it, and the server pays the same
+//! for its answers). What a load generator can shed is everything around that path, so
+//! that the server, not the load, is the limit:
 //!
-//! Per request: a `send` linked to the `recv` of its answer (`IOSQE_IO_LINK`), so both go
-//! in one submission and the `recv` starts only once the whole request is sent. Each
-//! connection owns the memory its operations point to (the request and a receive buffer,
-//! on the heap, so a connection's record may move while they are in flight), and nothing
-//! is freed while the kernel may still write into it: see [`Uring`]'s `Drop`.
+//! - no system call per request: the round's sends go in one submission;
+//! - no receive per request: each connection's one multishot `recv`, armed once, brings
+//!   every answer into a buffer the kernel picks from a ring of provided buffers (the
+//!   receive is never tried before an answer can be there, and never re-armed);
+//! - fewer wake-ups, on both sides: a round waits for a share of the answers in flight,
+//!   so the server's answers wake the load generator a few times per round, not once
+//!   each; and the ring's completions are posted when it asks (`DEFER_TASKRUN`);
+//! - one clock reading per round, none per request.
+//!
+//! Each connection owns the memory its operations point to (its request, on the heap, so
+//! the connection's record may move while a send is in flight), and nothing is freed
+//! while the kernel may still use it: see [`Uring`]'s `Drop`.
 
 use std::io;
 use std::net::Shutdown;
@@ -22,7 +29,9 @@ use shared::Error;
 use shared::uring::UringSetup;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::buf_ring::BufRing;
 use super::{CONNECT_WINDOW, Exchange, Load, Mark, Measured, Parent, Step, Timeline, failed};
+use crate::net::BUFFER;
 
 /// What the load generator submits, and what it says where io_uring is unusable.
 const SETUP: UringSetup = UringSetup {
@@ -38,12 +47,41 @@ const SETUP: UringSetup = UringSetup {
     simulate_fn: "shared::uring::simulate_setup_error",
 };
 
+/// A round waits for this share of the answers in flight (an eighth)...
+const BATCH_SHARE: usize = 8;
+/// ... but for no more than this many...
+const BATCH_MAX: usize = 64;
+/// ... and, once one is in, no longer than this (Linux 6.12's minimum wait; before it,
+/// a round waits for one answer).
+const BATCH_WAIT_MICROS: u32 = 50;
+
 /// Why io_uring cannot run the load here, if it cannot.
 pub(super) fn unavailable() -> Option<String> {
-    match build(1) {
-        Ok(_) => None,
-        Err(error) => Some(error.to_string()),
+    let ring = match build(1) {
+        Ok(ring) => ring,
+        Err(error) => return Some(error.to_string()),
+    };
+    // A multishot receive needs 6.0 (and provided buffer rings 5.19): no feature flag
+    // says so, the version does.
+    if !kernel_at_least(6, 0) {
+        return Some(format!(
+            "{} needs Linux 6.0 or later (multishot receive). {}",
+            SETUP.who, SETUP.instead
+        ));
     }
+    // Provided buffer rings came with 5.19, and a kernel may refuse them.
+    let mut buffers = match BufRing::new(1, 64) {
+        Ok(buffers) => buffers,
+        Err(error) => return Some(format!("allocating receive buffers: {error}")),
+    };
+    let registered = buffers.register(&ring.submitter(), 0);
+    buffers.unregister(&ring.submitter());
+    registered.err().map(|error| {
+        format!(
+            "registering receive buffers with io_uring: {error}. {}",
+            SETUP.instead
+        )
+    })
 }
 
 /// The ring for `connections`, with the setup flags that suit one thread doing all the
@@ -51,10 +89,10 @@ pub(super) fn unavailable() -> Option<String> {
 /// kernel posts completions in one batch when we enter the ring, instead of interrupting
 /// us as each is done), else `COOP_TASKRUN` (5.19), else none.
 fn build(connections: usize) -> io::Result<IoUring> {
-    // Room to submit a send and a receive for every connection in a few enters, and to
-    // post a completion for every operation in flight (two per connection, three for
-    // each one connecting) without overflowing.
-    let sq = (2 * connections + 3 * CONNECT_WINDOW)
+    // Room to submit a send for every connection in a few enters, and to post a
+    // completion for every operation in flight without overflowing: a send and an answer
+    // per connection, a connect, a send and an answer per one connecting.
+    let sq = (connections + 3 * CONNECT_WINDOW)
         .next_power_of_two()
         .min(4096) as u32;
     let cq = (2 * connections + 3 * CONNECT_WINDOW).next_power_of_two() as u32;
@@ -79,12 +117,21 @@ fn build(connections: usize) -> io::Result<IoUring> {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
-                "{} needs Linux 5.11 or later (io_uring_enter with a timeout). {}",
+                "{} needs Linux 6.0 or later (io_uring_enter with a timeout). {}",
                 SETUP.who, SETUP.instead
             ),
         ));
     }
     Ok(ring)
+}
+
+/// Whether the running kernel's version is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// What an operation was, in the low bits of its `user_data`; the connection's index
@@ -96,13 +143,16 @@ const KIND_BITS: u32 = 2;
 /// The poll on the parent's pipe (our stdin), when paced.
 const PARENT: u64 = u64::MAX;
 
-/// One connection: its socket, its exchange, and the memory the kernel writes into.
+/// One connection: its socket, its exchange, and where its operations are.
 struct Slot {
     socket: Socket,
     exchange: Exchange,
-    /// Where the kernel puts the answer: on the heap, so it stays put when the slot
-    /// moves. A little longer than an answer, so bytes past it are caught at once.
-    buffer: Box<[u8]>,
+    /// Its request's send has not completed: the request must stay as it is.
+    sending: bool,
+    /// Its answer came before its send's completion: the next request waits for it.
+    next_waits: bool,
+    /// Its multishot receive is armed.
+    receiving: bool,
 }
 
 /// The ring, the connections, and how many operations the kernel still holds.
@@ -110,23 +160,39 @@ struct Uring<'a> {
     load: &'a Load,
     ring: IoUring,
     slots: Vec<Slot>,
+    /// The receive buffers every answer lands in.
+    buffers: BufRing,
     /// The server's address, which every `connect` points to (boxed: it stays put).
     addr: Box<SockAddr>,
-    /// Connects, sends and receives submitted and not completed: operations that point
-    /// into `slots` or `addr`.
+    /// Operations submitted and not completed (a multishot receive until its last
+    /// completion), the parent's poll aside: the ones that point into `slots`,
+    /// `buffers` or `addr`.
     in_flight: usize,
+    /// Requests sent and not yet answered.
+    waiting: usize,
     /// This round's completions, copied out of the queue to act on.
     completions: Vec<cqueue::Entry>,
 }
 
 /// Runs `load` on io_uring (see [`super::run`]).
 pub(super) fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
+    let ring = build(load.connections).map_err(failed("setting up io_uring"))?;
+    // One buffer per answer in flight, and a little more than an answer each, so that a
+    // byte too many arrives with the answer and is caught there.
+    let size = (super::answer_len(load) + 64).min(BUFFER);
+    let mut buffers = BufRing::new(load.connections + CONNECT_WINDOW, size)
+        .map_err(failed("allocating receive buffers"))?;
+    buffers
+        .register(&ring.submitter(), 0)
+        .map_err(failed("registering receive buffers with io_uring"))?;
     let mut uring = Uring {
         load,
-        ring: build(load.connections).map_err(failed("setting up io_uring"))?,
+        ring,
         slots: Vec::with_capacity(load.connections),
+        buffers,
         addr: Box::new(SockAddr::from(load.addr)),
         in_flight: 0,
+        waiting: 0,
         completions: Vec::new(),
     };
     uring.drive(mark)
@@ -188,7 +254,9 @@ impl Uring<'_> {
                 self.watch_parent()
             };
         }
-        self.in_flight -= 1;
+        if !cqueue::more(completion.flags()) {
+            self.in_flight -= 1;
+        }
         let id = (user_data >> KIND_BITS) as usize;
         let slot = &mut self.slots[id];
         match user_data & ((1 << KIND_BITS) - 1) {
@@ -203,25 +271,62 @@ impl Uring<'_> {
             SEND if (result as usize) < slot.exchange.request.len() => {
                 Err(slot.exchange.closed("part of a request sent"))
             }
-            SEND => Ok(()),
-            RECV if result < 0 => Err(Error::io("reading an answer", errno(result))),
-            RECV if result == 0 => Err(slot.exchange.closed("end of stream")),
-            RECV => {
-                let bytes = &slot.buffer[..result as usize];
-                if !slot.exchange.take(bytes, self.load.protocol)? {
-                    return self.receive(id); // the rest is still on its way
-                }
-                if timeline.answered(&slot.exchange, now) {
+            SEND => {
+                slot.sending = false;
+                if std::mem::take(&mut slot.next_waits) {
                     self.request(id, now)?;
                 }
                 Ok(())
             }
+            RECV => self.received(id, completion, now, timeline),
             kind => unreachable!("an operation of kind {kind}"),
         }
     }
 
+    /// A completion of connection `id`'s multishot receive: a piece of an answer (in a
+    /// buffer of the ring, given back at once), or the end of the receive.
+    fn received(
+        &mut self,
+        id: usize,
+        completion: &cqueue::Entry,
+        now: Instant,
+        timeline: &mut Timeline,
+    ) -> Result<(), Error> {
+        let (result, flags) = (completion.result(), completion.flags());
+        let slot = &mut self.slots[id];
+        slot.receiving = cqueue::more(flags);
+        let whole = match (result, cqueue::buffer_select(flags)) {
+            (n, Some(bid)) if n > 0 => {
+                let bytes = self.buffers.buffer(bid, n as usize);
+                let whole = slot.exchange.take(bytes, self.load.protocol);
+                self.buffers.recycle(bid);
+                whole?
+            }
+            (0, _) => return Err(slot.exchange.closed("end of stream")),
+            // Every buffer was taken: this round gives them back, and it re-arms.
+            (n, _) if n == -libc::ENOBUFS => false,
+            (n, _) => return Err(Error::io("reading an answer", errno(n))),
+        };
+        if !slot.receiving {
+            self.arm(id)?;
+        }
+        let slot = &mut self.slots[id];
+        if whole {
+            self.waiting -= 1;
+            if timeline.answered(&slot.exchange, now) {
+                if slot.sending {
+                    slot.next_waits = true; // the request is the kernel's until then
+                } else {
+                    self.request(id, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Opens one more connection: its `connect`, linked to its first request's `send`,
-    /// linked to its answer's `recv`, all in the next round's submission.
+    /// linked to the multishot `recv` of every answer it will get, all in the next
+    /// round's submission.
     fn open(&mut self, now: Instant) -> Result<(), Error> {
         let id = self.slots.len();
         // NB: a blocking socket, unlike mio's: io_uring waits for the socket itself (and
@@ -231,57 +336,68 @@ impl Uring<'_> {
         socket
             .set_tcp_nodelay(true)
             .map_err(failed("setting TCP_NODELAY"))?;
-        let answer = super::answer_len(self.load);
+        let mut exchange = Exchange::new(id, self.load);
+        exchange.next_request(self.load, now);
         self.slots.push(Slot {
             socket,
-            exchange: Exchange::new(id, self.load),
-            buffer: vec![0; answer + 64].into_boxed_slice(),
+            exchange,
+            sending: true,
+            next_waits: false,
+            receiving: true,
         });
-        let fd = types::Fd(self.slots[id].socket.as_raw_fd());
-        let connect = opcode::Connect::new(fd, self.addr.as_ptr().cast(), self.addr.len())
+        self.waiting += 1;
+        let connect = opcode::Connect::new(self.fd(id), self.addr.as_ptr().cast(), self.addr.len())
             .build()
             .flags(squeue::Flags::IO_LINK)
             .user_data(user_data(id, CONNECT));
-        self.slots[id].exchange.next_request(self.load, now);
-        let [send, recv] = self.exchange_entries(id);
+        let send = self.send_entry(id).flags(squeue::Flags::IO_LINK);
+        let recv = self.recv_entry(id);
         // SAFETY: `addr` is boxed and lives as long as the ring's operations may (see
-        // `Drop`); the send and receive point into the slot's heap memory (see
-        // `exchange_entries`).
+        // `Drop`); as `send_entry` and `recv_entry` say for the others.
         unsafe { self.push(&[connect, send, recv]) }
     }
 
-    /// Queues connection `id`'s next request and the receive of its answer.
+    /// Queues connection `id`'s next request.
     fn request(&mut self, id: usize, now: Instant) -> Result<(), Error> {
-        self.slots[id].exchange.next_request(self.load, now);
-        let entries = self.exchange_entries(id);
-        // SAFETY: as `exchange_entries` says.
-        unsafe { self.push(&entries) }
+        let slot = &mut self.slots[id];
+        slot.exchange.next_request(self.load, now);
+        slot.sending = true;
+        self.waiting += 1;
+        let send = self.send_entry(id);
+        // SAFETY: as `send_entry` says.
+        unsafe { self.push(&[send]) }
     }
 
-    /// Queues one more receive on connection `id`, for the rest of an answer.
-    fn receive(&mut self, id: usize) -> Result<(), Error> {
-        let [_, recv] = self.exchange_entries(id);
-        // SAFETY: as `exchange_entries` says.
+    /// Arms connection `id`'s multishot receive again, after the kernel ended it.
+    fn arm(&mut self, id: usize) -> Result<(), Error> {
+        self.slots[id].receiving = true;
+        let recv = self.recv_entry(id);
+        // SAFETY: as `recv_entry` says.
         unsafe { self.push(&[recv]) }
     }
 
-    /// The `send` of connection `id`'s request in flight, linked to the `recv` of its
-    /// answer. They point into the slot's request and buffer, which live on the heap
-    /// (they do not move with the slot), are not rewritten until the receive completes
-    /// (which, linked, is after the send), and are not freed while the kernel holds them.
-    fn exchange_entries(&mut self, id: usize) -> [squeue::Entry; 2] {
-        let slot = &mut self.slots[id];
-        let fd = types::Fd(slot.socket.as_raw_fd());
-        let request = &slot.exchange.request;
-        let send = opcode::Send::new(fd, request.as_ptr(), request.len() as u32)
+    /// The `send` of connection `id`'s request. It points into the request, which lives
+    /// on the heap (it does not move with the slot), is not rewritten while `sending`,
+    /// and is not freed while the kernel holds it (see `Drop`).
+    fn send_entry(&self, id: usize) -> squeue::Entry {
+        let request = &self.slots[id].exchange.request;
+        opcode::Send::new(self.fd(id), request.as_ptr(), request.len() as u32)
             .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
             .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(user_data(id, SEND));
-        let recv = opcode::Recv::new(fd, slot.buffer.as_mut_ptr(), slot.buffer.len() as u32)
+            .user_data(user_data(id, SEND))
+    }
+
+    /// The multishot `recv` of connection `id`'s answers. It points at no memory of the
+    /// connection's: the kernel writes into the ring's buffers, which outlive it (see
+    /// `Drop`).
+    fn recv_entry(&self, id: usize) -> squeue::Entry {
+        opcode::RecvMulti::new(self.fd(id), self.buffers.group())
             .build()
-            .user_data(user_data(id, RECV));
-        [send, recv]
+            .user_data(user_data(id, RECV))
+    }
+
+    fn fd(&self, id: usize) -> types::Fd {
+        types::Fd(self.slots[id].socket.as_raw_fd())
     }
 
     /// Queues a poll for the parent's next line on our stdin.
@@ -324,12 +440,21 @@ impl Uring<'_> {
         Ok(())
     }
 
-    /// Submits what the round queued and waits for at least one completion, at most
-    /// `timeout`: one `io_uring_enter`.
+    /// Gives the round's buffers back, submits what the round queued and waits, at most
+    /// `timeout`, for a share of the answers in flight: one `io_uring_enter`.
     fn enter(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.buffers.publish();
         let timespec = types::Timespec::from(timeout);
-        let args = types::SubmitArgs::new().timespec(&timespec);
-        match self.ring.submitter().submit_with_args(1, &args) {
+        let mut args = types::SubmitArgs::new().timespec(&timespec);
+        let mut want = 1;
+        if self.ring.params().is_feature_min_timeout() {
+            want = (self.waiting / BATCH_SHARE).clamp(1, BATCH_MAX);
+            // (For one, no holding out: a minimum wait alone costs the kernel a timer.)
+            if want > 1 {
+                args = args.min_wait_usec(BATCH_WAIT_MICROS);
+            }
+        }
+        match self.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => Ok(()),
             // The timeout passed, or a signal came: the loop looks around and comes back.
             Err(error) if error.raw_os_error() == Some(libc::ETIME) => Ok(()),
@@ -343,30 +468,32 @@ impl Uring<'_> {
 
 impl Drop for Uring<'_> {
     /// Ends every operation before the memory it points to goes: each connection is shut
-    /// down, so its receive completes (with nothing) and a send or connect fails, and the
-    /// ring is drained. Should the kernel hold some past the deadline, their memory is
-    /// leaked rather than freed under it.
+    /// down, so its receive ends (with nothing) and a send or connect fails, and the ring
+    /// is drained. Should the kernel hold some past the deadline, their memory is leaked
+    /// rather than freed under it.
     fn drop(&mut self) {
         for slot in &self.slots {
             let _ = slot.socket.shutdown(Shutdown::Both);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
+        self.waiting = 0; // no batch to wait for
         while self.in_flight > 0 && Instant::now() < deadline {
             if self.enter(Duration::from_millis(10)).is_err() {
                 break;
             }
             for completion in self.ring.completion() {
-                if completion.user_data() != PARENT {
+                if completion.user_data() != PARENT && !cqueue::more(completion.flags()) {
                     self.in_flight -= 1;
                 }
             }
         }
-        if self.in_flight > 0 {
+        if self.in_flight == 0 {
+            self.buffers.unregister(&self.ring.submitter());
+        } else {
+            self.buffers.leak();
             std::mem::forget(std::mem::take(&mut self.slots));
-            std::mem::forget(std::mem::replace(
-                &mut self.addr,
-                Box::new(SockAddr::from(self.load.addr)),
-            ));
+            let addr = Box::new(SockAddr::from(self.load.addr));
+            std::mem::forget(std::mem::replace(&mut self.addr, addr));
         }
     }
 }
