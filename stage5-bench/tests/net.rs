@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use stage5_bench::net::load::{self, Driver, Load, Mark};
-use stage5_bench::net::{MESSAGE, Protocol, Server};
+use stage5_bench::net::{HTTP_REQUEST, MESSAGE, Protocol, Server};
 
 fn load(addr: SocketAddr, connections: usize, driver: Driver) -> Load {
     Load {
@@ -92,6 +92,20 @@ fn every_answer_is_counted_once_and_the_window_is_marked() {
             "{driver:?}: {measured:?}"
         );
         assert!(measured.latency.quantile(0.5) <= measured.latency.quantile(0.99));
+    }
+}
+
+#[test]
+fn hyper_answers_are_checked_whole() {
+    let addr = start(Server::HyperStage4);
+    for driver in drivers() {
+        let load = Load {
+            protocol: Protocol::Http,
+            size: HTTP_REQUEST.len(),
+            ..load(addr, 8, driver)
+        };
+        let measured = load::run(&load, &mut |_| {}).unwrap_or_else(|e| panic!("{driver:?}: {e}"));
+        assert!(measured.fewest > 0, "{driver:?}: {measured:?}");
     }
 }
 
@@ -212,6 +226,12 @@ fn the_binary_reports_every_row_in_both_tables() {
         stdout.contains("every answer checked byte for byte"),
         "{stdout}"
     );
+    // Which load generator ran: io_uring where this machine has it.
+    let ran = match Driver::Uring.unavailable() {
+        None => "no runtime, on io_uring",
+        Some(_) => "no runtime, on mio",
+    };
+    assert!(stdout.contains(ran), "{stdout}");
     assert!(stdout.contains("System calls per request: not counted (--no-perf)"));
     for line in stdout.lines().filter(|l| l.starts_with('|')) {
         assert!(line.chars().count() <= 118, "too wide for the book: {line}");
@@ -224,9 +244,43 @@ fn bad_flags_get_a_clear_error() {
         (&["--conns", "0"][..], "--conns"),
         (&["--servers", "nginx"][..], "no server `nginx`"),
         (&["--size", "8"][..], "--size"),
+        (
+            &["--load-driver", "epoll"][..],
+            "--load-driver epoll: uring or mio",
+        ),
     ] {
         let (ok, stdout, stderr) = net(args);
         assert!(!ok, "{args:?} ran:\n{stdout}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn without_io_uring_the_load_runs_on_mio_and_says_why() {
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_net"))
+            .env("STAGE5_LOAD_URING_SIMULATE", "EPERM")
+            .args(["--conns", "1", "--servers", "floor", "--runs", "1"])
+            .args(["--secs", "0.2", "--warmup", "0", "--no-perf"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // By default: on mio, and the table's notes say why not io_uring.
+    let (ok, stdout, stderr) = run(&[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("no runtime, on mio"), "{stdout}");
+    assert!(stdout.contains("(not io_uring: "), "{stdout}");
+    assert!(stdout.contains("--load-driver mio"), "{stdout}");
+    // Asked for io_uring: a clear refusal, no run.
+    let (ok, stdout, stderr) = run(&["--load-driver", "uring"]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("--load-driver uring: "), "{stderr}");
+    assert!(stderr.contains("simulated"), "{stderr}");
 }
