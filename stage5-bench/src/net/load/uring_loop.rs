@@ -324,15 +324,10 @@ impl Uring<'_> {
         if !slot.receiving {
             self.arm(id)?;
         }
-        let slot = &mut self.slots[id];
         if whole {
             self.waiting -= 1;
-            if timeline.answered(&slot.exchange, now) {
-                if slot.sending {
-                    slot.next_waits = true; // the request is the kernel's until then
-                } else {
-                    self.request(id, now)?;
-                }
+            if timeline.answered(&self.slots[id].exchange, now) {
+                self.request(id, now)?;
             }
         }
         Ok(())
@@ -375,9 +370,15 @@ impl Uring<'_> {
         unsafe { self.push(&[connect, send, recv]) }
     }
 
-    /// Queues connection `id`'s next request.
+    /// Queues connection `id`'s next request (or has it follow the completion of the
+    /// last one's send).
     fn request(&mut self, id: usize, now: Instant) -> Result<(), Error> {
         let slot = &mut self.slots[id];
+        if slot.sending {
+            // The last request is the kernel's until its send completes: after that.
+            slot.next_waits = true;
+            return Ok(());
+        }
         slot.exchange.next_request(self.load, now);
         slot.sending = true;
         self.waiting += 1;
