@@ -31,6 +31,9 @@ use stage5_bench::pin;
 use stage5_bench::stats::{Summary, percent};
 use stage5_bench::text::{machine, print_markdown, thousands};
 
+/// A load generator busy this share of the window or more may have been the limit.
+const LOAD_BOUND: f64 = 0.9;
+
 /// hyper's rows run at these connection counts only.
 const HTTP_CONNS: [usize; 2] = [64, 1024];
 
@@ -499,6 +502,28 @@ fn print(
             "Some connection got no answer in a whole window (an unfair server, or a window \
              too short for so many connections): {}.",
             starved.join(", ")
+        );
+    }
+    let load_bound: Vec<String> = cells
+        .iter()
+        .filter(|c| median(c, Sample::load_busy) >= LOAD_BOUND)
+        .map(|c| {
+            format!(
+                "{} at {}",
+                c.server.label(),
+                thousands(c.connections as u64)
+            )
+        })
+        .collect();
+    if !load_bound.is_empty() {
+        shared::say!();
+        shared::say!(
+            "The load generator was busy {} or more of the window, so it may have been the \
+             limit rather than the server (compare these by CPU per request): {}. On \
+             loopback the sender's CPU runs much of the receiver's side of TCP, so a load \
+             generator costs about what the leanest server does.",
+            percent(LOAD_BOUND),
+            load_bound.join(", ")
         );
     }
     if !not_run.is_empty() {
