@@ -7,14 +7,16 @@
 //!                                                                      #   hyper on tokio
 //! cargo run --release -p stage5-bench --bin net -- --conns 64 --runs 3 --secs 2
 //! cargo run --release -p stage5-bench --bin net -- --plot target/net.svg
+//! cargo run --release -p stage5-bench --bin net -- --load-driver mio   # the portable load
 //! ```
 //!
 //! Each cell (a server at a connection count) runs `--runs` times, the servers and the
 //! connection counts interleaved (round 1 runs every cell once, then round 2), each run in
-//! fresh processes: a server pinned to one CPU, the load generator to another. The table
-//! shows medians, the spread of the requests per second, and ratios as medians of the
-//! ratios within each round. System calls are counted in one more run per cell, under
-//! `perf stat`, which is not timed (a counted call costs a little more).
+//! fresh processes: a server pinned to one CPU, the load generator (on io_uring where it
+//! works, else on mio: the output says which) to another. The table shows medians, the
+//! spread of the requests per second, and ratios as medians of the ratios within each
+//! round. System calls are counted in one more run per cell, under `perf stat`, which is
+//! not timed (a counted call costs a little more).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,13 +3,16 @@
 //!
 //! It must not be the bottleneck, so it is lean: no runtime, no allocation per request,
 //! and its own CPU time over the window is measured, for the table to say when it was
-//! near its limit. Two loops drive it, the same in everything but how they talk to the
-//! kernel:
+//! near its limit. (It can be no leaner than the kernel's TCP path, though: on loopback
+//! the sender's CPU runs much of the receiver's side of it, so a request costs the load
+//! generator about what it costs the leanest server.) Two loops drive it, the same in
+//! everything but how they talk to the kernel:
 //!
-//! - [`Driver::Uring`] (Linux): one `io_uring_enter` per round submits every request and
-//!   every receive of the round and waits for the next answers ([`uring_loop`]);
-//! - [`Driver::Mio`] (everywhere, and where io_uring is unusable): one `epoll_wait` (or
-//!   `kevent`) per round, then a `send` and a `recv` per request ([`mio_loop`]).
+//! - [`Driver::Uring`] (Linux 6.0 or later, `load/uring_loop.rs`): one `io_uring_enter`
+//!   per round submits the round's requests and waits for a share of the answers, which
+//!   one multishot receive per connection brings into buffers the kernel picks;
+//! - [`Driver::Mio`] (everywhere, and where io_uring is unusable, `load/mio_loop.rs`):
+//!   one `epoll_wait` (or `kevent`) per round, then a `send` and a `recv` per request.
 //!
 //! Every answer is checked byte for byte against what was asked: an echo message carries
 //! its connection and sequence number, so an answer from another connection, a stale one
@@ -70,8 +73,8 @@ pub struct Load {
 /// How the load generator talks to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
-    /// io_uring (Linux 6.0 or later): requests and receives batched, one system call per
-    /// round.
+    /// io_uring (Linux 6.0 or later): a round's requests in one submission, answers
+    /// from multishot receives, one system call per round.
     Uring,
     /// mio: a readiness loop with a `send` and a `recv` per request.
     Mio,
@@ -97,8 +100,8 @@ impl Driver {
     pub fn describe(self) -> &'static str {
         match self {
             Driver::Uring => {
-                "io_uring: one io_uring_enter per round submits every send and receive of \
-                 the round"
+                "io_uring: one io_uring_enter per round sends the round's requests and \
+                 waits for answers, which a multishot receive per connection brings"
             }
             Driver::Mio => "mio: one send and one recv per request",
         }
