@@ -5,8 +5,10 @@
 //!
 //! The ring is shared memory: an array of `(addr, len, bid)` entries the kernel reads
 //! from its head, and a tail (in the first entry's reserved field) that we advance to
-//! hand buffers over. Both the ring and the buffers it points to stay allocated, at the
-//! same place, for as long as the kernel may use them (see [`BufRing`]'s `Drop`).
+//! hand buffers over. The kernel writes into the buffers whenever an answer comes, so
+//! they are raw memory, never a Rust reference, except the one buffer a completion has
+//! handed to us, until we hand it back. Both stay allocated, at the same place, for as
+//! long as the kernel may use them (see `Drop`).
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -19,9 +21,10 @@ use io_uring::types::BufRingEntry;
 pub(super) struct BufRing {
     /// The ring's entries: page-aligned, as the kernel wants them.
     entries: *mut BufRingEntry,
-    layout: Layout,
+    entries_layout: Layout,
     /// Every buffer, one after the other, `size` bytes each.
-    buffers: Box<[u8]>,
+    buffers: *mut u8,
+    buffers_layout: Layout,
     size: usize,
     /// How many entries (a power of two) and so how many buffers.
     count: u16,
@@ -38,18 +41,35 @@ impl BufRing {
     /// bytes, every one of them handed to the kernel once registered.
     pub(super) fn new(count: usize, size: usize) -> io::Result<BufRing> {
         let count = count.next_power_of_two().clamp(1, 1 << 15);
-        let layout = Layout::from_size_align(count * size_of::<BufRingEntry>(), 4096)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: the layout's size is at least one entry, not zero.
-        let entries = unsafe { alloc::alloc_zeroed(layout) }.cast::<BufRingEntry>();
-        if entries.is_null() {
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let entries_layout =
+            Layout::from_size_align(count * size_of::<BufRingEntry>(), 4096).map_err(invalid)?;
+        let buffers_layout = Layout::from_size_align(count * size.max(1), 64).map_err(invalid)?;
+        // SAFETY: both layouts have a size of at least one entry or byte, not zero.
+        let (entries, buffers) = unsafe {
+            (
+                alloc::alloc_zeroed(entries_layout).cast::<BufRingEntry>(),
+                alloc::alloc(buffers_layout),
+            )
+        };
+        if entries.is_null() || buffers.is_null() {
+            // SAFETY: each freed only if it was allocated, with its own layout.
+            unsafe {
+                if !entries.is_null() {
+                    alloc::dealloc(entries.cast(), entries_layout);
+                }
+                if !buffers.is_null() {
+                    alloc::dealloc(buffers, buffers_layout);
+                }
+            }
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         let mut ring = BufRing {
             entries,
-            layout,
-            buffers: vec![0; count * size].into_boxed_slice(),
-            size,
+            entries_layout,
+            buffers,
+            buffers_layout,
+            size: size.max(1),
             count: count as u16,
             tail: 0,
             group: None,
@@ -65,7 +85,7 @@ impl BufRing {
     pub(super) fn register(&mut self, submitter: &Submitter, group: u16) -> io::Result<()> {
         self.publish();
         // SAFETY: the ring stays allocated, unmoved, until the ring's fd is closed or the
-        // group unregistered (`Drop` unregisters it first).
+        // group unregistered (its owner unregisters it before dropping it).
         unsafe {
             submitter.register_buf_ring_with_flags(self.entries as u64, self.count, group, 0)
         }?;
@@ -78,16 +98,24 @@ impl BufRing {
         self.group.unwrap_or(0)
     }
 
-    /// The first `len` bytes of buffer `bid`, which the kernel filled.
+    /// The first `len` bytes of buffer `bid`, which a completion said the kernel filled:
+    /// it is ours until [`BufRing::recycle`] (which takes `&mut self`, so this borrow
+    /// ends first).
     pub(super) fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < self.count, "buffer {bid} of {}", self.count);
         let start = usize::from(bid) * self.size;
-        &self.buffers[start..start + len.min(self.size)]
+        // SAFETY: within the allocation (bid < count, len at most size); the kernel wrote
+        // these bytes before posting the completion, and writes no more into this buffer
+        // until it is published again.
+        unsafe { std::slice::from_raw_parts(self.buffers.add(start), len.min(self.size)) }
     }
 
     /// Hands buffer `bid` back (to the kernel at the next [`BufRing::publish`]).
     pub(super) fn recycle(&mut self, bid: u16) {
+        assert!(bid < self.count, "buffer {bid} of {}", self.count);
         let index = usize::from(self.tail & (self.count - 1));
-        let addr = self.buffers[usize::from(bid) * self.size..].as_mut_ptr();
+        // SAFETY: within the allocation (bid < count): a pointer, never a reference.
+        let addr = unsafe { self.buffers.add(usize::from(bid) * self.size) };
         // SAFETY: `index` is below `count`, the ring's length. The kernel reads only the
         // entries between its head and the published tail, and this one lies past it.
         let entry = unsafe { &mut *self.entries.add(index) };
@@ -117,7 +145,6 @@ impl BufRing {
     /// Gives up the memory for good, for when the kernel might still use it.
     pub(super) fn leak(&mut self) {
         self.leaked = true;
-        std::mem::forget(std::mem::take(&mut self.buffers));
     }
 }
 
@@ -126,8 +153,12 @@ impl Drop for BufRing {
         if self.leaked {
             return;
         }
-        // SAFETY: allocated with this layout in `new`; the owner unregistered it (or
-        // closed the ring) before dropping it, so the kernel no longer reads it.
-        unsafe { alloc::dealloc(self.entries.cast(), self.layout) };
+        // SAFETY: allocated with these layouts in `new`; the owner unregistered the ring
+        // (or closed the io_uring) with no receive in flight before dropping it, so the
+        // kernel no longer reads the ring nor writes into the buffers.
+        unsafe {
+            alloc::dealloc(self.entries.cast(), self.entries_layout);
+            alloc::dealloc(self.buffers, self.buffers_layout);
+        }
     }
 }
