@@ -13,11 +13,10 @@
 //! A tracepoint costs a little on every call it counts, so the counted runs are extra
 //! runs, not the timed ones.
 
-use std::time::Duration;
-
 use shared::Error;
 
 /// The calls counted one by one (those that exist on this kernel).
+#[cfg(target_os = "linux")]
 const NAMED: [&str; 22] = [
     "read",
     "write",
@@ -67,7 +66,7 @@ mod imp {
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::*;
 
