@@ -13,10 +13,11 @@
 //! A tracepoint costs a little on every call it counts, so the counted runs are extra
 //! runs, not the timed ones.
 
+use std::time::Duration;
+
 use shared::Error;
 
 /// The calls counted one by one (those that exist on this kernel).
-#[cfg(target_os = "linux")]
 const NAMED: [&str; 22] = [
     "read",
     "write",
@@ -66,7 +67,7 @@ mod imp {
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
 
