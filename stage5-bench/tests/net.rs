@@ -1,6 +1,7 @@
 //! The network benchmark's harness: every answer is checked (a wrong or missing one fails
-//! the run), and the binary reports every row it was asked for. Small and short: debug
-//! build, stage 4's mio driver and the floor, no perf. No timing is asserted.
+//! the run), on both load generators (io_uring, where this machine has it, and mio), and
+//! the binary reports every row it was asked for. Small and short: debug build, stage 4's
+//! mio driver and the floor, no perf. No timing is asserted.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -9,10 +10,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use stage5_bench::net::load::{self, Load, Mark};
-use stage5_bench::net::{MESSAGE, Protocol, Server};
+use stage5_bench::net::load::{self, Driver, Load, Mark};
+use stage5_bench::net::{HTTP_REQUEST, MESSAGE, Protocol, Server};
 
-fn load(addr: SocketAddr, connections: usize) -> Load {
+fn load(addr: SocketAddr, connections: usize, driver: Driver) -> Load {
     Load {
         addr,
         connections,
@@ -21,6 +22,19 @@ fn load(addr: SocketAddr, connections: usize) -> Load {
         protocol: Protocol::Echo,
         size: MESSAGE,
         paced: false,
+        driver,
+    }
+}
+
+/// The load generators this machine runs: mio everywhere, io_uring where it works (else
+/// the test says why it is left out).
+fn drivers() -> Vec<Driver> {
+    match Driver::Uring.unavailable() {
+        None => vec![Driver::Uring, Driver::Mio],
+        Some(why) => {
+            eprintln!("the io_uring load generator is not tested here: {why}");
+            vec![Driver::Mio]
+        }
     }
 }
 
@@ -64,29 +78,53 @@ fn liar(good: usize, bad: impl Fn(&mut Vec<u8>) + Send + Copy + 'static) -> Sock
 #[test]
 fn every_answer_is_counted_once_and_the_window_is_marked() {
     let addr = start(Server::Stage4Mio);
-    let mut marks = Vec::new();
-    let measured = load::run(&load(addr, 64), &mut |mark| marks.push(mark)).unwrap();
-    assert_eq!(marks, [Mark::Start, Mark::Stop]);
-    assert!(measured.requests > 0);
-    assert_eq!(measured.latency.count(), measured.requests);
-    assert!(
-        measured.elapsed >= Duration::from_millis(300),
-        "{measured:?}"
-    );
-    assert!(measured.latency.quantile(0.5) <= measured.latency.quantile(0.99));
+    for driver in drivers() {
+        let mut marks = Vec::new();
+        let measured = load::run(&load(addr, 64, driver), &mut |mark| marks.push(mark))
+            .unwrap_or_else(|e| panic!("{driver:?}: {e}"));
+        assert_eq!(marks, [Mark::Start, Mark::Stop], "{driver:?}");
+        assert!(measured.requests > 0, "{driver:?}");
+        // Every connection was answered in the window, each answer counted once.
+        assert!(measured.fewest > 0, "{driver:?}: {measured:?}");
+        assert_eq!(measured.latency.count(), measured.requests, "{driver:?}");
+        assert!(
+            measured.elapsed >= Duration::from_millis(300),
+            "{driver:?}: {measured:?}"
+        );
+        assert!(measured.latency.quantile(0.5) <= measured.latency.quantile(0.99));
+    }
+}
+
+#[test]
+fn hyper_answers_are_checked_whole() {
+    let addr = start(Server::HyperStage4);
+    for driver in drivers() {
+        let load = Load {
+            protocol: Protocol::Http,
+            size: HTTP_REQUEST.len(),
+            ..load(addr, 8, driver)
+        };
+        let measured = load::run(&load, &mut |_| {}).unwrap_or_else(|e| panic!("{driver:?}: {e}"));
+        assert!(measured.fewest > 0, "{driver:?}: {measured:?}");
+    }
 }
 
 #[test]
 fn a_wrong_byte_fails_the_run_and_shows_both_answers() {
     let addr = liar(5, |buf| buf[10] ^= 1);
-    let error = load::run(&load(addr, 4), &mut |_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("wrong answer on connection"), "{error}");
-    assert!(
-        error.contains("expected") && error.contains("got"),
-        "{error}"
-    );
+    for driver in drivers() {
+        let error = load::run(&load(addr, 4, driver), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("wrong answer on connection"),
+            "{driver:?}: {error}"
+        );
+        assert!(
+            error.contains("expected") && error.contains("got"),
+            "{driver:?}: {error}"
+        );
+    }
 }
 
 #[test]
@@ -98,10 +136,12 @@ fn an_answer_for_another_request_fails_the_run() {
         load::message(id, 2, MESSAGE, &mut old);
         buf.copy_from_slice(&old);
     });
-    let error = load::run(&load(addr, 1), &mut |_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("to request 3"), "{error}");
+    for driver in drivers() {
+        let error = load::run(&load(addr, 1, driver), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("to request 3"), "{driver:?}: {error}");
+    }
 }
 
 #[test]
@@ -113,13 +153,15 @@ fn a_server_that_hangs_up_fails_the_run() {
             drop(stream); // accept, then close at once
         }
     });
-    let error = load::run(&load(addr, 2), &mut |_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("closed by the server") || error.contains("reset"),
-        "{error}"
-    );
+    for driver in drivers() {
+        let error = load::run(&load(addr, 2, driver), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("closed by the server") || error.contains("reset"),
+            "{driver:?}: {error}"
+        );
+    }
 }
 
 fn net(args: &[&str]) -> (bool, String, String) {
@@ -184,6 +226,12 @@ fn the_binary_reports_every_row_in_both_tables() {
         stdout.contains("every answer checked byte for byte"),
         "{stdout}"
     );
+    // Which load generator ran: io_uring where this machine has it.
+    let ran = match Driver::Uring.unavailable() {
+        None => "no runtime, on io_uring",
+        Some(_) => "no runtime, on mio",
+    };
+    assert!(stdout.contains(ran), "{stdout}");
     assert!(stdout.contains("System calls per request: not counted (--no-perf)"));
     for line in stdout.lines().filter(|l| l.starts_with('|')) {
         assert!(line.chars().count() <= 118, "too wide for the book: {line}");
@@ -196,9 +244,43 @@ fn bad_flags_get_a_clear_error() {
         (&["--conns", "0"][..], "--conns"),
         (&["--servers", "nginx"][..], "no server `nginx`"),
         (&["--size", "8"][..], "--size"),
+        (
+            &["--load-driver", "epoll"][..],
+            "--load-driver epoll: uring or mio",
+        ),
     ] {
         let (ok, stdout, stderr) = net(args);
         assert!(!ok, "{args:?} ran:\n{stdout}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn without_io_uring_the_load_runs_on_mio_and_says_why() {
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_net"))
+            .env("STAGE5_LOAD_URING_SIMULATE", "EPERM")
+            .args(["--conns", "1", "--servers", "floor", "--runs", "1"])
+            .args(["--secs", "0.2", "--warmup", "0", "--no-perf"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // By default: on mio, and the table's notes say why not io_uring.
+    let (ok, stdout, stderr) = run(&[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("no runtime, on mio"), "{stdout}");
+    assert!(stdout.contains("(not io_uring: "), "{stdout}");
+    assert!(stdout.contains("--load-driver mio"), "{stdout}");
+    // Asked for io_uring: a clear refusal, no run.
+    let (ok, stdout, stderr) = run(&["--load-driver", "uring"]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("--load-driver uring: "), "{stderr}");
+    assert!(stderr.contains("simulated"), "{stderr}");
 }

@@ -7,14 +7,16 @@
 //!                                                                      #   hyper on tokio
 //! cargo run --release -p stage5-bench --bin net -- --conns 64 --runs 3 --secs 2
 //! cargo run --release -p stage5-bench --bin net -- --plot target/net.svg
+//! cargo run --release -p stage5-bench --bin net -- --load-driver mio   # the portable load
 //! ```
 //!
 //! Each cell (a server at a connection count) runs `--runs` times, the servers and the
 //! connection counts interleaved (round 1 runs every cell once, then round 2), each run in
-//! fresh processes: a server pinned to one CPU, the load generator to another. The table
-//! shows medians, the spread of the requests per second, and ratios as medians of the
-//! ratios within each round. System calls are counted in one more run per cell, under
-//! `perf stat`, which is not timed (a counted call costs a little more).
+//! fresh processes: a server pinned to one CPU, the load generator (on io_uring where it
+//! works, else on mio: the output says which) to another. The table shows medians, the
+//! spread of the requests per second, and ratios as medians of the ratios within each
+//! round. System calls are counted in one more run per cell, under `perf stat`, which is
+//! not timed (a counted call costs a little more).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,12 +26,15 @@ use clap::Parser;
 use shared::Error;
 use stage5_bench::net::chart::{self, Bar, Group};
 use stage5_bench::net::harness::{self, Plan, Sample};
-use stage5_bench::net::load::{self, Load};
+use stage5_bench::net::load::{self, Driver, Load};
 use stage5_bench::net::perf::{self, Syscalls};
 use stage5_bench::net::{MESSAGE, Protocol, Server};
 use stage5_bench::pin;
 use stage5_bench::stats::{Summary, percent};
 use stage5_bench::text::{machine, print_markdown, thousands};
+
+/// A load generator busy this share of the window or more may have been the limit.
+const LOAD_BOUND: f64 = 0.9;
 
 /// hyper's rows run at these connection counts only.
 const HTTP_CONNS: [usize; 2] = [64, 1024];
@@ -62,6 +67,10 @@ struct Args {
     /// Seconds of each counted (`perf stat`) run
     #[arg(long, default_value_t = 2.0)]
     perf_secs: f64,
+    /// How the load generator talks to the kernel: uring (Linux) or mio [default: uring
+    /// where io_uring works, else mio]
+    #[arg(long, value_name = "DRIVER")]
+    load_driver: Option<String>,
     /// Where to write the SVG picture of the table
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
@@ -91,6 +100,20 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, Error> {
         .ok_or_else(|| Error::Other(format!("{flag} {value}: a number of seconds, above 0")))
 }
 
+/// The load generator's driver: the one asked for, if this machine can run it, else the
+/// best here, with why it is not io_uring.
+fn load_driver(args: &Args) -> Result<(Driver, Option<String>), Error> {
+    let Some(key) = &args.load_driver else {
+        return Ok(Driver::best());
+    };
+    let driver = Driver::from_key(key)
+        .ok_or_else(|| Error::Other(format!("--load-driver {key}: uring or mio")))?;
+    match driver.unavailable() {
+        None => Ok((driver, None)),
+        Some(why) => Err(Error::Other(format!("--load-driver {key}: {why}"))),
+    }
+}
+
 fn run(args: &Args) -> Result<(), Error> {
     let count = || args.conns.iter().copied().max().unwrap_or(1) as u64;
     if let Some(key) = &args.serve {
@@ -111,6 +134,7 @@ fn run(args: &Args) -> Result<(), Error> {
             })?,
             size: args.size,
             paced: true,
+            driver: load_driver(args)?.0,
         };
         return harness::load_child(&load, args.cpu);
     }
@@ -141,6 +165,7 @@ fn bench(args: &Args) -> Result<(), Error> {
     }
     // Each child raises its own limit; checking here first refuses at once, with the fix.
     shared::limits::check_connections(*args.conns.iter().max().unwrap_or(&1) as u64)?;
+    let (load_driver, not_uring) = load_driver(args)?;
     let cpus = pin::allowed_cpus();
     let plan = Plan {
         exe: std::env::current_exe().map_err(|e| Error::io("finding this program", e))?,
@@ -151,7 +176,15 @@ fn bench(args: &Args) -> Result<(), Error> {
         warmup: seconds("--warmup", args.warmup)?,
         window: seconds("--secs", args.secs)?,
         size: args.size,
+        load_driver,
     };
+    eprintln!(
+        "load generator: {}{}",
+        load_driver.key(),
+        not_uring
+            .as_ref()
+            .map_or(String::new(), |why| format!(" ({why})"))
+    );
     let mut cells: Vec<Cell> = Vec::new();
     for &connections in &args.conns {
         for &server in &servers {
@@ -177,13 +210,18 @@ fn bench(args: &Args) -> Result<(), Error> {
         for i in 0..count {
             let cell = &mut cells[(i + round) % count];
             let (sample, _) = harness::measure(&plan, cell.server, cell.connections, false)?;
+            let (user, system) = sample.per_request();
             eprintln!(
-                "round {}/{}: {:>18}, {:<18} {:>9} requests/s",
+                "round {}/{}: {:>18}, {:<18} {:>9} requests/s, CPU µs per request: \
+                 server {:.2}, load generator {:.2} ({})",
                 round + 1,
                 args.runs,
                 connections(cell.connections),
                 cell.server.label(),
-                thousands(sample.rate().round() as u64)
+                thousands(sample.rate().round() as u64),
+                user + system,
+                micros(sample.load_cpu) / sample.requests.max(1) as f64,
+                percent(sample.load_busy())
             );
             cell.samples.push(sample);
         }
@@ -213,7 +251,14 @@ fn bench(args: &Args) -> Result<(), Error> {
             cell.syscalls = syscalls;
         }
     }
-    print(args, &plan, &cells, &not_run, perf_off.as_deref());
+    print(
+        args,
+        &plan,
+        &cells,
+        &not_run,
+        perf_off.as_deref(),
+        not_uring.as_deref(),
+    );
     if let Some(path) = &args.plot {
         write_plot(path, &cells)?;
         eprintln!("picture written to {}", path.display());
@@ -300,6 +345,7 @@ fn print(
     cells: &[Cell],
     not_run: &[(Server, &str)],
     perf_off: Option<&str>,
+    not_uring: Option<&str>,
 ) {
     let find = |server: Server, connections: usize| {
         cells
@@ -314,9 +360,12 @@ fn print(
     };
     shared::say!("Machine: {}; {pinned}.", machine());
     shared::say!(
-        "Load: one load generator process (a mio loop, no runtime), a closed loop: each \
+        "Load: one load generator process, no runtime, on {}{}; a closed loop: each \
          connection has one request in flight; echo messages of {} bytes, hyper's rows \
-         `GET /` answered `hello`; every answer checked byte for byte.",
+         `GET /` answered `hello`; every answer checked byte for byte. Load CPU: its own \
+         CPU time over the window (near 100%, it was the limit, not the server).",
+        plan.load_driver.describe(),
+        not_uring.map_or(String::new(), |why| format!(" (not io_uring: {why})")),
         plan.size
     );
     shared::say!(
@@ -455,6 +504,28 @@ fn print(
             "Some connection got no answer in a whole window (an unfair server, or a window \
              too short for so many connections): {}.",
             starved.join(", ")
+        );
+    }
+    let load_bound: Vec<String> = cells
+        .iter()
+        .filter(|c| median(c, Sample::load_busy) >= LOAD_BOUND)
+        .map(|c| {
+            format!(
+                "{} at {}",
+                c.server.label(),
+                thousands(c.connections as u64)
+            )
+        })
+        .collect();
+    if !load_bound.is_empty() {
+        shared::say!();
+        shared::say!(
+            "The load generator was busy {} or more of the window, so it may have been the \
+             limit rather than the server (compare these by CPU per request): {}. On \
+             loopback the sender's CPU runs much of the receiver's side of TCP, so a load \
+             generator costs about what the leanest server does.",
+            percent(LOAD_BOUND),
+            load_bound.join(", ")
         );
     }
     if !not_run.is_empty() {

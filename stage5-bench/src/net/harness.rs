@@ -16,7 +16,7 @@ use std::time::Duration;
 use shared::Error;
 
 use super::Server;
-use super::load::{self, Load, Mark, Measured};
+use super::load::{self, Driver, Load, Mark, Measured};
 use crate::pin;
 
 /// What `getrusage` says about a process.
@@ -190,6 +190,8 @@ pub struct Plan {
     pub window: Duration,
     /// The echo message's size.
     pub size: usize,
+    /// How the load generator talks to the kernel.
+    pub load_driver: Driver,
 }
 
 /// A child process whose stdout lines arrive on a channel and whose stderr is kept.
@@ -319,6 +321,8 @@ pub fn measure(
         &plan.window.as_secs_f64().to_string(),
         "--size",
         &plan.size.to_string(),
+        "--load-driver",
+        plan.load_driver.key(),
     ]);
     if let Some(cpu) = load_cpu {
         command.args(["--cpu", &cpu.to_string()]);

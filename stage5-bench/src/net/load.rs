@@ -1,26 +1,40 @@
-//! The load generator: one thread, one mio loop, N connections, each with one request in
-//! flight (a closed loop: the next request leaves when the answer to the last one came).
+//! The load generator: one thread, N connections, each with one request in flight (a
+//! closed loop: the next request leaves when the answer to the last one came).
 //!
 //! It must not be the bottleneck, so it is lean: no runtime, no allocation per request,
-//! one `send` and one `recv` per request (a read shorter than the buffer emptied the
-//! socket, so it does not read again until `WouldBlock`), and its own CPU time over the
-//! window is measured, for the table to say when it was near its limit.
+//! and its own CPU time over the window is measured, for the table to say when it was
+//! near its limit. (It can be no leaner than the kernel's TCP path, though: on loopback
+//! the sender's CPU runs much of the receiver's side of it, so a request costs the load
+//! generator about what it costs the leanest server.) Two loops drive it, the same in
+//! everything but how they talk to the kernel:
+//!
+//! - [`Driver::Uring`] (Linux 6.0 or later, `load/uring_loop.rs`): one `io_uring_enter`
+//!   per round submits the round's requests and waits for a share of the answers, which
+//!   one multishot receive per connection brings into buffers the kernel picks;
+//! - [`Driver::Mio`] (everywhere, and where io_uring is unusable, `load/mio_loop.rs`):
+//!   one `epoll_wait` (or `kevent`) per round, then a `send` and a `recv` per request.
 //!
 //! Every answer is checked byte for byte against what was asked: an echo message carries
 //! its connection and sequence number, so an answer from another connection, a stale one
 //! or a short one is caught; a wrong answer ends the run with an error that shows both.
+//! The timeline (connect, warm up, measure, report) and the checks are this file's, shared
+//! by both loops.
 
-use std::io::{self, Read, Write};
+#[cfg(target_os = "linux")]
+mod buf_ring;
+mod mio_loop;
+#[cfg(target_os = "linux")]
+mod uring_loop;
+
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
 use shared::Error;
 
 use super::harness::Usage;
 use super::histogram::Histogram;
-use super::{BUFFER, HTTP_REQUEST, HTTP_RESPONSE, Protocol};
+use super::{HTTP_REQUEST, HTTP_RESPONSE, Protocol};
 
 /// At most this many connections wait for their first answer at once: the server's listen
 /// backlog is never the limit, and an accept queue that overflows (and so a handshake
@@ -52,6 +66,66 @@ pub struct Load {
     /// window opens and off before it closes, however long perf takes, with the load
     /// running all along: the window and the counts differ by a pipe's latency.
     pub paced: bool,
+    /// How it talks to the kernel.
+    pub driver: Driver,
+}
+
+/// How the load generator talks to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring (Linux 6.0 or later): a round's requests in one submission, answers
+    /// from multishot receives, one system call per round.
+    Uring,
+    /// mio: a readiness loop with a `send` and a `recv` per request.
+    Mio,
+}
+
+impl Driver {
+    /// The name on the command line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Driver::Uring => "uring",
+            Driver::Mio => "mio",
+        }
+    }
+
+    /// The driver for a [`key`](Driver::key).
+    pub fn from_key(key: &str) -> Option<Driver> {
+        [Driver::Uring, Driver::Mio]
+            .into_iter()
+            .find(|d| d.key() == key)
+    }
+
+    /// How the table's notes describe it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Driver::Uring => {
+                "io_uring: one io_uring_enter per round sends the round's requests and \
+                 waits for answers, which a multishot receive per connection brings"
+            }
+            Driver::Mio => "mio: one send and one recv per request",
+        }
+    }
+
+    /// Why this machine cannot run it, if it cannot (io_uring: not Linux, too old a
+    /// kernel, or io_uring disabled).
+    pub fn unavailable(self) -> Option<String> {
+        match self {
+            Driver::Mio => None,
+            #[cfg(target_os = "linux")]
+            Driver::Uring => uring_loop::unavailable(),
+            #[cfg(not(target_os = "linux"))]
+            Driver::Uring => Some("io_uring is Linux-only".into()),
+        }
+    }
+
+    /// The best driver here: io_uring where it works, else mio and why not io_uring.
+    pub fn best() -> (Driver, Option<String>) {
+        match Driver::Uring.unavailable() {
+            None => (Driver::Uring, None),
+            Some(why) => (Driver::Mio, Some(why)),
+        }
+    }
 }
 
 /// When the measured window starts and ends, for the caller to sample the server then.
@@ -80,79 +154,30 @@ pub struct Measured {
     pub cpu: Duration,
 }
 
-/// Where a run is.
-#[derive(Debug, Clone)]
-enum Phase {
-    /// Opening connections, each answered once, until all are in.
-    Connecting,
-    /// The closed loop runs, not measured yet, until then.
-    Warming(Instant),
-    /// Warmed up, waiting for `go` (paced only).
-    Ready,
-    /// Measuring, since then, with this process's usage then, until then; `true` once
-    /// the time is up and marked (paced: the window closes on `end`).
-    Measuring(Instant, Usage, Instant, bool),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Connecting,
-    Writing,
-    Reading,
-    /// Answered its first request; waits for the others to be in.
-    Idle,
-}
-
-/// One connection and its request in flight.
-struct Connection {
-    stream: TcpStream,
-    id: usize,
-    state: State,
-    /// The request in flight, and how much of it is sent.
-    request: Vec<u8>,
-    written: usize,
-    /// The answer so far.
-    answer: Vec<u8>,
-    sent_at: Instant,
-    sequence: u64,
-    answered: u64,
-}
-
-impl Connection {
-    /// Writes this connection's next request (an echo message, or the HTTP request).
-    fn next_request(&mut self, protocol: Protocol, size: usize) {
-        self.request.clear();
-        match protocol {
-            Protocol::Echo => message(self.id, self.sequence, size, &mut self.request),
-            Protocol::Http => self.request.extend_from_slice(HTTP_REQUEST),
-        }
-        self.sequence += 1;
-        self.written = 0;
-        self.answer.clear();
-        self.state = State::Writing;
-        self.sent_at = Instant::now();
-    }
-
-    /// The answer the request in flight must get.
-    fn expected(&self, protocol: Protocol) -> &[u8] {
-        match protocol {
-            Protocol::Echo => &self.request,
-            Protocol::Http => HTTP_RESPONSE,
-        }
-    }
-}
-
 /// The echo message `sequence` of connection `id`: `size` bytes, its two numbers in hex,
 /// then letters that depend on both, then a newline.
 pub fn message(id: usize, sequence: u64, size: usize, out: &mut Vec<u8>) {
-    let _ = write!(out, "{id:08x} {sequence:016x} ");
-    let mut i = 0u64;
+    // (Written by hand, not with `write!`: this runs for every request.)
+    hex(id as u64, 8, out);
+    out.push(b' ');
+    hex(sequence, 16, out);
+    out.push(b' ');
+    let mut letter = ((id as u64 % 26 + sequence % 26) % 26) as u8;
     while out.len() + 1 < size {
-        out.push(b'a' + ((id as u64 + sequence + i) % 26) as u8);
-        i += 1;
+        out.push(b'a' + letter);
+        letter = if letter == 25 { 0 } else { letter + 1 };
     }
     out.truncate(size.saturating_sub(1));
     out.push(b'\n');
+}
+
+/// `value` in lowercase hex, at least `digits` digits (as `{value:0digits$x}`).
+fn hex(value: u64, digits: usize, out: &mut Vec<u8>) {
+    let needed = (64 - value.leading_zeros() as usize).div_ceil(4);
+    for digit in (0..digits.max(needed)).rev() {
+        let nibble = (value >> (4 * digit)) & 0xf;
+        out.push(b"0123456789abcdef"[nibble as usize]);
+    }
 }
 
 /// The smallest echo message: its two numbers and a newline.
@@ -168,172 +193,256 @@ pub fn run(load: &Load, mark: &mut dyn FnMut(Mark)) -> Result<Measured, Error> {
             "--size: an echo message is at least {MIN_SIZE} bytes"
         )));
     }
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: io::Error| Error::io(what, e)
-    };
-    let mut poll = Poll::new().map_err(io("creating the load generator's poll"))?;
-    let mut events = Events::with_capacity(1024);
-    let mut connections: Vec<Connection> = Vec::with_capacity(load.connections);
-    let mut scratch = vec![0u8; BUFFER];
-    let mut latency = Histogram::new();
-    let (mut established, mut requests) = (0usize, 0u64);
-    let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
-    let mut phase = Phase::Connecting;
-    let mut parent = Parent::new(load.paced, poll.registry())?;
+    match load.driver {
+        Driver::Mio => mio_loop::run(load, mark),
+        #[cfg(target_os = "linux")]
+        Driver::Uring => uring_loop::run(load, mark),
+        #[cfg(not(target_os = "linux"))]
+        Driver::Uring => Err(Error::Other(
+            "--load-driver uring: io_uring is Linux-only; use --load-driver mio".into(),
+        )),
+    }
+}
 
-    loop {
-        // Open connections, a window at a time, until all are in.
-        while connections.len() < load.connections
-            && connections.len() - established < CONNECT_WINDOW
-        {
-            let id = connections.len();
-            let mut stream = TcpStream::connect(load.addr).map_err(io("connecting"))?;
-            stream
-                .set_nodelay(true)
-                .map_err(io("setting TCP_NODELAY"))?;
-            poll.registry()
-                .register(
-                    &mut stream,
-                    Token(id),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .map_err(io("registering a connection"))?;
-            connections.push(Connection {
-                stream,
-                id,
-                state: State::Connecting,
-                request: Vec::with_capacity(load.size.max(HTTP_REQUEST.len())),
-                written: 0,
-                answer: Vec::with_capacity(BUFFER),
-                sent_at: Instant::now(),
-                sequence: 0,
-                answered: 0,
-            });
+/// An I/O error's context, for `map_err`.
+fn failed(what: &str) -> impl Fn(io::Error) -> Error {
+    let what = what.to_string();
+    move |e| Error::io(what.clone(), e)
+}
+
+/// One connection's request in flight and its answer so far: what both loops keep per
+/// connection, and the byte-for-byte check.
+struct Exchange {
+    id: usize,
+    /// The request in flight. NB: rewritten only between requests, never grown past
+    /// the capacity it starts with, so its bytes stay where a send in flight points.
+    request: Vec<u8>,
+    /// The answer so far.
+    answer: Vec<u8>,
+    sent_at: Instant,
+    /// The next request's sequence number (so the one in flight is `sequence - 1`).
+    sequence: u64,
+}
+
+impl Exchange {
+    fn new(id: usize, load: &Load) -> Exchange {
+        Exchange {
+            id,
+            request: Vec::with_capacity(load.size.max(HTTP_REQUEST.len())),
+            answer: Vec::with_capacity(answer_len(load)),
+            sent_at: Instant::now(),
+            sequence: 0,
         }
+    }
 
-        let now = Instant::now();
-        phase = match phase {
-            Phase::Connecting if established == load.connections => {
-                // Everyone is in: the closed loop starts on every connection at once.
-                // (Started one by one as they came in, the connections already running
-                // would slow every newcomer's first answer down.)
-                for connection in &mut connections {
-                    connection.next_request(load.protocol, load.size);
-                    send(connection)?;
+    /// Writes this connection's next request (an echo message, or the HTTP request),
+    /// leaving at `now`.
+    fn next_request(&mut self, load: &Load, now: Instant) {
+        self.request.clear();
+        match load.protocol {
+            Protocol::Echo => message(self.id, self.sequence, load.size, &mut self.request),
+            Protocol::Http => self.request.extend_from_slice(HTTP_REQUEST),
+        }
+        self.sequence += 1;
+        self.answer.clear();
+        self.sent_at = now;
+    }
+
+    /// The answer the request in flight must get.
+    fn expected(&self, protocol: Protocol) -> &[u8] {
+        match protocol {
+            Protocol::Echo => &self.request,
+            Protocol::Http => HTTP_RESPONSE,
+        }
+    }
+
+    /// Takes the next bytes of the answer and checks them: `true` once the whole answer
+    /// is in; a wrong byte, or a byte too many, is an error that shows both answers.
+    fn take(&mut self, bytes: &[u8], protocol: Protocol) -> Result<bool, Error> {
+        self.answer.extend_from_slice(bytes);
+        let expected = self.expected(protocol);
+        let got = &self.answer;
+        let so_far = got.len().min(expected.len());
+        if got[..so_far] != expected[..so_far] || got.len() > expected.len() {
+            return Err(Error::Other(format!(
+                "wrong answer on connection {} to request {}:\n  asked    {:?}\n  \
+                 expected {:?}\n  got      {:?}",
+                self.id,
+                self.sequence - 1,
+                String::from_utf8_lossy(&self.request),
+                String::from_utf8_lossy(expected),
+                String::from_utf8_lossy(got),
+            )));
+        }
+        Ok(got.len() == expected.len())
+    }
+
+    /// The error for a server that closed this connection (`how`: what said so).
+    fn closed(&self, how: &str) -> Error {
+        Error::Other(format!(
+            "connection {} closed by the server before answering request {} ({how})",
+            self.id,
+            self.sequence.saturating_sub(1)
+        ))
+    }
+}
+
+/// The length of every answer `load` gets.
+fn answer_len(load: &Load) -> usize {
+    match load.protocol {
+        Protocol::Echo => load.size,
+        Protocol::Http => HTTP_RESPONSE.len(),
+    }
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Opening connections, each answered once, until all are in.
+    Connecting,
+    /// The closed loop runs, not measured yet, until then.
+    Warming(Instant),
+    /// Warmed up, waiting for `go` (paced only).
+    Ready,
+    /// Measuring, since then, with this process's usage then, until then; `true` once
+    /// the time is up and marked (paced: the window closes on `end`).
+    Measuring(Instant, Usage, Instant, bool),
+}
+
+/// What a loop does next, as [`Timeline::step`] says.
+enum Step {
+    /// Every connection is in: send every connection's first request of the closed loop.
+    StartAll,
+    /// Wait for the kernel, at most this long.
+    Wait(Duration),
+    /// The run is over.
+    Done(Measured),
+}
+
+/// The run's timeline and what the window counts: connect, warm up, measure, report.
+struct Timeline<'a> {
+    load: &'a Load,
+    phase: Phase,
+    connect_deadline: Instant,
+    /// Connections that got their first answer.
+    established: usize,
+    latency: Histogram,
+    requests: u64,
+    /// Answers per connection in the window.
+    answered: Vec<u64>,
+}
+
+impl<'a> Timeline<'a> {
+    fn new(load: &'a Load) -> Timeline<'a> {
+        Timeline {
+            load,
+            phase: Phase::Connecting,
+            connect_deadline: Instant::now() + CONNECT_TIMEOUT,
+            established: 0,
+            latency: Histogram::new(),
+            requests: 0,
+            answered: vec![0; load.connections],
+        }
+    }
+
+    /// How many more connections to open now: the rest, at most [`CONNECT_WINDOW`]
+    /// waiting for their first answer at once.
+    fn to_open(&self, opened: usize) -> usize {
+        let waiting = opened - self.established;
+        (self.load.connections - opened).min(CONNECT_WINDOW.saturating_sub(waiting))
+    }
+
+    /// Moves the timeline on at `now`, marking the window's start and end; says what the
+    /// loop does next.
+    fn step(
+        &mut self,
+        now: Instant,
+        parent: &Parent,
+        mark: &mut dyn FnMut(Mark),
+    ) -> Result<Step, Error> {
+        let load = self.load;
+        loop {
+            self.phase = match self.phase {
+                Phase::Connecting if self.established == load.connections => {
+                    // Everyone is in: the closed loop starts on every connection at once.
+                    // (Started one by one as they came in, the connections already running
+                    // would slow every newcomer's first answer down.)
+                    self.phase = Phase::Warming(now + load.warmup);
+                    return Ok(Step::StartAll);
                 }
-                Phase::Warming(now + load.warmup)
-            }
-            Phase::Connecting if now > connect_deadline => {
-                return Err(Error::Other(format!(
-                    "only {established} of {} connections got an answer within {} s",
-                    load.connections,
-                    CONNECT_TIMEOUT.as_secs()
-                )));
-            }
-            Phase::Warming(until) if now >= until && load.paced => {
-                mark(Mark::Ready);
-                Phase::Ready
-            }
-            Phase::Warming(until) if now >= until => {
-                mark(Mark::Start);
-                Phase::Ready
-            }
-            Phase::Ready if parent.go || !load.paced => {
-                latency = Histogram::new();
-                requests = 0;
-                for connection in &mut connections {
-                    connection.answered = 0;
-                }
-                Phase::Measuring(now, Usage::now(), now + load.window, false)
-            }
-            Phase::Ready if parent.end => {
-                return Err(Error::Other("stdin ended before the window began".into()));
-            }
-            Phase::Measuring(start, usage, until, false) if now >= until => {
-                mark(Mark::Stop);
-                Phase::Measuring(start, usage, until, true)
-            }
-            Phase::Measuring(start, usage, _, true) if parent.end => {
-                let cpu = Usage::now().cpu().saturating_sub(usage.cpu());
-                if requests == 0 {
+                Phase::Connecting if now > self.connect_deadline => {
                     return Err(Error::Other(format!(
-                        "no answer in {:.1} s on {} connections",
-                        load.window.as_secs_f64(),
-                        load.connections
+                        "only {} of {} connections got an answer within {} s",
+                        self.established,
+                        load.connections,
+                        CONNECT_TIMEOUT.as_secs()
                     )));
                 }
-                return Ok(Measured {
-                    requests,
-                    elapsed: now - start,
-                    latency,
-                    fewest: connections.iter().map(|c| c.answered).min().unwrap_or(0),
-                    cpu,
-                });
-            }
-            phase => phase,
-        };
-        if matches!(phase, Phase::Ready | Phase::Measuring(.., true)) && !load.paced {
-            continue; // unpaced, straight on: to measuring, or to the end
+                Phase::Warming(until) if now >= until => {
+                    mark(if load.paced { Mark::Ready } else { Mark::Start });
+                    Phase::Ready
+                }
+                Phase::Ready if parent.go => {
+                    self.latency = Histogram::new();
+                    self.requests = 0;
+                    self.answered.fill(0);
+                    Phase::Measuring(now, Usage::now(), now + load.window, false)
+                }
+                Phase::Ready if parent.end => {
+                    return Err(Error::Other("stdin ended before the window began".into()));
+                }
+                Phase::Measuring(start, usage, until, false) if now >= until => {
+                    mark(Mark::Stop);
+                    Phase::Measuring(start, usage, until, true)
+                }
+                Phase::Measuring(start, usage, _, true) if parent.end => {
+                    let cpu = Usage::now().cpu().saturating_sub(usage.cpu());
+                    if self.requests == 0 {
+                        return Err(Error::Other(format!(
+                            "no answer in {:.1} s on {} connections",
+                            load.window.as_secs_f64(),
+                            load.connections
+                        )));
+                    }
+                    return Ok(Step::Done(Measured {
+                        requests: self.requests,
+                        elapsed: now - start,
+                        latency: std::mem::take(&mut self.latency),
+                        fewest: self.answered.iter().copied().min().unwrap_or(0),
+                        cpu,
+                    }));
+                }
+                Phase::Warming(until) | Phase::Measuring(_, _, until, false) => {
+                    return Ok(Step::Wait(until.saturating_duration_since(now)));
+                }
+                // Connecting, or waiting for the parent: look around now and then.
+                _ => return Ok(Step::Wait(Duration::from_millis(100))),
+            };
         }
+    }
 
-        let timeout = match &phase {
-            Phase::Warming(until) | Phase::Measuring(_, _, until, false) => {
-                until.saturating_duration_since(Instant::now())
+    /// A whole answer came in, checked, at `now`: counts it. `false` while connecting
+    /// (this was the connection's first answer: it waits for the others); else the
+    /// connection sends its next request.
+    fn answered(&mut self, exchange: &Exchange, now: Instant) -> bool {
+        match self.phase {
+            Phase::Connecting => {
+                self.established += 1;
+                false
             }
-            _ => Duration::from_millis(100),
-        };
-        match poll.poll(&mut events, Some(timeout)) {
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            result => result.map_err(io("waiting for the server"))?,
-        }
-        for event in &events {
-            if event.token() == PARENT {
-                parent.read()?;
-                continue;
+            Phase::Measuring(..) => {
+                self.latency
+                    .record(now.saturating_duration_since(exchange.sent_at));
+                self.requests += 1;
+                self.answered[exchange.id] += 1;
+                true
             }
-            let connection = &mut connections[event.token().0];
-            if connection.state == State::Connecting {
-                if let Some(error) = connection.stream.take_error().map_err(io("connecting"))? {
-                    return Err(Error::io("connecting", error));
-                }
-                match connection.stream.peer_addr() {
-                    Ok(_) => connection.next_request(load.protocol, load.size),
-                    Err(error) if error.kind() == io::ErrorKind::NotConnected => continue,
-                    Err(error) => return Err(Error::io("connecting", error)),
-                }
-            }
-            if connection.state == State::Writing {
-                send(connection)?;
-            }
-            // A writable edge alone has nothing to read: no `recv` for it.
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            if connection.state != State::Reading || !readable {
-                continue;
-            }
-            let done = receive(connection, load.protocol, &mut scratch)?;
-            if done {
-                if connection.sequence == 1 && matches!(phase, Phase::Connecting) {
-                    established += 1;
-                    connection.state = State::Idle;
-                    continue;
-                }
-                if matches!(phase, Phase::Measuring(..)) {
-                    latency.record(connection.sent_at.elapsed());
-                    requests += 1;
-                    connection.answered += 1;
-                }
-                connection.next_request(load.protocol, load.size);
-                send(connection)?;
-            }
+            _ => true,
         }
     }
 }
 
-/// The token of the parent's pipe (our stdin), when paced.
-const PARENT: Token = Token(usize::MAX);
-
-/// What the parent said on our stdin: `go`, then `end`.
+/// What the parent said on our stdin: `go`, then `end`. Unpaced, both at once.
 struct Parent {
     go: bool,
     end: bool,
@@ -341,25 +450,17 @@ struct Parent {
 }
 
 impl Parent {
-    /// Listens to stdin, non-blocking, in the loop's poll (when `paced`).
-    fn new(paced: bool, registry: &mio::Registry) -> Result<Parent, Error> {
+    /// Makes stdin non-blocking (when `paced`), for the loop to read it when it is ready.
+    fn new(paced: bool) -> Result<Parent, Error> {
         if paced {
             #[cfg(unix)]
-            {
-                // SAFETY: fcntl on our own stdin; O_NONBLOCK only changes how reads wait.
-                unsafe {
-                    let flags = libc::fcntl(0, libc::F_GETFL);
-                    libc::fcntl(0, libc::F_SETFL, flags | libc::O_NONBLOCK);
-                }
-                registry
-                    .register(&mut mio::unix::SourceFd(&0), PARENT, Interest::READABLE)
-                    .map_err(|e| Error::io("listening to stdin", e))?;
+            // SAFETY: fcntl on our own stdin; O_NONBLOCK only changes how reads wait.
+            unsafe {
+                let flags = libc::fcntl(0, libc::F_GETFL);
+                libc::fcntl(0, libc::F_SETFL, flags | libc::O_NONBLOCK);
             }
             #[cfg(not(unix))]
-            {
-                let _ = registry;
-                return Err(Error::Other("a paced load needs a Unix stdin".into()));
-            }
+            return Err(Error::Other("a paced load needs a Unix stdin".into()));
         }
         Ok(Parent {
             go: !paced,
@@ -406,70 +507,6 @@ impl Parent {
     }
 }
 
-/// Sends what is left of the request; on to `Reading` once all of it went.
-fn send(connection: &mut Connection) -> Result<(), Error> {
-    while connection.written < connection.request.len() {
-        match connection
-            .stream
-            .write(&connection.request[connection.written..])
-        {
-            Ok(0) => return Err(Error::Other("the server stopped taking bytes".into())),
-            Ok(n) => connection.written += n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(Error::io("sending a request", error)),
-        }
-    }
-    connection.state = State::Reading;
-    Ok(())
-}
-
-/// Reads what came; `true` once the whole answer is in and checked.
-fn receive(
-    connection: &mut Connection,
-    protocol: Protocol,
-    scratch: &mut [u8],
-) -> Result<bool, Error> {
-    loop {
-        match connection.stream.read(scratch) {
-            Ok(0) => {
-                return Err(Error::Other(format!(
-                    "connection {} closed by the server before answering request {}",
-                    connection.id,
-                    connection.sequence - 1
-                )));
-            }
-            Ok(n) => {
-                connection.answer.extend_from_slice(&scratch[..n]);
-                let expected = connection.expected(protocol);
-                let got = &connection.answer;
-                let so_far = got.len().min(expected.len());
-                if got[..so_far] != expected[..so_far] || got.len() > expected.len() {
-                    return Err(Error::Other(format!(
-                        "wrong answer on connection {} to request {}:\n  asked    {:?}\n  \
-                         expected {:?}\n  got      {:?}",
-                        connection.id,
-                        connection.sequence - 1,
-                        String::from_utf8_lossy(&connection.request),
-                        String::from_utf8_lossy(expected),
-                        String::from_utf8_lossy(got),
-                    )));
-                }
-                if got.len() == expected.len() {
-                    return Ok(true);
-                }
-                // NB: a short read emptied the socket; the rest makes a new edge.
-                if n < scratch.len() {
-                    return Ok(false);
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(Error::io("reading an answer", error)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,5 +524,31 @@ mod tests {
         message(1, 7, MIN_SIZE, &mut small);
         assert_eq!(small.len(), MIN_SIZE);
         assert!(small.ends_with(b" \n"), "{small:?}");
+    }
+
+    #[test]
+    fn messages_are_written_as_format_would() {
+        for (id, sequence) in [
+            (0, 0),
+            (1, 7),
+            (25, 1),
+            (0xabc, 0xdead_beef),
+            (1 << 33, u64::MAX / 3),
+        ] {
+            let mut fast = Vec::new();
+            message(id, sequence, 64, &mut fast);
+            let mut slow = format!("{id:08x} {sequence:016x} ").into_bytes();
+            let mut i = 0u64;
+            while slow.len() + 1 < 64 {
+                slow.push(b'a' + ((id as u64 + sequence % 26 + i) % 26) as u8);
+                i += 1;
+            }
+            slow.truncate(63);
+            slow.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&slow)
+            );
+        }
     }
 }
