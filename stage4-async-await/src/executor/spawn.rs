@@ -15,7 +15,7 @@ use crate::join_handle::{AbortHandle, JoinError, JoinHandle};
 ///
 /// # Panics
 ///
-/// Outside [`block_on`].
+/// Outside [`block_on`](crate::block_on).
 #[track_caller]
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
