@@ -88,7 +88,9 @@ struct Waiters {
     /// Numbers the next future's entry.
     next: u64,
 }
+// ANCHOR_END: source
 
+// ANCHOR: waiters
 impl Waiters {
     fn wait(&mut self, waiter: Option<&mut Option<u64>>, waker: &Waker) {
         let Some(waiter) = waiter else {
@@ -122,7 +124,7 @@ impl Waiters {
         woken.append(&mut self.polls);
     }
 }
-// ANCHOR_END: source
+// ANCHOR_END: waiters
 
 /// mio's `Poll` with the wakers of every registered socket, and the timers.
 #[derive(Debug)]
