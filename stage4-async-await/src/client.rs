@@ -20,19 +20,16 @@ use crate::net::TcpStream;
 pub async fn make_tcp_request(addr: SocketAddr, id: u64) -> Result<String, Error> {
     let connect_error = |source| Error::Connect { addr, source };
     // A non-blocking connect returns at once; the socket becomes writable once the
-    // handshake is over (or has failed), and `connect` waits for that.
+    // handshake is over (or has failed).
     let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
     request_on(&stream, id).await
 }
 
-/// Sends `Request {id}` on a connected `stream` and returns the line the server
-/// answers. (The million-connection run connects first and sends later: it calls this.)
+/// Sends `Request {id}` on a connected `stream` and returns the line the server answers.
 pub async fn request_on(stream: &TcpStream, id: u64) -> Result<String, Error> {
-    // `write_all` loops over partial writes, and waits while the send buffer is full.
-    stream
-        .write_all(request(id).as_bytes())
-        .await
-        .map_err(|e| Error::request("sending", id, e))?;
+    if let Err(e) = stream.write_all(request(id).as_bytes()).await {
+        return Err(Error::request("sending", id, e));
+    }
 
     // The answer may come in pieces: feed them to the decoder until a line is complete.
     let mut decoder = LineDecoder::new();
@@ -43,8 +40,7 @@ pub async fn request_on(stream: &TcpStream, id: u64) -> Result<String, Error> {
         if let Some(line) = line {
             return Ok(line);
         }
-        // Drained: `read_into` waits until more bytes arrive, and hands them to the
-        // decoder (no buffer waits in this future: see `read_into`).
+        // Drained: wait for more bytes; `read_into` hands them to the decoder.
         match stream.read_into(&mut decoder).await {
             Ok(0) => {
                 let source = DecodeError::ClosedMidLine;
@@ -59,8 +55,7 @@ pub async fn request_on(stream: &TcpStream, id: u64) -> Result<String, Error> {
 
 // ANCHOR: consume_response
 /// The article's `consume_response`: one request, its outcome handed to `record`.
-/// Calling `make_tcp_request` takes an `.await`, where stage 3 needed none: a future
-/// can only suspend where the compiler sees it.
+/// Calling `make_tcp_request` takes an `.await`: a future suspends only where it is seen.
 pub async fn consume_response(
     config: &Config,
     id: u64,
