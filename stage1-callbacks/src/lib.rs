@@ -39,8 +39,7 @@ use crate::event_loop::EventLoop;
 /// report when every one has been answered or `config.timeout` has passed.
 pub fn run(config: &Config) -> Result<Report, Error> {
     let report = Rc::new(RefCell::new(Report::start(config)));
-    // Every request starts now, so one deadline is every request's timeout (none, when
-    // the timeout is too far for an `Instant`: `Duration::MAX`).
+    // Every request starts now, so one deadline is every request's timeout (or none).
     let deadline = Instant::now().checked_add(config.timeout);
     let mut event_loop = EventLoop::new().map_err(|e| Error::io("creating the event loop", e))?;
     for id in request_ids(config.requests) {
