@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use shared::server::{DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, ServerConfig, SlowServer, signals};
+use shared::server::{
+    DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, ServerConfig, ShutdownHandle, SlowServer, signals,
+};
 
 /// Echoes each request line after a delay, for thousands of connections at once.
 ///
@@ -76,36 +78,25 @@ fn main() -> ExitCode {
         stats_interval: args.stats_ms.map(Duration::from_millis),
         ..ServerConfig::new(args.listen, delay)
     };
-    let server = match SlowServer::start_with(config) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
-        }
-    };
     // By default, long enough for every request already received to get its answer,
     // with 5 s to spare for clients slow to read it.
     let drain = Duration::from_millis(
         args.drain_ms
             .unwrap_or_else(|| args.delay_ms.saturating_add(5000)),
     );
-    eprintln!(
-        "slow-server: listening on {}, echoing each line after {} ms (open-file limit {limit}, \
-         idle connections closed after {}{}); Ctrl-C to stop",
-        server.addr(),
-        args.delay_ms,
-        match args.idle_timeout_ms {
-            0 => "never".to_string(),
-            ms => format!("{ms} ms"),
-        },
-        backlog_note(args.backlog),
-    );
-    // When the first signal came, which one, and how many answers were out by then.
+    // Signals first: their pipe and thread need descriptors, which a server already
+    // accepting at its open-file limit could have taken by the time we asked.
+    // `signalled`: when the first signal came, which one, and how many answers were out.
     let signalled = Arc::new(OnceLock::new());
-    let handle = server.shutdown_handle();
+    let running: Arc<OnceLock<ShutdownHandle>> = Arc::new(OnceLock::new());
     let first = {
         let signalled = Arc::clone(&signalled);
+        let running = Arc::clone(&running);
         move |signal| {
+            let Some(handle) = running.get() else {
+                // Not listening yet: nothing to drain.
+                std::process::exit(128 + signal);
+            };
             let stats = handle.stats();
             let _ = signalled.set((Instant::now(), signal, stats.answered));
             eprintln!(
@@ -118,7 +109,27 @@ fn main() -> ExitCode {
             handle.shutdown(Some(drain));
         }
     };
-    if let Err(e) = signals::on_first_signal(first) {
+    let signals_refused = signals::on_first_signal(first).err();
+    let server = match SlowServer::start_with(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = running.set(server.shutdown_handle());
+    eprintln!(
+        "slow-server: listening on {}, echoing each line after {} ms (open-file limit {limit}, \
+         idle connections closed after {}{}); Ctrl-C to stop",
+        server.addr(),
+        args.delay_ms,
+        match args.idle_timeout_ms {
+            0 => "never".to_string(),
+            ms => format!("{ms} ms"),
+        },
+        backlog_note(args.backlog),
+    );
+    if let Some(e) = signals_refused {
         eprintln!("slow-server: cannot handle signals, Ctrl-C will stop at once: {e}");
     }
     let stats = match server.wait() {
