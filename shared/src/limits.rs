@@ -114,6 +114,30 @@ pub fn open_fds() -> Option<u64> {
     Some((entries.count() as u64).saturating_sub(1))
 }
 
+/// Lets the kernel choose a bound socket's port at `connect` rather than at `bind`
+/// (`IP_BIND_ADDRESS_NO_PORT`, Linux): a port then only has to be unique per
+/// destination, so one source address is not limited to one port range in all.
+#[cfg(target_os = "linux")]
+pub fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd, and a pointer to a c_int with its size, as the option
+    // expects; the kernel only reads it.
+    let status = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Raises the fd limit, then checks that `connections` more sockets fit in it, with
 /// [`FD_RESERVE`] to spare.
 ///

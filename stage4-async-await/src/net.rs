@@ -221,7 +221,7 @@ impl TcpStream {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
         #[cfg(target_os = "linux")]
-        bind_address_no_port(&socket)?;
+        shared::limits::bind_address_no_port(&socket)?;
         socket.bind(&SocketAddr::new(from, 0).into())?;
         match socket.connect(&addr.into()) {
             Ok(()) => {}
@@ -408,29 +408,6 @@ impl std::fmt::Display for LineError {
 }
 
 impl std::error::Error for LineError {}
-
-/// Lets the kernel choose a bound socket's port at `connect` (see
-/// [`TcpStream::connect_from`]).
-#[cfg(target_os = "linux")]
-fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket fd, and a pointer to a c_int with its size, as the option
-    // expects; the kernel only reads it.
-    let status = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if status != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 // ANCHOR: backlog
 /// How many connections the kernel completes and queues for a listener before anyone

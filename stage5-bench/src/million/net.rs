@@ -21,7 +21,7 @@ pub fn start_connect(source: Ipv4Addr, server: SocketAddr) -> io::Result<Socket>
     socket.set_nonblocking(true)?;
     #[cfg(target_os = "linux")]
     {
-        bind_address_no_port(&socket)?;
+        shared::limits::bind_address_no_port(&socket)?;
         socket.bind(&SocketAddr::from((source, 0)).into())?;
     }
     // Elsewhere only 127.0.0.1 is local, which the kernel picks anyway.
@@ -34,28 +34,6 @@ pub fn start_connect(source: Ipv4Addr, server: SocketAddr) -> io::Result<Socket>
     }
 }
 // ANCHOR_END: start_connect
-
-#[cfg(target_os = "linux")]
-fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: the fd is a socket we own, `on` is a c_int that outlives the call, and the
-    // length passed is its size.
-    let status = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// A short name for why a system call failed, used as a key in the failure counts:
 /// `refused`, `timed_out`, `no_port`, ...
