@@ -487,17 +487,7 @@ fn print(
             );
         }
     }
-    let starved: Vec<String> = cells
-        .iter()
-        .filter(|c| c.samples.iter().any(|s| s.fewest == 0))
-        .map(|c| {
-            format!(
-                "{} at {}",
-                c.server.label(),
-                thousands(c.connections as u64)
-            )
-        })
-        .collect();
+    let starved = cells_where(cells, |c| c.samples.iter().any(|s| s.fewest == 0));
     if !starved.is_empty() {
         shared::say!();
         shared::say!(
@@ -506,17 +496,7 @@ fn print(
             starved.join(", ")
         );
     }
-    let load_bound: Vec<String> = cells
-        .iter()
-        .filter(|c| median(c, Sample::load_busy) >= LOAD_BOUND)
-        .map(|c| {
-            format!(
-                "{} at {}",
-                c.server.label(),
-                thousands(c.connections as u64)
-            )
-        })
-        .collect();
+    let load_bound = cells_where(cells, |c| median(c, Sample::load_busy) >= LOAD_BOUND);
     if !load_bound.is_empty() {
         shared::say!();
         shared::say!(
@@ -535,6 +515,21 @@ fn print(
             shared::say!("- {}: {why}.", server.label());
         }
     }
+}
+
+/// "server at connections" for every cell where `holds`.
+fn cells_where(cells: &[Cell], holds: impl Fn(&Cell) -> bool) -> Vec<String> {
+    cells
+        .iter()
+        .filter(|c| holds(c))
+        .map(|c| {
+            format!(
+                "{} at {}",
+                c.server.label(),
+                thousands(c.connections as u64)
+            )
+        })
+        .collect()
 }
 
 fn write_plot(path: &std::path::Path, cells: &[Cell]) -> Result<(), Error> {
