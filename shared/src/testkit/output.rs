@@ -1,7 +1,9 @@
 //! What every binary must do when its stdout fails (a closed pipe ends the output
 //! quietly, any other error is one `error:` line and a failure), and when its command
 //! line is wrong (status 2, as clap's usage errors). Each crate's tests call
-//! [`check_stdout_errors`] and [`check_usage_errors`] on its binaries.
+//! [`check_stdout_errors`] and [`check_usage_errors`] on its binaries; a stage's binary
+//! gets both, with the arguments every stage takes, from
+//! [`output_tests!`](crate::output_tests).
 
 use std::process::{Command, Stdio};
 
@@ -71,4 +73,35 @@ pub fn check_usage_errors(binary: &str, cases: &[[&str; 2]]) {
             "{args:?} names the flag: {stderr}"
         );
     }
+}
+
+/// Defines the two output tests every stage's binary keeps, for the binary at `$binary`
+/// (`env!("CARGO_BIN_EXE_<name>")`): `a_lost_report_fails_and_a_closed_pipe_does_not`
+/// (Linux), with a short run of two requests, and
+/// `addresses_that_do_not_parse_or_resolve_are_usage_errors`.
+#[macro_export]
+macro_rules! output_tests {
+    ($binary:expr) => {
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn a_lost_report_fails_and_a_closed_pipe_does_not() {
+            $crate::testkit::output::check_stdout_errors(
+                $binary,
+                &["--requests", "2", "--delay-ms", "0"],
+            );
+        }
+
+        #[test]
+        fn addresses_that_do_not_parse_or_resolve_are_usage_errors() {
+            $crate::testkit::output::check_usage_errors(
+                $binary,
+                &[
+                    ["--addr", ":::"],
+                    ["--addr", "localhost:99999"],
+                    ["--addr", "no-port-here"],
+                    ["--requests", "0"],
+                ],
+            );
+        }
+    };
 }
