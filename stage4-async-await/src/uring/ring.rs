@@ -22,7 +22,8 @@ mod accept;
 mod setup;
 
 use accept::{Accepts, MAX_WAITING_ACCEPTS, close_accepted};
-use setup::{SETUP, build, kernel_at_least};
+use setup::{SETUP, build};
+use shared::uring::kernel_at_least;
 
 /// The `user_data` of the operations nobody waits for (a cancel, a close).
 const IGNORED: u64 = u64::MAX;

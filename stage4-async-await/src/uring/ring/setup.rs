@@ -44,25 +44,6 @@ pub(super) fn build() -> io::Result<IoUring> {
 }
 // ANCHOR_END: setup_flags
 
-/// Whether the running kernel's version is at least `major.minor` (from `uname`).
-pub(super) fn kernel_at_least(major: u32, minor: u32) -> bool {
-    // SAFETY: `utsname` is plain data, for which all zeros is a valid value.
-    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid, writable utsname.
-    if unsafe { libc::uname(&mut name) } != 0 {
-        return false;
-    }
-    // SAFETY: uname wrote a NUL-terminated string into `release`.
-    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
-    let mut numbers = release
-        .to_str()
-        .unwrap_or("")
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    let found = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    found >= (major, minor)
-}
-
 /// What this driver submits (all there since Linux 5.6; a multishot accept needs 5.19,
 /// and falls back to one accept per connection), and what it says where io_uring is
 /// unusable.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use shared::Error;
-use shared::uring::UringSetup;
+use shared::uring::{UringSetup, kernel_at_least};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::buf_ring::BufRing;
@@ -124,15 +124,6 @@ fn build(connections: usize) -> io::Result<IoUring> {
         ));
     }
     Ok(ring)
-}
-
-/// Whether the running kernel's version is at least `major.minor`.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// What an operation was, in the low bits of its `user_data`; the connection's index
